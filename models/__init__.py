@@ -1,0 +1,1 @@
+"""Keras model builders, one module per model family."""

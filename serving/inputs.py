@@ -1,0 +1,184 @@
+"""Parse and check request payloads before they reach a model.
+
+Everything a client can get wrong becomes an `InputError` (a 4xx with a message that says what was
+wrong and what is expected) here, so a bad request never enters a batch shared with other requests.
+"""
+
+import base64
+import io
+import json
+from typing import Any
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+from starlette.requests import Request
+
+MAX_PAYLOAD_BYTES = 8 * 1024 * 1024
+MAX_BATCH = 64
+MAX_IMAGE_SIDE = 4096
+MAX_IMAGE_PIXELS = 4096 * 4096
+IMAGE_FORMATS = {"PNG", "JPEG", "GIF", "BMP"}
+PIXEL_INSTANCE = "an image as a nested list of pixel values 0–255, shaped H×W or H×W×C with C in 1, 3 or 4"
+
+
+class InputError(Exception):
+    def __init__(self, message: str, *, expected: str = "", status: int = 400):
+        super().__init__(message)
+        self.message = message
+        self.expected = expected
+        self.status = status
+
+    def body(self) -> dict[str, str]:
+        return {"error": self.message, **({"expected": self.expected} if self.expected else {})}
+
+
+async def read_body(request: Request) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > MAX_PAYLOAD_BYTES:
+        raise _too_large(int(declared))
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_PAYLOAD_BYTES:
+            raise _too_large(size)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _too_large(size: int) -> InputError:
+    return InputError(
+        f"payload of {size} bytes is over the limit",
+        expected=f"a request body of at most {MAX_PAYLOAD_BYTES} bytes ({MAX_PAYLOAD_BYTES // 2**20} MiB)",
+        status=413,
+    )
+
+
+def parse_json(body: bytes) -> Any:
+    try:
+        return json.loads(body, parse_constant=_reject_constant)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise InputError(f"malformed JSON: {error}", expected="a JSON object such as {\"instances\": [...]}") from None
+
+
+def _reject_constant(name: str) -> float:
+    raise InputError(f"non-finite value {name} in the JSON body", expected="finite numbers 0–255")
+
+
+def field(document: Any, name: str, expected: str) -> Any:
+    if not isinstance(document, dict):
+        raise InputError(f"the JSON body is a {type(document).__name__}, not an object", expected=expected)
+    if name not in document:
+        raise InputError(f"missing field {name!r}", expected=expected)
+    return document[name]
+
+
+def check_batch(instances: Any, expected: str) -> list:
+    if not isinstance(instances, list):
+        raise InputError(f"'instances' is a {type(instances).__name__}, not a list", expected=expected)
+    if not instances:
+        raise InputError("empty batch: 'instances' has no items", expected=expected)
+    if len(instances) > MAX_BATCH:
+        raise InputError(f"batch of {len(instances)} instances is over the limit of {MAX_BATCH}", expected=expected, status=413)
+    return instances
+
+
+def pixel_batch(instances: Any, *, dtype: str = "float32") -> np.ndarray:
+    """Instances of nested pixel lists → one (N, H, W, C) array, every value a finite number in 0–255."""
+    expected = f"'instances': a list of 1–{MAX_BATCH} images, each {PIXEL_INSTANCE}"
+    check_batch(instances, expected)
+    images = [_pixel_array(instance, index) for index, instance in enumerate(instances)]
+    shapes = {image.shape for image in images}
+    if len(shapes) > 1:
+        raise InputError(
+            f"instances have different shapes {sorted(shapes)}",
+            expected="every image in one request to have the same shape (send differently sized images in separate requests)",
+        )
+    batch = np.stack(images)
+    if dtype == "uint8":
+        if not np.array_equal(batch, np.round(batch)):
+            raise InputError("non-integer pixel values for a uint8 signature", expected="integers 0–255")
+        return batch.astype(np.uint8)
+    return batch
+
+
+def _pixel_array(instance: Any, index: int) -> np.ndarray:
+    where = f"instance {index}"
+    try:
+        array = np.asarray(instance, dtype=np.float32)
+    except (ValueError, TypeError):
+        raise InputError(
+            f"{where} is not a rectangular array of numbers (ragged rows or non-numeric values)", expected=PIXEL_INSTANCE
+        ) from None
+    if array.dtype == object or _has_non_numbers(instance):
+        raise InputError(f"{where} contains non-numeric values", expected=PIXEL_INSTANCE)
+    if array.ndim == 2:
+        array = array[..., np.newaxis]
+    if array.ndim != 3:
+        raise InputError(f"{where} has rank {array.ndim} (shape {list(array.shape)})", expected=PIXEL_INSTANCE)
+    height, width, channels = array.shape
+    if channels not in (1, 3, 4):
+        raise InputError(f"{where} has {channels} channels (shape {list(array.shape)})", expected=PIXEL_INSTANCE)
+    _check_size(height, width, where)
+    if not np.all(np.isfinite(array)):
+        raise InputError(f"{where} contains NaN or infinite values", expected="finite numbers 0–255")
+    low, high = float(array.min()), float(array.max())
+    if low < 0 or high > 255:
+        raise InputError(f"{where} has values outside 0–255 (min {low:g}, max {high:g})", expected="pixel values 0–255")
+    return array
+
+
+def _has_non_numbers(instance: Any) -> bool:
+    # numpy silently turns True into 1.0 and "7" into 7.0; a pixel must be a JSON number.
+    stack = [instance]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, bool) or not isinstance(item, (int, float)):
+            return True
+    return False
+
+
+def _check_size(height: int, width: int, where: str) -> None:
+    if height < 1 or width < 1:
+        raise InputError(f"{where} is empty ({height}×{width})", expected="an image at least 1×1")
+    if max(height, width) > MAX_IMAGE_SIDE or height * width > MAX_IMAGE_PIXELS:
+        raise InputError(
+            f"{where} is {width}×{height} pixels, over the limit",
+            expected=f"images at most {MAX_IMAGE_SIDE} pixels on a side",
+            status=413,
+        )
+
+
+def encoded_image(data: bytes, where: str = "the uploaded image") -> bytes:
+    """Check that `data` is a complete PNG/JPEG/GIF/BMP of a reasonable size; return it unchanged."""
+    expected = f"a PNG, JPEG, GIF or BMP file at most {MAX_IMAGE_SIDE} pixels on a side"
+    if not data:
+        raise InputError(f"{where} is empty", expected=expected)
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            if image.format not in IMAGE_FORMATS:
+                raise InputError(f"{where} is a {image.format} image", expected=expected, status=415)
+            # The header gives the size before any pixels are decoded, so a decompression bomb stops here.
+            _check_size(image.height, image.width, where)
+            image.load()  # decodes fully: catches truncated and corrupt files
+    except InputError:
+        raise
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+        raise InputError(f"{where} could not be decoded: {error}", expected=expected) from None
+    return data
+
+
+def b64_bytes(value: Any, where: str) -> bytes:
+    """TF Serving's convention for binary strings: {"b64": "<base64>"}."""
+    if not (isinstance(value, dict) and isinstance(value.get("b64"), str)):
+        raise InputError(f"{where} is not a {{\"b64\": ...}} object", expected="binary values as {\"b64\": \"<base64>\"}")
+    try:
+        return base64.b64decode(value["b64"], validate=True)
+    except ValueError:
+        raise InputError(f"{where} is not valid base64", expected="standard base64") from None
+
+
+def b64_image(value: Any, where: str) -> bytes:
+    return encoded_image(b64_bytes(value, where), where)
+

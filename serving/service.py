@@ -1,0 +1,165 @@
+"""The HTTP service: BentoML serves the exported models; routes only parse, call and format.
+
+    bentoml serve serving.service:ModelService --port 3000
+
+Which models: $MODELSERVICE_MODELS ("classifier" or "classifier:3,..."), default every model in the
+BentoML store at its latest version. Routes: POST /classify, TF Serving's REST API under /v1/models,
+GET /models, plus BentoML's /livez, /readyz and /metrics. FastAPI's OpenAPI docs are at /docs.
+"""
+
+import logging
+from typing import Any
+
+import bentoml
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from starlette.datastructures import UploadFile
+
+from serving import inputs, store
+from serving.inputs import InputError
+from serving.runtime import ModelRuntime, classifier_predictions, to_json
+
+logger = logging.getLogger("modelservice")
+
+api = FastAPI(
+    title="Model service",
+    description="Image classification (and TF Serving's REST API) over exported TensorFlow SavedModels.",
+)
+
+
+@api.exception_handler(InputError)
+async def input_error(_: Request, error: InputError) -> JSONResponse:
+    return JSONResponse(error.body(), status_code=error.status)
+
+
+@api.exception_handler(Exception)
+async def unexpected_error(request: Request, error: Exception) -> JSONResponse:
+    logger.exception("unhandled error on %s", request.url.path)
+    return JSONResponse({"error": f"internal error: {type(error).__name__}"}, status_code=500)
+
+
+def runtimes(request: Request) -> dict[str, ModelRuntime]:
+    return request.app.state.runtimes
+
+
+def find_model(request: Request, name: str, version: str | None = None) -> ModelRuntime:
+    runtime = runtimes(request).get(name)
+    if runtime is None:
+        raise InputError(f"no model named {name!r} is served", expected=f"one of {sorted(runtimes(request))}", status=404)
+    if version is not None and version != runtime.model.version:
+        raise InputError(
+            f"version {version} of {name!r} is not served", expected=f"version {runtime.model.version}", status=404
+        )
+    return runtime
+
+
+def model_for_task(request: Request, task: str) -> ModelRuntime:
+    name = request.query_params.get("model")
+    if name:
+        return find_model(request, name)
+    for runtime in runtimes(request).values():
+        if runtime.model.task == task:
+            return runtime
+    raise InputError(f"no {task} model is served", expected="train and export one first", status=404)
+
+
+@api.get("/models")
+async def list_models(request: Request) -> dict[str, Any]:
+    """The served models and their metadata.json."""
+    return {"models": [runtime.model.metadata for runtime in runtimes(request).values()]}
+
+
+@api.post("/classify")
+async def classify(request: Request) -> dict[str, Any]:
+    """JSON {"instances": [image, ...]} with nested 0–255 pixel lists, or a multipart upload in field `image`."""
+    runtime = model_for_task(request, "classifier")
+    body = await inputs.read_body(request)
+    content_type = request.headers.get("content-type", "")
+    if content_type.startswith("multipart/form-data"):
+        image = inputs.encoded_image(await upload(request, body, "image"))
+        outputs = await runtime.run(runtime.model.metadata["signatures"]["image_bytes"], np.array([image], dtype=object))
+    elif content_type.startswith("application/json") or not content_type:
+        instances = inputs.field(inputs.parse_json(body), "instances", f"{{\"instances\": [image, ...]}}, each {inputs.PIXEL_INSTANCE}")
+        outputs = await runtime.run(runtime.model.metadata["signatures"]["images"], inputs.pixel_batch(instances))
+    else:
+        raise InputError(
+            f"unsupported content type {content_type!r}", expected="application/json or multipart/form-data", status=415
+        )
+    return {"predictions": classifier_predictions(outputs), "model": model_tag(runtime)}
+
+
+async def upload(request: Request, body: bytes, field: str) -> bytes:
+    async def replay() -> dict[str, Any]:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    try:
+        form = await Request(request.scope, replay).form(max_files=1, max_fields=16, max_part_size=inputs.MAX_PAYLOAD_BYTES)
+    except Exception as error:  # Starlette raises several kinds for malformed multipart bodies
+        raise InputError(f"malformed multipart body: {error}", expected=f"a multipart/form-data file field {field!r}") from None
+    item = form.get(field)
+    if not isinstance(item, UploadFile):
+        raise InputError(f"missing file field {field!r}", expected=f"a PNG or JPEG uploaded as multipart field {field!r}")
+    return await item.read()
+
+
+def model_tag(runtime: ModelRuntime) -> dict[str, str]:
+    return {"name": runtime.model.name, "version": runtime.model.version}
+
+
+# --- TF Serving REST API -------------------------------------------------------------------------
+
+
+@api.get("/v1/models/{name}")
+@api.get("/v1/models/{name}/versions/{version}")
+async def model_status(request: Request, name: str, version: str | None = None) -> dict[str, Any]:
+    runtime = find_model(request, name, version)
+    return {
+        "model_version_status": [
+            {"version": runtime.model.version, "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}
+        ]
+    }
+
+
+@api.get("/v1/models/{name}/metadata")
+@api.get("/v1/models/{name}/versions/{version}/metadata")
+async def model_metadata(request: Request, name: str, version: str | None = None) -> dict[str, Any]:
+    runtime = find_model(request, name, version)
+    return {
+        "model_spec": {"name": name, "signature_name": "", "version": runtime.model.version},
+        "metadata": {"signature_def": {"signature_def": runtime.signature_defs()}},
+    }
+
+
+@api.post("/v1/models/{name}:predict")
+@api.post("/v1/models/{name}/versions/{version}:predict")
+async def tfserving_predict(request: Request, name: str, version: str | None = None) -> dict[str, Any]:
+    runtime = find_model(request, name, version)
+    document = inputs.parse_json(await inputs.read_body(request))
+    if not isinstance(document, dict):
+        raise InputError("the JSON body is not an object", expected='{"instances": [...]} or {"inputs": ...}')
+    signature_name = document.get("signature_name", "serving_default")
+    if signature_name not in runtime.model.signatures:
+        raise InputError(f"unknown signature_name {signature_name!r}", expected=f"one of {sorted(runtime.model.signatures)}")
+    row_format = "instances" in document
+    if row_format == ("inputs" in document):
+        raise InputError("the body must have exactly one of 'instances' or 'inputs'", expected='{"instances": [...]} or {"inputs": ...}')
+    values = runtime.tensor_values(signature_name, document["instances"] if row_format else document["inputs"], row_format)
+    outputs = await runtime.run(signature_name, values)
+    if row_format:
+        return {"predictions": [{key: to_json(value[row]) for key, value in outputs.items()} for row in range(len(values))]}
+    return {"outputs": {key: to_json(value) for key, value in outputs.items()}}
+
+
+@bentoml.service(
+    name="modelservice",
+    workers=1,  # one process holds the models, so concurrent requests can share batches
+    traffic={"timeout": 60, "max_concurrency": 512},
+    logging={"access": {"enabled": False}},  # per-request log lines cost more than the model call at 64 clients
+)
+@bentoml.asgi_app(api, path="/")
+class ModelService:
+    def __init__(self) -> None:
+        api.state.runtimes = {name: ModelRuntime(model) for name, model in store.load_all().items()}
+        for runtime in api.state.runtimes.values():
+            logger.info("serving %s:%s (%s)", runtime.model.name, runtime.model.version, runtime.model.task)
