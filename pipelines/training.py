@@ -59,7 +59,8 @@ def learning_rate(config: TrainingConfig, steps_per_epoch: int) -> float | keras
             config.learning_rate, decay_steps=steps_per_epoch, decay_rate=config.decay_rate
         )
     if config.schedule == "step":
-        boundaries = [steps_per_epoch * epoch for epoch in range(config.step_epochs, config.epochs, config.step_epochs)]
+        # PiecewiseConstantDecay switches *after* a boundary step, so the last step of an epoch is the boundary.
+        boundaries = [steps_per_epoch * epoch - 1 for epoch in range(config.step_epochs, config.epochs, config.step_epochs)]
         values = [config.learning_rate * config.decay_rate**i for i in range(len(boundaries) + 1)]
         return keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values) if boundaries else config.learning_rate
     if config.schedule in ("constant", "plateau"):

@@ -58,6 +58,8 @@ def parse_json(body: bytes) -> Any:
         return json.loads(body, parse_constant=_reject_constant)
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise InputError(f"malformed JSON: {error}", expected="a JSON object such as {\"instances\": [...]}") from None
+    except RecursionError:  # json's parser recurses per nesting level; a small body can nest deeper than the stack
+        raise InputError("the JSON body is nested too deeply", expected="images as nested lists of depth 2 or 3") from None
 
 
 def _reject_constant(name: str) -> float:
@@ -109,6 +111,8 @@ def _pixel_array(instance: Any, index: int) -> np.ndarray:
         raise InputError(
             f"{where} is not a rectangular array of numbers (ragged rows or non-numeric values)", expected=PIXEL_INSTANCE
         ) from None
+    except OverflowError:  # an integer too large for a float, such as 1 followed by 400 zeros
+        raise InputError(f"{where} has values outside 0–255 (a number too large for a float)", expected="pixel values 0–255") from None
     if array.dtype == object or _has_non_numbers(instance):
         raise InputError(f"{where} contains non-numeric values", expected=PIXEL_INSTANCE)
     if array.ndim == 2:
@@ -164,7 +168,9 @@ def encoded_image(data: bytes, where: str = "the uploaded image") -> bytes:
             image.load()  # decodes fully: catches truncated and corrupt files
     except InputError:
         raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+    except Image.DecompressionBombError as error:  # Pillow refuses huge headers itself, before our size check runs
+        raise InputError(f"{where} is over the limit: {error}", expected=expected, status=413) from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         raise InputError(f"{where} could not be decoded: {error}", expected=expected) from None
     return data
 

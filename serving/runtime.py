@@ -33,7 +33,16 @@ class ModelRuntime:
         key = (signature_name, batch.shape[1:], batch.dtype.str)
         if key not in self._batchers:
             self._batchers[key] = AdaptiveBatcher(lambda items: self._call(signature_name, items), max_batch_size=self.max_batch_size)
-        return await self._batchers[key](batch)
+        try:
+            return await self._batchers[key](batch)
+        except tf.errors.InvalidArgumentError as error:
+            # Pillow accepts some files TensorFlow's decoders do not (a 1-bit BMP): the client's file, not a server fault.
+            if signature_name != self.model.metadata["signatures"].get("image_bytes"):
+                raise
+            raise inputs.InputError(
+                f"the image could not be decoded by the model: {_reason(error.message)}",
+                expected="a PNG, JPEG, GIF or 24/32-bit BMP file",
+            ) from None
 
     def _call(self, signature_name: str, items: np.ndarray) -> dict[str, np.ndarray]:
         function = self.model.signatures[signature_name]
@@ -87,6 +96,12 @@ def classifier_predictions(outputs: dict[str, np.ndarray]) -> list[dict[str, Any
         }
         for row in range(len(labels))
     ]
+
+
+def _reason(message: str) -> str:
+    """The op's own message out of a TensorFlow graph error (which also names nodes and stack traces)."""
+    lines = [line for line in message.splitlines() if line.strip() and not line.startswith(("\t", "<", "Graph execution error", "Detected at node"))]
+    return lines[-1] if lines else message
 
 
 def _as_list(payload: Any) -> list:

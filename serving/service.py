@@ -139,7 +139,7 @@ async def tfserving_predict(request: Request, name: str, version: str | None = N
     if not isinstance(document, dict):
         raise InputError("the JSON body is not an object", expected='{"instances": [...]} or {"inputs": ...}')
     signature_name = document.get("signature_name", "serving_default")
-    if signature_name not in runtime.model.signatures:
+    if not isinstance(signature_name, str) or signature_name not in runtime.model.signatures:
         raise InputError(f"unknown signature_name {signature_name!r}", expected=f"one of {sorted(runtime.model.signatures)}")
     row_format = "instances" in document
     if row_format == ("inputs" in document):

@@ -1,0 +1,1 @@
+"""Load tests of the model service (python -m benchmarks.serving)."""
