@@ -313,6 +313,7 @@ def test_tfserving_model_status_and_metadata(server, ref):
         pytest.param("POST", PREDICT, {"signature_name": "classify_image_bytes", "instances": [{"b64": "not base64!"}]}, 400, "not valid base64", id="bad-b64"),
         pytest.param("POST", PREDICT, {"signature_name": "classify_image_bytes", "instances": [b64(b"plain text, not an image")]}, 400, "could not be decoded", id="b64-not-an-image"),
         pytest.param("POST", PREDICT, {"signature_name": "classify_image_bytes", "inputs": [b64(huge_png(5000, 10))]}, 413, "over the limit", id="b64-image-too-wide"),
+        pytest.param("POST", PREDICT, {"signature_name": "classify_image_bytes", "inputs": [b64(encode(Image.new("1", (8, 8)), "BMP"))]}, 400, "could not be decoded by the model", id="b64-bmp-tf-cannot-decode"),
     ],
 )
 def test_tfserving_errors(server, ref, method, path, body, status, fragment):
@@ -447,6 +448,7 @@ BAD_CASES = {
     "png-half": Bad(lambda: _file((lambda data: data[: len(data) // 2])(_digit_png())), 400, "could not be decoded"),
     "huge-dimension-png": Bad(lambda: _file(huge_png()), 413, "over the limit"),
     "too-wide-png": Bad(lambda: _file(huge_png(5000, 10)), 413, "over the limit"),
+    "bmp-1bit-tf-cannot-decode": Bad(lambda: _file(encode(Image.new("1", (8, 8)), "BMP"), filename="d.bmp", content_type="image/bmp"), 400, "could not be decoded by the model"),
     "tiff-upload": Bad(lambda: _file(encode(Image.new("L", (8, 8)), "TIFF"), filename="d.tiff", content_type="image/tiff"), 415, "TIFF"),
     "webp-upload": Bad(lambda: _file(encode(Image.new("RGB", (8, 8)), "WEBP"), filename="d.webp", content_type="image/webp"), 415, "WEBP"),
     "text-plain": Bad(lambda: _raw(b"hello", "text/plain"), 415, "unsupported content type 'text/plain'"),
@@ -482,6 +484,8 @@ def test_64_concurrent_clients_mixing_good_and_bad_requests(server, ref):
         ({"files": {"image": ("d.png", pngs[0][: len(pngs[0]) // 2], "image/png")}}, 400),
         ({"files": {"image": ("d.txt", b"not an image at all", "text/plain")}}, 400),
         ({"content": b"hello", "headers": {"content-type": "text/plain"}}, 415),
+        # Passes Pillow's check, fails in the model's decoder, possibly inside a batch shared with good images.
+        ({"files": {"image": ("d.bmp", encode(Image.new("1", (8, 8)), "BMP"), "image/bmp")}}, 400),
     ]
 
     def plan(client: int, step: int) -> tuple[str, dict[str, Any], int, list[str] | None]:

@@ -1,0 +1,60 @@
+"""The adaptive batcher: requests that arrive while the model is busy share the next call."""
+
+import asyncio
+import time
+
+import numpy as np
+import pytest
+
+from serving.batching import AdaptiveBatcher
+
+
+def slow_double(items: np.ndarray) -> dict[str, np.ndarray]:
+    if np.any(items < 0):
+        raise ValueError("negative input")
+    time.sleep(0.02)  # a model call long enough for other requests to queue behind it
+    return {"y": items * 2, "n": np.full(len(items), len(items))}
+
+
+async def submit_all(batcher: AdaptiveBatcher, requests: list[np.ndarray]) -> list:
+    return await asyncio.gather(*(batcher(request) for request in requests), return_exceptions=True)
+
+
+def test_concurrent_requests_share_batches_and_get_their_own_rows():
+    batcher = AdaptiveBatcher(slow_double, max_batch_size=16)
+    requests = [np.array([float(i), float(i) + 0.5]) for i in range(20)]
+    results = asyncio.run(submit_all(batcher, requests))
+    for request, result in zip(requests, results):
+        np.testing.assert_array_equal(result["y"], request * 2)
+    assert max(batcher.batch_sizes) > 2  # batched, not one call per request
+    assert max(batcher.batch_sizes) <= 16
+    assert sum(batcher.batch_sizes) == 40
+
+
+def test_a_lone_request_runs_at_once_without_waiting_for_company():
+    batcher = AdaptiveBatcher(slow_double, max_batch_size=64)
+    started = time.perf_counter()
+    result = asyncio.run(batcher(np.array([1.0])))
+    assert time.perf_counter() - started < 0.5
+    assert result["n"].tolist() == [1]
+
+
+def test_batch_size_one_disables_batching():
+    batcher = AdaptiveBatcher(slow_double, max_batch_size=1)
+    asyncio.run(submit_all(batcher, [np.array([1.0]) for _ in range(5)]))
+    assert batcher.batch_sizes == [1] * 5
+
+
+def test_one_failing_request_does_not_fail_its_batch_neighbours():
+    batcher = AdaptiveBatcher(slow_double, max_batch_size=32)
+    requests = [np.array([1.0]), np.array([-1.0]), np.array([3.0])]
+    results = asyncio.run(submit_all(batcher, [np.array([0.0]), *requests]))
+    assert results[1]["y"].tolist() == [2.0]
+    assert isinstance(results[2], ValueError)
+    assert results[3]["y"].tolist() == [6.0]
+
+
+def test_the_error_of_a_lone_request_reaches_its_caller():
+    batcher = AdaptiveBatcher(slow_double)
+    with pytest.raises(ValueError, match="negative"):
+        asyncio.run(batcher(np.array([-2.0])))
