@@ -29,8 +29,6 @@ import json
 import os
 import platform
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -109,45 +107,12 @@ def prepare_model(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     return {"tag": tag, "artifact": str(artifact), "keras_model": Path(keras_model), "labels": metadata["labels"], "bodies": bodies}
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+def naive_server(keras_model: Path, labels: list[str], log_path: Path, timeout: float):
+    from serving.process import free_port, running_process
 
-
-def wait_ready(url: str, process: subprocess.Popen, timeout: float, path: str) -> None:
-    import httpx
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the server exited with code {process.returncode} before it was ready")
-        try:
-            if httpx.get(f"{url}{path}", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    raise TimeoutError(f"the server at {url} was not ready within {timeout:.0f} s")
-
-
-@contextlib.contextmanager
-def naive_server(keras_model: Path, labels: list[str], log_path: Path, timeout: float) -> Iterator[str]:
     port = free_port()
     command = [sys.executable, "-m", "benchmarks.naive_app", "--model", str(keras_model), "--labels", json.dumps(labels), "--host", "127.0.0.1", "--port", str(port)]
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(command, cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        url = f"http://127.0.0.1:{port}"
-        try:
-            wait_ready(url, process, timeout, "/readyz")
-            yield url
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+    return running_process(command, port=port, log_path=log_path, timeout=timeout)
 
 
 @contextlib.contextmanager

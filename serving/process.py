@@ -21,12 +21,10 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_server(
-    *, env: dict[str, str] | None = None, port: int | None = None, log_path: Path | None = None, timeout: float = 120.0
+def running_process(
+    command: list[str], *, port: int, env: dict[str, str] | None = None, log_path: Path | None = None, timeout: float = 120.0
 ) -> Iterator[str]:
-    """Run `bentoml serve serving.service:ModelService` on a free loopback port; yield its base URL."""
-    port = port or free_port()
-    command = [sys.executable, "-m", "bentoml", "serve", "serving.service:ModelService", "--host", "127.0.0.1", "--port", str(port)]
+    """Run an HTTP server `command` listening on loopback `port`; yield its base URL once /readyz answers 200."""
     log = open(log_path, "wb") if log_path else subprocess.DEVNULL
     process = subprocess.Popen(command, cwd=PROJECT_ROOT, env={**os.environ, **(env or {})}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
@@ -39,8 +37,18 @@ def running_server(
             process.wait(timeout=20)
         except subprocess.TimeoutExpired:
             process.kill()
+            process.wait()
         if log_path:
             log.close()
+
+
+def running_server(
+    *, env: dict[str, str] | None = None, port: int | None = None, log_path: Path | None = None, timeout: float = 120.0
+):
+    """Run `bentoml serve serving.service:ModelService` on a free loopback port; yield its base URL."""
+    port = port or free_port()
+    command = [sys.executable, "-m", "bentoml", "serve", "serving.service:ModelService", "--host", "127.0.0.1", "--port", str(port)]
+    return running_process(command, port=port, env=env, log_path=log_path, timeout=timeout)
 
 
 def _wait_ready(url: str, process: subprocess.Popen, timeout: float) -> None:
@@ -53,5 +61,5 @@ def _wait_ready(url: str, process: subprocess.Popen, timeout: float) -> None:
                 return
         except httpx.HTTPError:
             pass
-        time.sleep(0.5)
+        time.sleep(0.3)
     raise TimeoutError(f"the server at {url} was not ready within {timeout:.0f} s")

@@ -7,68 +7,20 @@ BentoML store at its latest version. Routes: POST /classify, TF Serving's REST A
 GET /models, plus BentoML's /livez, /readyz and /metrics. FastAPI's OpenAPI docs are at /docs.
 """
 
-import asyncio
-import gc
 import logging
 from typing import Any
 
 import bentoml
 import numpy as np
-from bentoml._internal.server.http import traffic as bentoml_traffic
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.datastructures import UploadFile
 
-from serving import inputs, store
+from serving import inputs, store, tuning
 from serving.inputs import InputError
 from serving.runtime import ModelRuntime, classifier_predictions, to_json
 
 logger = logging.getLogger("modelservice")
-
-# Latency tuning (see benchmarks/serving.py; measured at 64 concurrent clients on 2 CPU cores):
-# - The inference routes are left out of BentoML's OpenTelemetry tracing. Without a configured exporter
-#   (the default) every span is recorded and then dropped, which was ~30% of the per-request CPU. A
-#   deployment that exports traces can list them again in BentoML's `tracing.excluded_urls` setting.
-# - Garbage collection: the models and libraries loaded at start-up (~460k objects) are frozen out of the
-#   collector, and young collections run every 10,000 allocations instead of 700, so a request is not
-#   stalled behind full collections that re-scan TensorFlow's object graph (those took 100-400 ms).
-# - BentoML 1.4's TimeoutMiddleware never cancels its per-request `call_later` timer, so each request's
-#   future and context (its tracing span included) stay alive for `traffic.timeout` seconds: at ~2,000
-#   requests/s that is a million live objects after a minute, and collections that scan them stall for
-#   hundreds of ms. The subclass below is the same middleware (same 504 after the same timeout) with the
-#   timer cancelled once the response has started.
-INFERENCE_ROUTES = [r"/classify$", r"/v1/models/[^/]+(/versions/[^/]+)?:predict$"]
-GC_THRESHOLDS = (10_000, 10, 100)
-
-
-class CancellingTimeoutMiddleware(bentoml_traffic.TimeoutMiddleware):
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] not in ("http", "websocket"):
-            return await self.app(scope, receive, send)
-        loop = asyncio.get_running_loop()
-        waiter = loop.create_future()
-        timer = loop.call_later(self.timeout, self._set_timer_out, waiter)
-
-        async def started(message) -> None:
-            if not waiter.done():
-                waiter.set_result(None)
-            await send(message)
-
-        handler = asyncio.ensure_future(self.app(scope, receive, started), loop=loop)
-        try:
-            await waiter
-        except asyncio.TimeoutError:
-            if handler.cancel():
-                response = JSONResponse({"error": f"Not able to process the request in {self.timeout} seconds"}, status_code=504)
-                await response(scope, receive, send)
-            return
-        finally:
-            timer.cancel()
-        await handler
-
-
-if hasattr(bentoml_traffic.TimeoutMiddleware, "_set_timer_out"):  # the BentoML 1.4 implementation this fixes
-    bentoml_traffic.TimeoutMiddleware = CancellingTimeoutMiddleware
 
 api = FastAPI(
     title="Model service",
@@ -204,7 +156,7 @@ async def tfserving_predict(request: Request, name: str, version: str | None = N
     workers=1,  # one process holds the models, so concurrent requests can share batches
     traffic={"timeout": 60, "max_concurrency": 512},
     logging={"access": {"enabled": False}},  # per-request log lines cost more than the model call at 64 clients
-    tracing={"excluded_urls": INFERENCE_ROUTES},
+    tracing={"excluded_urls": tuning.INFERENCE_ROUTES},
 )
 @bentoml.asgi_app(api, path="/")
 class ModelService:
@@ -212,6 +164,4 @@ class ModelService:
         api.state.runtimes = {name: ModelRuntime(model) for name, model in store.load_all().items()}
         for runtime in api.state.runtimes.values():
             logger.info("serving %s:%s (%s)", runtime.model.name, runtime.model.version, runtime.model.task)
-        gc.collect()
-        gc.freeze()
-        gc.set_threshold(*GC_THRESHOLDS)
+        tuning.settle_after_load()

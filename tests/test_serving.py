@@ -9,7 +9,6 @@ error that says what was wrong — after which the service must still answer a g
 import asyncio
 import base64
 import io
-import json
 import struct
 import zlib
 from dataclasses import dataclass
