@@ -18,9 +18,9 @@ import numpy as np
 import tensorflow as tf
 
 from models.classifier import MODEL_BUILDERS, build_classifier
-from pipelines import evaluation, export, image_graph, plots
+from pipelines import evaluation, export, image_graph, plots, script
 from pipelines.image_data import ImageDataset, Split, load_dataset, make_tf_dataset, pixel_statistics
-from pipelines.training import SCHEDULES, STRATEGIES, TrainingConfig, fit, read_history, split_cpu
+from pipelines.training import TrainingConfig, fit, read_history
 
 TASK = "classifier"
 TOP_K = 5
@@ -110,7 +110,7 @@ def train(config: ClassifierConfig, dataset: ImageDataset, run_dir: Path, extra_
     train_ds = make_tf_dataset(dataset.train, batch_size=training.batch_size, training=True, seed=training.seed, augment=config.augment)
     dev_ds = make_tf_dataset(dataset.dev, batch_size=training.batch_size, training=False)
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "run.json").write_text(json.dumps({"config": config.to_dict(), "dataset": dataset.summary()}, indent=2))
+    (run_dir / "run.json").write_text(json.dumps({"family": TASK, "config": config.to_dict(), "dataset": dataset.summary()}, indent=2))
     model = fit(
         lambda: build_model(config, dataset),
         train_ds,
@@ -203,54 +203,32 @@ def run(config: ClassifierConfig, *, run_dir: Path, artifacts: Path, register: b
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--profile", choices=sorted(PROFILES), default="quick", help="preset hyper-parameters (default: %(default)s); flags below override it")
     parser.add_argument("--dataset", default="digits", help="digits | folder:PATH (class_name/*.png|jpg) | tfds:NAME (default: %(default)s)")
     parser.add_argument("--data-dir", help="TFDS data_dir holding the prepared dataset (no downloads)")
     parser.add_argument("--image-size", type=int, nargs=2, metavar=("H", "W"), help="resize images (folder and TFDS datasets)")
     parser.add_argument("--channels", type=int, choices=(1, 3), default=1, help="1 = grayscale, 3 = RGB (default: %(default)s)")
     parser.add_argument("--architecture", choices=sorted(MODEL_BUILDERS), help="mlp (Sequential, batch norm) or resnet (Functional, residual blocks)")
-    parser.add_argument("--epochs", type=int)
-    parser.add_argument("--batch-size", type=int)
-    parser.add_argument("--learning-rate", type=float)
-    parser.add_argument("--schedule", choices=SCHEDULES, help="learning-rate schedule (default: exponential)")
-    parser.add_argument("--patience", type=int, help="early-stopping patience in epochs on dev loss; 0 disables")
     parser.add_argument("--dropout", type=float, default=0.0)
     parser.add_argument("--l2", type=float, default=0.0)
     parser.add_argument("--no-augment", action="store_true", help="turn off random shifts/rotations of training images")
     parser.add_argument("--human-error", type=float, default=0.0, help="Bayes-error proxy for the bias/variance diagnosis")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--strategy", choices=STRATEGIES, default="default", help="tf.distribute strategy (default: one device)")
-    parser.add_argument("--cpu-devices", type=int, default=1, help="split the CPU into N logical devices (for `mirrored` without GPUs)")
-    parser.add_argument("--name", default=TASK, help="model name in artifacts/ and the BentoML store (default: %(default)s)")
-    parser.add_argument("--run-dir", type=Path, help="checkpoints, logs, history and plots (default: runs/<name>); re-running resumes")
-    parser.add_argument("--artifacts", type=Path, default=Path("artifacts"), help="artifact root (default: %(default)s)")
+    script.add_training_arguments(parser, profiles=PROFILES, name=TASK)
 
 
 def config_from_args(args: argparse.Namespace) -> ClassifierConfig:
     preset = PROFILES[args.profile]
-
-    def pick(name: str) -> Any:
-        value = getattr(args, name, None)
-        return preset.get(name) if value is None else value
-
-    training = TrainingConfig(
-        **{key: value for key in ("epochs", "batch_size", "learning_rate", "patience", "schedule", "decay_rate") if (value := pick(key)) is not None},
-        seed=args.seed,
-        strategy=args.strategy,
-        cpu_devices=args.cpu_devices,
-    )
     return ClassifierConfig(
         dataset=args.dataset,
         data_dir=args.data_dir,
         image_size=tuple(args.image_size) if args.image_size else None,
         channels=args.channels,
-        architecture=pick("architecture"),
+        architecture=script.preset_value(args, preset, "architecture"),
         dropout=args.dropout,
         l2=args.l2,
         augment=not args.no_augment,
         human_error=args.human_error,
         name=args.name,
-        training=training,
+        training=script.training_config(args, preset),
     )
 
 
@@ -261,21 +239,30 @@ def config_from_dict(values: dict[str, Any]) -> ClassifierConfig:
     return ClassifierConfig(**plain, image_size=image_size, training=TrainingConfig(**values["training"]))
 
 
+def load_run(run_dir: Path) -> tuple[ClassifierConfig, ImageDataset, keras.Model]:
+    config = config_from_dict(json.loads((run_dir / "run.json").read_text())["config"])
+    return config, load_data(config), keras.saving.load_model(run_dir / "model.keras")
+
+
+def evaluate_run(run_dir: Path) -> dict[str, Any]:
+    """Re-evaluate a finished training run; returns the headline figures."""
+    config, dataset, model = load_run(run_dir)
+    report = evaluate(model, dataset, run_dir, human_error=config.human_error)
+    return {key: report[key] for key in ("test_accuracy", "dev_accuracy", "train_accuracy", "diagnosis")}
+
+
+def export_run(run_dir: Path, artifacts: Path) -> Path:
+    """Export a finished training run as the next artifact version (its saved evaluation, else a fresh one)."""
+    config, dataset, model = load_run(run_dir)
+    report_path = run_dir / "evaluation" / "report.json"
+    report = json.loads(report_path.read_text()) if report_path.exists() else evaluate(model, dataset, run_dir, human_error=config.human_error)
+    return export_model(model, dataset, report, config, artifacts)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipelines.classifier", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(parser)
-    parser.add_argument("--skip-if-exported", action="store_true", help="do nothing when an artifact of this name already exists")
-    parser.add_argument("--no-register", action="store_true", help="do not copy the artifact into the BentoML model store")
-    args = parser.parse_args(argv)
-    if args.skip_if_exported and (found := export.latest_version(args.artifacts / args.name)):
-        print(f"{found} exists; skipping training (drop --skip-if-exported to train a new version)")
-        if not args.no_register:
-            export.register_in_bentoml(found)
-        return 0
-    config = config_from_args(args)
-    split_cpu(config.training.cpu_devices)
-    run(config, run_dir=args.run_dir or Path("runs") / args.name, artifacts=args.artifacts, register=not args.no_register)
-    return 0
+    return script.pipeline_main(
+        argv, prog="python -m pipelines.classifier", description=__doc__, add_arguments=add_arguments, config_from_args=config_from_args, run=run
+    )
 
 
 if __name__ == "__main__":

@@ -1,57 +1,55 @@
 """modelservice: one verb per job.
 
     modelservice train classifier [--profile default] [--dataset folder:PATH] ...
+    modelservice train seq2seq [--profile default] [--architecture transformer] ...
     modelservice evaluate [--run-dir runs/classifier]
-    modelservice export [--run-dir runs/classifier] [--artifacts artifacts]
-    modelservice serve [--host 127.0.0.1] [--port 3000] [--models classifier:3]
+    modelservice export [--run-dir runs/seq2seq] [--artifacts artifacts]
+    modelservice serve [--host 127.0.0.1] [--port 3000] [--models classifier,seq2seq:2]
     modelservice predict artifacts/classifier digit.png [more.png ...]
+    modelservice predict artifacts/seq2seq "March 4, 1999" "20.01.2023" [--beam-width 3]
 """
 
 import argparse
+import importlib
 import json
 import os
 import sys
 from pathlib import Path
+from types import ModuleType
 
-FAMILIES = ("classifier",)
+FAMILIES = ("classifier", "seq2seq")
+
+
+def family_module(name: str) -> ModuleType:
+    return importlib.import_module(f"pipelines.{name}")
+
+
+def run_family(run_dir: Path) -> ModuleType:
+    """The family module that trained `run_dir` (runs from before families were recorded are classifiers)."""
+    recorded = json.loads((run_dir / "run.json").read_text()).get("family", "classifier")
+    return family_module(recorded)
 
 
 def _train(args: argparse.Namespace) -> int:
-    from pipelines import classifier
     from pipelines.training import split_cpu
 
-    config = classifier.config_from_args(args)
+    family = family_module(args.family)
+    config = family.config_from_args(args)
     split_cpu(config.training.cpu_devices)
-    classifier.train_and_evaluate(config, args.run_dir or Path("runs") / config.name)
+    family.train_and_evaluate(config, args.run_dir or Path("runs") / config.name)
     return 0
 
 
-def _load_run(run_dir: Path):
-    import keras
-
-    from pipelines import classifier
-
-    config = classifier.config_from_dict(json.loads((run_dir / "run.json").read_text())["config"])
-    return config, classifier.load_data(config), keras.saving.load_model(run_dir / "model.keras")
-
-
 def _evaluate(args: argparse.Namespace) -> int:
-    from pipelines import classifier
-
-    config, dataset, model = _load_run(args.run_dir)
-    report = classifier.evaluate(model, dataset, args.run_dir, human_error=config.human_error)
-    print(json.dumps({key: report[key] for key in ("test_accuracy", "dev_accuracy", "train_accuracy", "diagnosis")}, indent=2))
+    print(json.dumps(run_family(args.run_dir).evaluate_run(args.run_dir), indent=2, ensure_ascii=False))
     print(f"plots in {args.run_dir / 'evaluation'}")
     return 0
 
 
 def _export(args: argparse.Namespace) -> int:
-    from pipelines import classifier, export
+    from pipelines import export
 
-    config, dataset, model = _load_run(args.run_dir)
-    report_path = args.run_dir / "evaluation" / "report.json"
-    report = json.loads(report_path.read_text()) if report_path.exists() else classifier.evaluate(model, dataset, args.run_dir)
-    artifact = classifier.export_model(model, dataset, report, config, args.artifacts)
+    artifact = run_family(args.run_dir).export_run(args.run_dir, args.artifacts)
     print(f"exported {artifact}")
     if not args.no_register:
         print(f"registered as {export.register_in_bentoml(artifact)}")
@@ -67,30 +65,39 @@ def _serve(args: argparse.Namespace) -> int:
 def _predict(args: argparse.Namespace) -> int:
     import tensorflow as tf
 
-    from pipelines.export import latest_version
+    from pipelines.export import latest_version, read_metadata
 
     artifact = latest_version(args.model) or args.model
     graph = tf.saved_model.load(str(artifact))
-    images = tf.constant([path.read_bytes() for path in args.images])
-    outputs = graph.signatures["classify_image_bytes"](image_bytes=images)
-    for path, label, score in zip(args.images, outputs["labels"].numpy(), outputs["scores"].numpy()):
-        print(json.dumps({"file": str(path), "label": label.decode(), "score": round(float(score), 4)}))
+    metadata = read_metadata(artifact)
+    if metadata["task"] == "seq2seq":
+        texts = tf.constant(args.inputs)
+        beam_width = tf.constant(args.beam_width or metadata["decoding"]["default_beam_width"])
+        outputs = graph.signatures[metadata["signatures"]["texts_beam_width"]](texts=texts, beam_width=beam_width)
+        for text, answer, score in zip(args.inputs, outputs["texts"].numpy(), outputs["scores"].numpy()):
+            print(json.dumps({"input": text, "text": answer.decode(), "score": round(float(score), 4)}, ensure_ascii=False))
+        return 0
+    images = tf.constant([Path(path).read_bytes() for path in args.inputs])
+    outputs = graph.signatures[metadata["signatures"]["image_bytes"]](image_bytes=images)
+    for path, label, score in zip(args.inputs, outputs["labels"].numpy(), outputs["scores"].numpy()):
+        print(json.dumps({"file": path, "label": label.decode(), "score": round(float(score), 4)}))
     return 0
 
 
 def parser() -> argparse.ArgumentParser:
-    from pipelines import classifier
-
     top = argparse.ArgumentParser(prog="modelservice", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     verbs = top.add_subparsers(dest="verb", required=True, metavar="VERB")
 
     train = verbs.add_parser("train", help="train a model and evaluate it (checkpoints, logs, plots in runs/<name>)")
-    train.add_argument("family", choices=FAMILIES, help="model family")
-    classifier.add_arguments(train)
-    train.set_defaults(handler=_train)
+    families = train.add_subparsers(dest="family", required=True, metavar="FAMILY")
+    for name in FAMILIES:
+        module = family_module(name)
+        sub = families.add_parser(name, help=module.__doc__.splitlines()[0], description=module.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+        module.add_arguments(sub)
+        sub.set_defaults(handler=_train)
 
     for verb, handler, text in (
-        ("evaluate", _evaluate, "metrics, bias/variance diagnosis and PNG plots for a trained run"),
+        ("evaluate", _evaluate, "metrics, diagnosis and PNG plots for a trained run"),
         ("export", _export, "write a trained run as the next artifact version and register it with BentoML"),
     ):
         sub = verbs.add_parser(verb, help=text, description=text)
@@ -106,9 +113,10 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--models", help="comma-separated name[:version] list (default: every model, latest version)")
     serve.set_defaults(handler=_serve)
 
-    predict = verbs.add_parser("predict", help="classify image files with an exported SavedModel (no server, no project code in the graph)")
-    predict.add_argument("model", type=Path, help="artifact folder: artifacts/classifier (latest version) or artifacts/classifier/3")
-    predict.add_argument("images", type=Path, nargs="+", help="PNG/JPEG files")
+    predict = verbs.add_parser("predict", help="run an exported SavedModel on local inputs (no server, no project code in the graph)")
+    predict.add_argument("model", type=Path, help="artifact folder: artifacts/classifier (latest version) or artifacts/seq2seq/3")
+    predict.add_argument("inputs", nargs="+", help="image files (PNG/JPEG) for a classifier, texts for a seq2seq model")
+    predict.add_argument("--beam-width", type=int, help="seq2seq only (default: the model's)")
     predict.set_defaults(handler=_predict)
     return top
 

@@ -1,6 +1,8 @@
-"""PNG plots for training reports: learning curves, confusion matrices and image galleries."""
+"""PNG plots for training reports: learning curves, confusion matrices, image galleries and attention maps."""
 
+import functools
 import math
+from collections.abc import Collection, Sequence
 from pathlib import Path
 
 import matplotlib
@@ -10,6 +12,9 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib import font_manager  # noqa: E402
+from matplotlib.cm import ScalarMappable  # noqa: E402
+from matplotlib.colors import Normalize  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 
@@ -116,4 +121,117 @@ def plot_image_gallery(
     if title:
         fig.suptitle(title)
     fig.tight_layout()
+    return _save(fig, path)
+
+
+# Fonts that map every code point to a "missing glyph" box: choosing them would hide characters, not draw them.
+_PLACEHOLDER_FONTS = ("Last Resort",)
+_SPACE_SYMBOL = "\u2423"  # "␣": a blank tick label would be indistinguishable from a missing one
+
+
+@functools.lru_cache(maxsize=None)
+def _code_points(font_path: str) -> frozenset[int]:
+    return frozenset(font_manager.get_font(font_path).get_charmap())
+
+
+def _label_fonts(chars: frozenset[str]) -> tuple[list[str], frozenset[int]]:
+    """A font fallback chain for `chars`, and every code point the chain can draw.
+
+    The default font comes first; installed fonts are appended only for characters it lacks (DejaVu Sans has no
+    Hangul, Kana or Kanji). Matplotlib draws each glyph with the first family in the chain that has it.
+    """
+    default_path = font_manager.findfont(font_manager.FontProperties())
+    families = [font_manager.get_font(default_path).family_name]
+    drawable = set(_code_points(default_path))
+    missing = {ord(char) for char in chars} - drawable
+    # Only families with a regular face: labels are drawn regular, and resolving a family that lacks one makes
+    # findfont log a substitution.
+    candidates = sorted(
+        {
+            entry.name
+            for entry in font_manager.fontManager.ttflist
+            if entry.style == "normal" and entry.weight == 400 and not entry.name.startswith(_PLACEHOLDER_FONTS)
+        }
+    )
+    for family in candidates:
+        if not missing:
+            break
+        # Coverage is read from the file matplotlib will resolve the family name to when drawing.
+        code_points = _code_points(font_manager.findfont(font_manager.FontProperties(family=family)))
+        if missing & code_points:
+            families.append(family)
+            drawable |= code_points
+            missing -= code_points
+    return families, frozenset(drawable)
+
+
+def _char_label(char: str, drawable: Collection[int]) -> str:
+    """How one character appears as a tick label: spaces as "␣", undrawable or invisible ones as U+XXXX.
+
+    Replacing what no font can draw keeps matplotlib from warning once per missing glyph and per draw.
+    """
+    shown = _SPACE_SYMBOL if char == " " else char
+    if shown.isprintable() and ord(shown) in drawable:
+        return shown
+    return f"U+{ord(char):04X}"
+
+
+def _attention_weights(index: int, sample: tuple[str, str, np.ndarray]) -> np.ndarray:
+    source, target, weights = sample
+    weights = np.asarray(weights, dtype=np.float64)
+    if weights.shape != (len(target), len(source)):
+        raise ValueError(
+            f"sample {index}: weights have shape {weights.shape}, expected (len(output), len(input)) = "
+            f"({len(target)}, {len(source)}) for input {source!r} and output {target!r}"
+        )
+    return weights
+
+
+def _draw_attention(
+    ax: plt.Axes, source: str, target: str, weights: np.ndarray, families: list[str], drawable: Collection[int]
+) -> None:
+    if weights.size == 0:
+        # imshow of an empty array warns about singular limits; an empty prediction is worth showing, though.
+        ax.text(0.5, 0.5, "empty output" if not target else "empty input", ha="center", va="center")
+        ax.set(xticks=[], yticks=[])
+        return
+    ax.imshow(weights, cmap="Blues", vmin=0.0, vmax=1.0, aspect="auto", interpolation="nearest")
+    ax.set_xticks(np.arange(len(source)), labels=[_char_label(c, drawable) for c in source], family=families)
+    ax.set_yticks(np.arange(len(target)), labels=[_char_label(c, drawable) for c in target], family=families)
+    for label in ax.get_xticklabels():
+        if len(label.get_text()) > 1:  # U+XXXX labels would overlap their neighbours if left horizontal
+            label.set_rotation(90)
+    ax.tick_params(labelsize=8)
+    ax.set(xlabel="input", ylabel="output")
+
+
+def plot_attention_maps(
+    samples: Sequence[tuple[str, str, np.ndarray]], path: Path, *, title: str = "Attention"
+) -> Path:
+    """Draws one attention heat-map per (input text, output text, weights) sample, in a grid.
+
+    `weights` has shape (len(output), len(input)): row i is how much output character i attended to each input
+    character. All maps share one 0-1 colour scale so samples can be compared with each other.
+    """
+    if not samples:
+        raise ValueError("no attention samples to plot")
+    grids = [_attention_weights(index, sample) for index, sample in enumerate(samples)]
+    texts = [title, _SPACE_SYMBOL] + [source + target for source, target, _ in samples]
+    families, drawable = _label_fonts(frozenset("".join(texts)))
+
+    cols = min(2, len(samples))
+    rows = math.ceil(len(samples) / cols)
+    # Cells grow with the longest texts so that one character keeps roughly one label's width.
+    width = max(3.0, 0.25 * max(len(source) for source, _, _ in samples) + 1.5)
+    height = max(2.5, 0.25 * max(len(target) for _, target, _ in samples) + 1.5)
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(width * cols + 1.0, height * rows + 0.5), squeeze=False, layout="constrained"
+    )
+    for ax in axes.flat[len(samples) :]:
+        ax.axis("off")
+    for ax, (source, target, _), weights in zip(axes.flat, samples, grids):
+        _draw_attention(ax, source, target, weights, families, drawable)
+    colour_scale = ScalarMappable(norm=Normalize(vmin=0.0, vmax=1.0), cmap="Blues")
+    fig.colorbar(colour_scale, ax=axes.ravel().tolist(), label="attention weight", shrink=0.8)
+    fig.suptitle("".join(c if c == " " else _char_label(c, drawable) for c in title), family=families)
     return _save(fig, path)

@@ -68,11 +68,19 @@ def learning_rate(config: TrainingConfig, steps_per_epoch: int) -> float | keras
     raise ValueError(f"unknown schedule {config.schedule!r}; choose one of {', '.join(SCHEDULES)}")
 
 
+BACKUP_DIR = "backup"
+
+
+def is_resuming(run_dir: Path) -> bool:
+    """True when `run_dir` holds the backup of an interrupted run, which `fit` will continue."""
+    return (run_dir / BACKUP_DIR).exists()
+
+
 def callbacks(config: TrainingConfig, run_dir: Path) -> list[keras.callbacks.Callback]:
     run_dir.mkdir(parents=True, exist_ok=True)
     chosen: list[keras.callbacks.Callback] = [
         # Saves model, optimizer and epoch every epoch; a re-run with the same run_dir resumes from it.
-        keras.callbacks.BackupAndRestore(str(run_dir / "backup")),
+        keras.callbacks.BackupAndRestore(str(run_dir / BACKUP_DIR)),
         keras.callbacks.ModelCheckpoint(str(run_dir / "checkpoints" / "best.keras"), monitor="val_loss", save_best_only=True),
         keras.callbacks.TensorBoard(str(run_dir / "logs")),
         keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
@@ -92,25 +100,28 @@ def fit(
     config: TrainingConfig,
     run_dir: Path,
     loss: str | keras.losses.Loss,
-    metrics: list[Any],
+    metrics: list[Any] = (),
+    weighted_metrics: list[Any] = (),
     extra_callbacks: list[keras.callbacks.Callback] = (),
 ) -> keras.Model:
     """Build, compile and train under the configured strategy; resumes if `run_dir` holds a backup."""
     keras.utils.set_random_seed(config.seed)
     steps_per_epoch = int(train.cardinality())
-    if (run_dir / "history.csv").exists() and not (run_dir / "backup").exists():
+    if (run_dir / "history.csv").exists() and not is_resuming(run_dir):
         os.remove(run_dir / "history.csv")  # a finished earlier run: start the history afresh
     with make_strategy(config.strategy).scope():
         model = build_model()
         model.compile(
             optimizer=keras.optimizers.Adam(learning_rate(config, steps_per_epoch)),
             loss=loss,
-            metrics=metrics,
+            metrics=list(metrics),
+            weighted_metrics=list(weighted_metrics),  # these see the dataset's sample weights (e.g. 0 on padding)
         )
     model.fit(
         train,
         validation_data=dev,
         epochs=config.epochs,
+        shuffle=False,  # the tf.data pipelines shuffle themselves, with their own seed
         callbacks=[*callbacks(config, run_dir), *extra_callbacks],
         verbose=1 if os.environ.get("CI") is None else 2,
     )

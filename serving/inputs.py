@@ -74,14 +74,49 @@ def field(document: Any, name: str, expected: str) -> Any:
     return document[name]
 
 
-def check_batch(instances: Any, expected: str) -> list:
+def check_batch(instances: Any, expected: str, *, name: str = "instances") -> list:
     if not isinstance(instances, list):
-        raise InputError(f"'instances' is a {type(instances).__name__}, not a list", expected=expected)
+        raise InputError(f"{name!r} is a {type(instances).__name__}, not a list", expected=expected)
     if not instances:
-        raise InputError("empty batch: 'instances' has no items", expected=expected)
+        raise InputError(f"empty batch: {name!r} has no items", expected=expected)
     if len(instances) > MAX_BATCH:
-        raise InputError(f"batch of {len(instances)} instances is over the limit of {MAX_BATCH}", expected=expected, status=413)
+        raise InputError(f"batch of {len(instances)} {name} is over the limit of {MAX_BATCH}", expected=expected, status=413)
     return instances
+
+
+def text_batch(items: Any, *, max_length: int, name: str = "instances") -> np.ndarray:
+    """A list of strings (or TF Serving's {"b64": ...} objects) → an object array of UTF-8 bytes."""
+    expected = f"{name!r}: a list of 1–{MAX_BATCH} strings, each at most {max_length} characters"
+    check_batch(items, expected, name=name)
+    return np.array([_text(item, f"{name}[{index}]", max_length, expected) for index, item in enumerate(items)], dtype=object)
+
+
+def _text(item: Any, where: str, max_length: int, expected: str) -> bytes:
+    if isinstance(item, dict) and "b64" in item:
+        data = b64_bytes(item, where)
+        length = len(data.decode("utf-8", "replace"))
+    elif isinstance(item, str):
+        data, length = item.encode("utf-8", "surrogatepass"), len(item)
+    else:
+        raise InputError(f"{where} is a {_json_type(item)}, not a string", expected=expected)
+    if length > max_length:
+        raise InputError(f"{where} has {length} characters, over the limit of {max_length}", expected=expected, status=413)
+    return data
+
+
+def integer_option(value: Any, name: str, *, low: int | None = None, high: int | None = None) -> int:
+    """A JSON integer (not a bool, not 3.0, not "3"), optionally within [low, high]."""
+    expected = f"{name!r}: an integer" + (f" from {low} to {high}" if low is not None and high is not None else "")
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InputError(f"{name!r} is {json.dumps(value)}, not an integer", expected=expected)
+    if (low is not None and value < low) or (high is not None and value > high):
+        raise InputError(f"{name!r} is {value}, out of range", expected=expected)
+    return value
+
+
+def _json_type(value: Any) -> str:
+    names = {dict: "object", list: "list", str: "string", bool: "boolean", int: "number", float: "number", type(None): "null"}
+    return names.get(type(value), type(value).__name__)
 
 
 def pixel_batch(instances: Any, *, dtype: str = "float32") -> np.ndarray:

@@ -1,5 +1,6 @@
 """Call a loaded model's signatures through adaptive batchers and shape the answers per task."""
 
+import json
 import os
 from typing import Any
 
@@ -24,50 +25,72 @@ class ModelRuntime:
         self.max_batch_size = MAX_MODEL_BATCH if batching else 1
         self._batchers: dict[tuple, AdaptiveBatcher] = {}
 
-    def input_spec(self, signature_name: str) -> tf.TensorSpec:
-        _, kwargs = self.model.signatures[signature_name].structured_input_signature
-        (spec,) = kwargs.values()
-        return spec
+    def batch_spec(self, signature_name: str) -> tf.TensorSpec:
+        """The signature's batched input (batch axis first)."""
+        return next(spec for spec in self._input_specs(signature_name).values() if spec.shape.rank)
 
-    async def run(self, signature_name: str, batch: np.ndarray) -> dict[str, np.ndarray]:
-        key = (signature_name, batch.shape[1:], batch.dtype.str)
+    def option_specs(self, signature_name: str) -> dict[str, tf.TensorSpec]:
+        """The signature's scalar inputs, such as a beam width: one value for the whole request."""
+        return {name: spec for name, spec in self._input_specs(signature_name).items() if not spec.shape.rank}
+
+    def _input_specs(self, signature_name: str) -> dict[str, tf.TensorSpec]:
+        _, kwargs = self.model.signatures[signature_name].structured_input_signature
+        return {spec.name: spec for spec in kwargs.values()}
+
+    async def run(self, signature_name: str, batch: np.ndarray, **options: Any) -> dict[str, np.ndarray]:
+        """Call a signature on `batch`; requests with the same signature, item shape and options share batches."""
+        key = (signature_name, batch.shape[1:], batch.dtype.str, tuple(sorted(options.items())))
         if key not in self._batchers:
-            self._batchers[key] = AdaptiveBatcher(lambda items: self._call(signature_name, items), max_batch_size=self.max_batch_size)
+            self._batchers[key] = AdaptiveBatcher(lambda items: self._call(signature_name, items, options), max_batch_size=self.max_batch_size)
         try:
             return await self._batchers[key](batch)
         except tf.errors.InvalidArgumentError as error:
-            # Pillow accepts some files TensorFlow's decoders do not (a 1-bit BMP): the client's file, not a server fault.
-            if signature_name != self.model.metadata["signatures"].get("image_bytes"):
-                raise
-            raise inputs.InputError(
-                f"the image could not be decoded by the model: {_reason(error.message)}",
-                expected="a PNG, JPEG, GIF or 24/32-bit BMP file",
-            ) from None
+            # The graph checks what it is given (an image TensorFlow cannot decode, a beam width out of
+            # range): the input is at fault, not the server.
+            raise self._rejected(signature_name, _reason(error.message)) from None
 
-    def _call(self, signature_name: str, items: np.ndarray) -> dict[str, np.ndarray]:
+    def _rejected(self, signature_name: str, reason: str) -> inputs.InputError:
+        if signature_name == self.model.metadata["signatures"].get("image_bytes"):
+            # Pillow accepts some files TensorFlow's decoders do not (a 1-bit BMP).
+            return inputs.InputError(f"the image could not be decoded by the model: {reason}", expected="a PNG, JPEG, GIF or 24/32-bit BMP file")
+        return inputs.InputError(
+            f"the model rejected the input: {reason}",
+            expected=f"inputs that match the signature {signature_name!r}: see GET /v1/models/{self.model.name}/metadata",
+        )
+
+    def _call(self, signature_name: str, items: np.ndarray, options: dict[str, Any]) -> dict[str, np.ndarray]:
         function = self.model.signatures[signature_name]
-        spec = self.input_spec(signature_name)
-        outputs = function(**{spec.name: tf.constant(items, dtype=spec.dtype)})
+        spec = self.batch_spec(signature_name)
+        arguments = {spec.name: tf.constant(items, dtype=spec.dtype)}
+        arguments |= {name: tf.constant(options[name], dtype=option.dtype) for name, option in self.option_specs(signature_name).items()}
+        outputs = function(**arguments)
         return {key: value.numpy() for key, value in outputs.items()}
 
-    def tensor_values(self, signature_name: str, payload: Any, row_format: bool) -> np.ndarray:
-        """A TF Serving request's `instances` (rows) or `inputs` (columns) as one checked batch array."""
-        spec = self.input_spec(signature_name)
+    def tensor_values(self, signature_name: str, payload: Any, row_format: bool) -> tuple[np.ndarray, dict[str, Any]]:
+        """A TF Serving request's `instances` (rows) or `inputs` (columns) as one checked batch and its scalar options."""
+        spec = self.batch_spec(signature_name)
+        option_specs = self.option_specs(signature_name)
         if row_format:
-            items = [item[spec.name] if isinstance(item, dict) and spec.name in item else item for item in _as_list(payload)]
+            rows = _as_list(payload)
+            items = [row[spec.name] if isinstance(row, dict) and spec.name in row else row for row in rows]
+            options = {name: _row_option(rows, name) for name in option_specs}
         else:
-            items = payload[spec.name] if isinstance(payload, dict) and spec.name in payload else payload
+            named = isinstance(payload, dict) and spec.name in payload
+            items = payload[spec.name] if named else payload
+            options = {name: payload.get(name) if named else None for name in option_specs}
+        missing = [name for name, value in options.items() if value is None]
+        if missing:
+            raise inputs.InputError(f"missing input {missing[0]!r} of signature {signature_name!r}", expected=f"inputs {sorted(self._input_specs(signature_name))}")
+        options = {name: inputs.integer_option(value, name) for name, value in options.items()}
         if spec.dtype == tf.string:
-            return self._string_batch(signature_name, items)
-        return inputs.pixel_batch(items, dtype=spec.dtype.name)
+            return self._string_batch(signature_name, items), options
+        return inputs.pixel_batch(items, dtype=spec.dtype.name), options
 
     def _string_batch(self, signature_name: str, items: Any) -> np.ndarray:
-        inputs.check_batch(items, "a list of strings or {\"b64\": ...} objects")
         if signature_name == self.model.metadata["signatures"].get("image_bytes"):
-            values = [inputs.b64_image(item, f"instance {index}") for index, item in enumerate(items)]
-        else:
-            values = [_text(item, index) for index, item in enumerate(items)]
-        return np.array(values, dtype=object)
+            inputs.check_batch(items, "a list of {\"b64\": ...} encoded images")
+            return np.array([inputs.b64_image(item, f"instance {index}") for index, item in enumerate(items)], dtype=object)
+        return inputs.text_batch(items, max_length=self.model.metadata["input"]["max_length"])
 
     def signature_defs(self) -> dict[str, Any]:
         """The signatures in the shape of TF Serving's metadata response."""
@@ -83,6 +106,19 @@ def to_json(value: Any) -> Any:
     if value.dtype.kind in "SO":
         return np.vectorize(lambda item: item.decode("utf-8", "replace"), otypes=[object])(value).tolist()
     return value.tolist()
+
+
+def seq2seq_predictions(outputs: dict[str, np.ndarray]) -> list[dict[str, Any]]:
+    texts = to_json(outputs["texts"])
+    beam_texts = to_json(outputs["beam_texts"])
+    return [
+        {
+            "text": texts[row],
+            "score": float(outputs["scores"][row]),
+            "beams": [{"text": text, "score": float(score)} for text, score in zip(beam_texts[row], outputs["beam_scores"][row])],
+        }
+        for row in range(len(texts))
+    ]
 
 
 def classifier_predictions(outputs: dict[str, np.ndarray]) -> list[dict[str, Any]]:
@@ -110,12 +146,13 @@ def _as_list(payload: Any) -> list:
     return payload
 
 
-def _text(item: Any, index: int) -> bytes:
-    if isinstance(item, dict) and "b64" in item:
-        return inputs.b64_bytes(item, f"instance {index}")
-    if not isinstance(item, str):
-        raise inputs.InputError(f"instance {index} is a {type(item).__name__}, not a string", expected="strings")
-    return item.encode("utf-8")
+def _row_option(rows: list, name: str) -> Any:
+    """A scalar input given per row in TF Serving's row format: every row must carry the same value."""
+    values = [row.get(name) for row in rows if isinstance(row, dict)]
+    distinct = {json.dumps(value) for value in values}
+    if len(distinct) > 1:
+        raise inputs.InputError(f"instances disagree on {name!r}: {sorted(distinct)}", expected=f"one {name!r} for the whole request")
+    return values[0] if values else None
 
 
 def _tensor_info(spec: tf.TensorSpec, name: str) -> dict[str, Any]:

@@ -3,7 +3,7 @@
     bentoml serve serving.service:ModelService --port 3000
 
 Which models: $MODELSERVICE_MODELS ("classifier" or "classifier:3,..."), default every model in the
-BentoML store at its latest version. Routes: POST /classify, TF Serving's REST API under /v1/models,
+BentoML store at its latest version. Routes: POST /classify, POST /translate, TF Serving's REST API under /v1/models,
 GET /models, plus BentoML's /livez, /readyz and /metrics. FastAPI's OpenAPI docs are at /docs.
 """
 
@@ -18,13 +18,13 @@ from starlette.datastructures import UploadFile
 
 from serving import inputs, store, tuning
 from serving.inputs import InputError
-from serving.runtime import ModelRuntime, classifier_predictions, to_json
+from serving.runtime import ModelRuntime, classifier_predictions, seq2seq_predictions, to_json
 
 logger = logging.getLogger("modelservice")
 
 api = FastAPI(
     title="Model service",
-    description="Image classification (and TF Serving's REST API) over exported TensorFlow SavedModels.",
+    description="Image classification and date normalisation (and TF Serving's REST API) over exported TensorFlow SavedModels.",
 )
 
 
@@ -89,6 +89,20 @@ async def classify(request: Request) -> dict[str, Any]:
     return {"predictions": classifier_predictions(outputs), "model": model_tag(runtime)}
 
 
+@api.post("/translate")
+async def translate(request: Request) -> dict[str, Any]:
+    """JSON {"texts": ["March 4, 1999", ...], "beam_width": 3} → the decoded text and its score per input."""
+    runtime = model_for_task(request, "seq2seq")
+    metadata = runtime.model.metadata
+    decoding = metadata["decoding"]
+    expected = f'{{"texts": [string, ...], "beam_width": 1–{decoding["max_beam_width"]} (optional)}}'
+    document = inputs.parse_json(await inputs.read_body(request))
+    texts = inputs.text_batch(inputs.field(document, "texts", expected), max_length=metadata["input"]["max_length"], name="texts")
+    beam_width = inputs.integer_option(document.get("beam_width", decoding["default_beam_width"]), "beam_width", low=1, high=decoding["max_beam_width"])
+    outputs = await runtime.run(metadata["signatures"]["texts_beam_width"], texts, beam_width=beam_width)
+    return {"predictions": seq2seq_predictions(outputs), "model": model_tag(runtime)}
+
+
 async def upload(request: Request, body: bytes, field: str) -> bytes:
     async def replay() -> dict[str, Any]:
         return {"type": "http.request", "body": body, "more_body": False}
@@ -144,8 +158,8 @@ async def tfserving_predict(request: Request, name: str, version: str | None = N
     row_format = "instances" in document
     if row_format == ("inputs" in document):
         raise InputError("the body must have exactly one of 'instances' or 'inputs'", expected='{"instances": [...]} or {"inputs": ...}')
-    values = runtime.tensor_values(signature_name, document["instances"] if row_format else document["inputs"], row_format)
-    outputs = await runtime.run(signature_name, values)
+    values, options = runtime.tensor_values(signature_name, document["instances"] if row_format else document["inputs"], row_format)
+    outputs = await runtime.run(signature_name, values, **options)
     if row_format:
         return {"predictions": [{key: to_json(value[row]) for key, value in outputs.items()} for row in range(len(values))]}
     return {"outputs": {key: to_json(value) for key, value in outputs.items()}}

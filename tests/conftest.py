@@ -34,10 +34,35 @@ def trained_classifier(tmp_path_factory, digits):
 
 
 @pytest.fixture(scope="session")
-def server(trained_classifier, tmp_path_factory):
-    """The real BentoML server on a free loopback port, serving the trained classifier."""
+def dates():
+    from pipelines.date_data import make_dataset
+
+    return make_dataset(8000, 300, 500, seed=0)
+
+
+@pytest.fixture(scope="session")
+def trained_seq2seq(tmp_path_factory, dates):
+    """A small BiLSTM + attention date normaliser, trained and exported once per session: (model, tokenizer, report, artifact)."""
+    from pipelines import seq2seq
+    from pipelines.export import register_in_bentoml
+    from pipelines.training import TrainingConfig
+
+    root = tmp_path_factory.mktemp("seq2seq")
+    config = seq2seq.Seq2SeqConfig(
+        train_size=8000, dev_size=300, test_size=500, training=TrainingConfig(epochs=3, batch_size=64, learning_rate=3e-3, patience=0)
+    )
+    model, tokenizer = seq2seq.train(config, dates, root / "run")
+    report = seq2seq.evaluate(model, tokenizer, dates, root / "run", beam_width=config.beam_width)
+    artifact = seq2seq.export_model(model, tokenizer, report, config, root / "artifacts", dates.summary())
+    register_in_bentoml(artifact)
+    return model, tokenizer, report, artifact
+
+
+@pytest.fixture(scope="session")
+def server(trained_classifier, trained_seq2seq, tmp_path_factory):
+    """The real BentoML server on a free loopback port, serving the classifier and the date normaliser together."""
     from serving.process import running_server
 
     log = Path(tmp_path_factory.mktemp("server")) / "server.log"
-    with running_server(env={"MODELSERVICE_MODELS": "classifier"}, log_path=log) as url:
+    with running_server(env={"MODELSERVICE_MODELS": "classifier,seq2seq"}, log_path=log) as url:
         yield url

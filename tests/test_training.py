@@ -109,11 +109,14 @@ def run_script(*args: str, cwd: Path = PROJECT) -> subprocess.CompletedProcess:
     [
         (("pipelines.classifier", "--help"), "--dataset"),
         (("pipelines.cli", "--help"), "predict"),
-        (("pipelines.cli", "train", "--help"), "--strategy"),
+        (("pipelines.cli", "train", "--help"), "seq2seq"),
+        (("pipelines.cli", "train", "classifier", "--help"), "--strategy"),
+        (("pipelines.cli", "train", "seq2seq", "--help"), "--beam-width"),
+        (("pipelines.seq2seq", "--help"), "--architecture"),
         (("pipelines.cli", "evaluate", "--help"), "--run-dir"),
         (("pipelines.cli", "export", "--help"), "--artifacts"),
         (("pipelines.cli", "serve", "--help"), "--port"),
-        (("pipelines.cli", "predict", "--help"), "images"),
+        (("pipelines.cli", "predict", "--help"), "--beam-width"),
     ],
     ids=lambda value: " ".join(value) if isinstance(value, tuple) else value,
 )
