@@ -35,6 +35,11 @@ class BahdanauAttention(layers.Layer):
         # Padding is handled through the explicit `values_mask`; Keras masks stop here instead of warning.
         self.supports_masking = True
 
+    def build(self, query_shape, values_shape, values_mask_shape=None):
+        self.query_projection.build(query_shape)
+        self.value_projection.build(values_shape)
+        self.score.build((*values_shape[:-1], self.units))
+
     def call(self, query, values, values_mask):
         """query (N, Tq, Dq), values (N, Tx, Dv), values_mask (N, Tx) bool → context (N, Tq, Dv), weights (N, Tq, Tx)."""
         projected_query = ops.expand_dims(self.query_projection(query), 2)  # (N, Tq, 1, units)
@@ -140,6 +145,9 @@ class PositionalEmbedding(layers.Layer):
         self.vocab_size, self.depth, self.max_length = vocab_size, depth, max_length
         self.embedding = layers.Embedding(vocab_size, depth, name="embedding")
         self.positions = positional_encoding(max_length, depth)
+
+    def build(self, ids_shape):
+        self.embedding.build(ids_shape)
 
     def call(self, ids):
         positions = ops.slice(self.positions, [0, 0], [ops.shape(ids)[1], self.depth])

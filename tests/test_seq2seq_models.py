@@ -238,3 +238,15 @@ def test_banned_tokens_are_never_generated():
     result = search(tables[np.newaxis], [0], beam_width=2, max_length=3)
     assert result.tokens.numpy()[0, 0].tolist()[:2] == [A, END_ID]
     assert NEG_INF < result.scores.numpy()[0, 0] < 0
+
+
+def test_saved_and_reloaded_model_gives_the_same_logits_without_warnings(model, tmp_path):
+    import warnings
+
+    import keras
+
+    model.save(tmp_path / "model.keras")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # e.g. Keras's "layer has unbuilt state" when a custom layer lacks build()
+        reloaded = keras.saving.load_model(tmp_path / "model.keras")
+    np.testing.assert_allclose(reloaded([SOURCE, DECODER]).numpy(), model([SOURCE, DECODER]).numpy(), atol=1e-6)

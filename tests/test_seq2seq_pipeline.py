@@ -116,6 +116,21 @@ def test_cli_predicts_texts(trained_seq2seq):
     assert all(answer["score"] < 0 for answer in answers)
 
 
+def test_cli_exports_a_seq2seq_run_and_the_script_skips_an_exported_model(trained_seq2seq, tmp_path):
+    run_dir = trained_seq2seq[3].parent.parent.parent / "run"
+    exported = subprocess.run(
+        [sys.executable, "-m", "pipelines.cli", "export", "--run-dir", str(run_dir), "--artifacts", str(tmp_path), "--no-register"],
+        capture_output=True, text=True, timeout=300, cwd=PROJECT,
+    )
+    assert exported.returncode == 0, exported.stderr[-2000:]
+    assert read_metadata(tmp_path / "seq2seq" / "1")["task"] == "seq2seq"
+    skipped = subprocess.run(
+        [sys.executable, "-m", "pipelines.seq2seq", "--skip-if-exported", "--no-register", "--artifacts", str(tmp_path)],
+        capture_output=True, text=True, timeout=300, cwd=PROJECT,
+    )
+    assert skipped.returncode == 0 and "skipping training" in skipped.stdout
+
+
 def test_tfds_dataset_feeds_the_same_pairs_as_the_generator(tmp_path):
     config = seq2seq.Seq2SeqConfig(dataset="tfds:small", data_dir=str(tmp_path))
     loaded = seq2seq.load_data(config)
