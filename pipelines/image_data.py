@@ -141,7 +141,7 @@ def load_digits(
     return ImageDataset("digits", class_names, train, dev, test)
 
 
-def _read_image(path: Path, mode: str, image_size: tuple[int, int] | None) -> np.ndarray:
+def read_image(path: Path, mode: str, image_size: tuple[int, int] | None) -> np.ndarray:
     """Decodes one file to `(H, W, C)` uint8; `image_size` is (height, width)."""
     try:
         with Image.open(path) as image:
@@ -201,7 +201,7 @@ def load_image_folder(
     images, labels = [], []
     for class_id, files in enumerate(class_files.values()):
         for path in files:
-            image = _read_image(path, mode, image_size)
+            image = read_image(path, mode, image_size)
             image_size = image_size or image.shape[:2]
             images.append(image)
             labels.append(class_id)

@@ -18,7 +18,7 @@ from matplotlib.colors import Normalize  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 
-def _save(fig: plt.Figure, path: Path) -> Path:
+def save_figure(fig: plt.Figure, path: Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, format="png", dpi=100)
@@ -42,7 +42,7 @@ def plot_learning_curves(history: dict[str, list[float]], path: Path) -> Path:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_confusion_matrix(matrix, class_names: list[str], path: Path, *, normalize: bool = True) -> Path:
@@ -76,7 +76,7 @@ def plot_confusion_matrix(matrix, class_names: list[str], path: Path, *, normali
         color = "white" if value > vmax / 2 else "black"
         ax.text(col, row, fmt.format(value), ha="center", va="center", color=color, fontsize=8)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_image_gallery(
@@ -105,7 +105,7 @@ def plot_image_gallery(
         ax.axis("off")
         if title:
             fig.suptitle(title)
-        return _save(fig, path)
+        return save_figure(fig, path)
 
     cols = min(columns, len(images))
     rows = math.ceil(len(images) / cols)
@@ -121,7 +121,7 @@ def plot_image_gallery(
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 # Fonts that map every code point to a "missing glyph" box: choosing them would hide characters, not draw them.
@@ -234,4 +234,4 @@ def plot_attention_maps(
     colour_scale = ScalarMappable(norm=Normalize(vmin=0.0, vmax=1.0), cmap="Blues")
     fig.colorbar(colour_scale, ax=axes.ravel().tolist(), label="attention weight", shrink=0.8)
     fig.suptitle("".join(c if c == " " else _char_label(c, drawable) for c in title), family=families)
-    return _save(fig, path)
+    return save_figure(fig, path)
