@@ -81,7 +81,8 @@ class ModelRuntime:
         missing = [name for name, value in options.items() if value is None]
         if missing:
             raise inputs.InputError(f"missing input {missing[0]!r} of signature {signature_name!r}", expected=f"inputs {sorted(self._input_specs(signature_name))}")
-        options = {name: inputs.integer_option(value, name) for name, value in options.items()}
+        # The graph checks the range it accepts; this keeps a value convertible to int32 so it reaches that check.
+        options = {name: inputs.integer_option(value, name, low=-(2**31), high=2**31 - 1) for name, value in options.items()}
         if spec.dtype == tf.string:
             return self._string_batch(signature_name, items), options
         return inputs.pixel_batch(items, dtype=spec.dtype.name), options

@@ -196,6 +196,7 @@ LONG = "1" * 65
         pytest.param(PREDICT, {"signature_name": "translate", "inputs": {"texts": ["1.1.2000"]}}, 400, "missing input 'beam_width'", id="tfs-missing-beam"),
         pytest.param(PREDICT, {"signature_name": "translate", "inputs": {"texts": ["1.1.2000"], "beam_width": 99}}, 400, "beam_width must be an integer from 1 to 8", id="tfs-beam-checked-in-graph"),
         pytest.param(PREDICT, {"signature_name": "translate", "inputs": {"texts": ["1.1.2000"], "beam_width": "two"}}, 400, "not an integer", id="tfs-beam-string"),
+        pytest.param(PREDICT, {"signature_name": "translate", "inputs": {"texts": ["1.1.2000"], "beam_width": 10**30}}, 400, "out of range", id="tfs-beam-beyond-int32"),
         pytest.param(
             PREDICT,
             {"signature_name": "translate", "instances": [{"texts": "1.1.2000", "beam_width": 1}, {"texts": "2.2.2000", "beam_width": 2}]},
