@@ -83,8 +83,12 @@ class Seq2SeqGraph(tf.Module):
         self.alpha = alpha
 
     def _translate(self, texts: tf.Tensor, beam_width: tf.Tensor) -> dict[str, tf.Tensor]:
-        tf.debugging.assert_greater_equal(beam_width, 1, message=f"beam_width must be an integer from 1 to {MAX_BEAM_WIDTH}")
-        tf.debugging.assert_less_equal(beam_width, MAX_BEAM_WIDTH, message=f"beam_width must be an integer from 1 to {MAX_BEAM_WIDTH}")
+        message = f"beam_width must be an integer from 1 to {MAX_BEAM_WIDTH}"
+        checks = [tf.debugging.assert_greater_equal(beam_width, 1, message=message), tf.debugging.assert_less_equal(beam_width, MAX_BEAM_WIDTH, message=message)]
+        # Every op that uses the beam width waits for the checks, so a bad width fails with this message
+        # rather than with whichever shape error an empty beam would hit first.
+        with tf.control_dependencies(checks):
+            beam_width = tf.identity(beam_width)
         result = beam_search(
             self.decoder,
             self.tokenizer.source_ids(texts),
