@@ -44,13 +44,15 @@ import functools
 import itertools
 import random
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import tensorflow as tf
 import tensorflow_datasets as tfds
 from babel import Locale
 from babel.dates import format_date, tokenize_pattern, untokenize_pattern
+
+from pipelines import generated_tfds
 
 LOCALES: tuple[str, ...] = ("en_US", "en_GB", "de_DE", "fr_FR", "es_ES", "ko_KR", "ja_JP")
 TARGET_FORMAT = "%Y-%m-%d"
@@ -387,31 +389,13 @@ def as_tf_dataset(pairs: list[DatePair]) -> tf.data.Dataset:
 # --- TFDS builder ---------------------------------------------------------------------------
 
 
-@dataclasses.dataclass(eq=False)  # TFDS's BuilderConfig is a mutable dataclass; keep its identity equality
-class DateNormalizationConfig(tfds.core.BuilderConfig):
-    train_size: int = 0
-    dev_size: int = 0
-    test_size: int = 0
-    seed: int = 0
-
-
-class DateNormalization(tfds.core.GeneratorBasedBuilder):
+class DateNormalization(generated_tfds.GeneratedDatasetBuilder):
     """Human-written dates in several languages paired with ISO 8601 dates, generated with Babel."""
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "Initial release."}
     BUILDER_CONFIGS = [
-        DateNormalizationConfig(
-            name="default", description="60000 / 2000 / 5000 pairs.", train_size=60000, dev_size=2000, test_size=5000
-        ),
-        DateNormalizationConfig(
-            name="small", description="2000 / 200 / 200 pairs.", train_size=2000, dev_size=200, test_size=200
-        ),
+        generated_tfds.SplitSizes(name="default", description="60000 / 2000 / 5000 pairs.", train_size=60000, dev_size=2000, test_size=5000),
+        generated_tfds.SplitSizes(name="small", description="2000 / 200 / 200 pairs.", train_size=2000, dev_size=200, test_size=200),
     ]
-    DEFAULT_CONFIG_NAME = "default"
-    # TFDS 4.9 finds a builder's file through `importlib_resources`, which it only installs on
-    # Python < 3.9, so preparing fails on 3.11 (tensorflow/datasets#11212). Naming the file avoids that.
-    code_path = tfds.core.Path(__file__)
 
     def _info(self) -> tfds.core.DatasetInfo:
         return tfds.core.DatasetInfo(
@@ -425,25 +409,11 @@ class DateNormalization(tfds.core.GeneratorBasedBuilder):
             disable_shuffling=True,
         )
 
-    def _split_generators(self, dl_manager: tfds.download.DownloadManager) -> dict[str, Iterator]:
-        config = self.builder_config
-        data = make_dataset(config.train_size, config.dev_size, config.test_size, seed=config.seed)
-        return {
-            "train": self._generate_examples(data.train),
-            "validation": self._generate_examples(data.dev),
-            "test": self._generate_examples(data.test),
-        }
+    def generate(self, config: generated_tfds.SplitSizes) -> "DateDataset":
+        return make_dataset(config.train_size, config.dev_size, config.test_size, seed=config.seed)
 
-    def _generate_examples(self, pairs: list[DatePair]) -> Iterator[tuple[int, dict[str, str]]]:
-        for index, pair in enumerate(pairs):
-            yield index, dataclasses.asdict(pair)
-
-
-def prepare_tfds(data_dir: str, config: str = "default") -> tfds.core.DatasetBuilder:
-    """Generate the TFDS dataset into `data_dir` unless it is already there (nothing is downloaded)."""
-    builder = tfds.builder(f"date_normalization/{config}", data_dir=data_dir)
-    builder.download_and_prepare()
-    return builder
+    def example(self, pair: DatePair) -> dict[str, str]:
+        return dataclasses.asdict(pair)
 
 
 def load_tfds(split: str, *, data_dir: str, config: str = "default") -> tf.data.Dataset:
@@ -452,8 +422,7 @@ def load_tfds(split: str, *, data_dir: str, config: str = "default") -> tf.data.
     Splits are "train", "validation" (the `dev` split) and "test"; examples are dicts of
     "text", "target", "locale" and "style" tf.string scalars, in `make_dataset` order.
     """
-    prepare_tfds(data_dir, config)
-    return tfds.load(f"date_normalization/{config}", split=split, data_dir=data_dir, download=False)
+    return generated_tfds.load_split(DateNormalization, split, data_dir=data_dir, config=config)
 
 
 # --- CLI -------------------------------------------------------------------------------------
@@ -485,7 +454,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{pair.text!r:<{MAX_TEXT_LENGTH + 2}} → {pair.target}  {pair.locale:<6} {pair.style}")
         return 0
 
-    builder = prepare_tfds(args.build_tfds, args.config)
+    builder = generated_tfds.prepare(DateNormalization, args.build_tfds, args.config)
     sizes = {name: split.num_examples for name, split in builder.info.splits.items()}
     print(f"date_normalization/{args.config} in {builder.data_dir}: {sizes}")
     return 0

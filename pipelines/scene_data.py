@@ -46,7 +46,8 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from pipelines.image_data import Split, read_image, load_digits
+from pipelines import generated_tfds
+from pipelines.image_data import Split, load_digits, read_image
 
 DIGIT_NAMES = [str(digit) for digit in range(10)]
 SPEC_FORMS = '"digit-scenes", "coco:DIR" (DIR/annotations.json + DIR/images/) or "voc:DIR" (VOC layout)'
@@ -390,29 +391,19 @@ def augment(
 
 
 @dataclasses.dataclass(eq=False)  # TFDS's BuilderConfig is a mutable dataclass; keep its identity equality
-class DigitScenesConfig(tfds.core.BuilderConfig):
-    train_size: int = 0
-    dev_size: int = 0
-    test_size: int = 0
+class DigitScenesConfig(generated_tfds.SplitSizes):
     size: int = 128
-    seed: int = 0
 
 
-class DigitScenes(tfds.core.GeneratorBasedBuilder):
+class DigitScenes(generated_tfds.GeneratedDatasetBuilder):
     """Scenes of 1-6 scikit-learn handwritten digits with exact boxes, generated offline."""
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "Initial release."}
     BUILDER_CONFIGS = [
         DigitScenesConfig(
             name="default", description="2000 / 200 / 400 scenes of 128x128.", train_size=2000, dev_size=200, test_size=400
         ),
         DigitScenesConfig(name="small", description="200 / 40 / 40 scenes of 128x128.", train_size=200, dev_size=40, test_size=40),
     ]
-    DEFAULT_CONFIG_NAME = "default"
-    # TFDS 4.9 finds a builder's file through `importlib_resources`, which it only installs on
-    # Python < 3.9, so preparing fails on 3.11 (tensorflow/datasets#11212). Naming the file avoids that.
-    code_path = tfds.core.Path(__file__)
 
     def _info(self) -> tfds.core.DatasetInfo:
         size = self.builder_config.size
@@ -431,18 +422,11 @@ class DigitScenes(tfds.core.GeneratorBasedBuilder):
             disable_shuffling=True,
         )
 
-    def _split_generators(self, dl_manager: tfds.download.DownloadManager) -> dict[str, Iterator]:
-        config = self.builder_config
-        data = make_digit_scenes(config.train_size, config.dev_size, config.test_size, size=config.size, seed=config.seed)
-        return {
-            "train": self._generate_examples(data.train),
-            "validation": self._generate_examples(data.dev),
-            "test": self._generate_examples(data.test),
-        }
+    def generate(self, config: DigitScenesConfig) -> "DetectionDataset":
+        return make_digit_scenes(config.train_size, config.dev_size, config.test_size, size=config.size, seed=config.seed)
 
-    def _generate_examples(self, scenes: list[Scene]) -> Iterator[tuple[int, dict]]:
-        for index, scene in enumerate(scenes):
-            yield index, {"image": scene.image, "objects": {"bbox": to_tfds_boxes(scene), "label": scene.classes}}
+    def example(self, scene: Scene) -> dict:
+        return {"image": scene.image, "objects": {"bbox": to_tfds_boxes(scene), "label": scene.classes}}
 
 
 def to_tfds_boxes(scene: Scene) -> np.ndarray:
@@ -452,13 +436,6 @@ def to_tfds_boxes(scene: Scene) -> np.ndarray:
     return np.stack([y1 / height, x1 / width, y2 / height, x2 / width], axis=-1).astype(np.float32)
 
 
-def prepare_tfds(data_dir: str, config: str = "default") -> tfds.core.DatasetBuilder:
-    """Generate the TFDS dataset into `data_dir` unless it is already there (nothing is downloaded)."""
-    builder = tfds.builder(f"digit_scenes/{config}", data_dir=data_dir)
-    builder.download_and_prepare()
-    return builder
-
-
 def load_tfds(split: str, *, data_dir: str, config: str = "default") -> tf.data.Dataset:
     """`tfds.load("digit_scenes/<config>")`, preparing it into `data_dir` first if needed.
 
@@ -466,8 +443,7 @@ def load_tfds(split: str, *, data_dir: str, config: str = "default") -> tf.data.
     {"image": uint8 (H, W, 1), "objects": {"bbox": (K, 4) normalised ymin/xmin/ymax/xmax,
     "label": (K,) int64}}, in `make_digit_scenes` order.
     """
-    prepare_tfds(data_dir, config)
-    return tfds.load(f"digit_scenes/{config}", split=split, data_dir=data_dir, download=False)
+    return generated_tfds.load_split(DigitScenes, split, data_dir=data_dir, config=config)
 
 
 # --- CLI -----------------------------------------------------------------------------------------
@@ -521,7 +497,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{len(scenes)} scenes, {sum(len(s.classes) for s in scenes)} digits -> {save_contact_sheet(scenes, DIGIT_NAMES, args.out)}")
         return 0
 
-    builder = prepare_tfds(args.build_tfds, args.config)
+    builder = generated_tfds.prepare(DigitScenes, args.build_tfds, args.config)
     sizes = {name: split.num_examples for name, split in builder.info.splits.items()}
     print(f"digit_scenes/{args.config} in {builder.data_dir}: {sizes}")
     return 0
