@@ -195,11 +195,7 @@ def train_and_evaluate(config: ClassifierConfig, run_dir: Path) -> tuple[keras.M
 def run(config: ClassifierConfig, *, run_dir: Path, artifacts: Path, register: bool = True) -> Path:
     """Train, evaluate, export and register one classifier; returns the new artifact folder."""
     model, dataset, report = train_and_evaluate(config, run_dir)
-    artifact = export_model(model, dataset, report, config, artifacts)
-    print(f"exported {artifact}")
-    if register:
-        print(f"registered in the BentoML model store as {export.register_in_bentoml(artifact)}")
-    return artifact
+    return script.publish(export_model(model, dataset, report, config, artifacts), register=register)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -254,8 +250,7 @@ def evaluate_run(run_dir: Path) -> dict[str, Any]:
 def export_run(run_dir: Path, artifacts: Path) -> Path:
     """Export a finished training run as the next artifact version (its saved evaluation, else a fresh one)."""
     config, dataset, model = load_run(run_dir)
-    report_path = run_dir / "evaluation" / "report.json"
-    report = json.loads(report_path.read_text()) if report_path.exists() else evaluate(model, dataset, run_dir, human_error=config.human_error)
+    report = script.saved_or_fresh_report(run_dir, lambda: evaluate(model, dataset, run_dir, human_error=config.human_error))
     return export_model(model, dataset, report, config, artifacts)
 
 

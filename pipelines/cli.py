@@ -47,12 +47,9 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from pipelines import export
+    from pipelines import script
 
-    artifact = run_family(args.run_dir).export_run(args.run_dir, args.artifacts)
-    print(f"exported {artifact}")
-    if not args.no_register:
-        print(f"registered as {export.register_in_bentoml(artifact)}")
+    script.publish(run_family(args.run_dir).export_run(args.run_dir, args.artifacts), register=not args.no_register)
     return 0
 
 

@@ -5,6 +5,7 @@ turns them into `python -m pipelines.<family>` with `--skip-if-exported` and `--
 """
 
 import argparse
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,20 @@ def preset_value(args: argparse.Namespace, preset: dict[str, Any], name: str) ->
 def training_config(args: argparse.Namespace, preset: dict[str, Any]) -> TrainingConfig:
     chosen = {key: value for key in TRAINING_FLAGS if (value := preset_value(args, preset, key)) is not None}
     return TrainingConfig(**chosen, seed=args.seed, strategy=args.strategy, cpu_devices=args.cpu_devices)
+
+
+def saved_or_fresh_report(run_dir: Path, evaluate: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """A finished run's saved evaluation report, or a fresh evaluation when it has none."""
+    report_path = run_dir / "evaluation" / "report.json"
+    return json.loads(report_path.read_text()) if report_path.exists() else evaluate()
+
+
+def publish(artifact: Path, *, register: bool) -> Path:
+    """Announce a new artifact version and copy it into the BentoML model store unless told not to."""
+    print(f"exported {artifact}")
+    if register:
+        print(f"registered in the BentoML model store as {export.register_in_bentoml(artifact)}")
+    return artifact
 
 
 def pipeline_main(

@@ -343,19 +343,14 @@ def export_run(run_dir: Path, artifacts: Path) -> Path:
     """Export a finished training run as the next artifact version (its saved evaluation, else a fresh one)."""
     config, model, tokenizer = load_run(run_dir)
     dataset = load_data(config)
-    report_path = run_dir / "evaluation" / "report.json"
-    report = json.loads(report_path.read_text()) if report_path.exists() else evaluate(model, tokenizer, dataset, run_dir, beam_width=config.beam_width)
+    report = script.saved_or_fresh_report(run_dir, lambda: evaluate(model, tokenizer, dataset, run_dir, beam_width=config.beam_width))
     return export_model(model, tokenizer, report, config, artifacts, dataset.summary())
 
 
 def run(config: Seq2SeqConfig, *, run_dir: Path, artifacts: Path, register: bool = True) -> Path:
     """Train, evaluate, export and register one Seq2Seq model; returns the new artifact folder."""
     model, tokenizer, dataset, report = train_and_evaluate(config, run_dir)
-    artifact = export_model(model, tokenizer, report, config, artifacts, dataset.summary())
-    print(f"exported {artifact}")
-    if register:
-        print(f"registered in the BentoML model store as {export.register_in_bentoml(artifact)}")
-    return artifact
+    return script.publish(export_model(model, tokenizer, report, config, artifacts, dataset.summary()), register=register)
 
 
 # --- command line ---------------------------------------------------------------------------------
