@@ -13,7 +13,7 @@ TF_EXTRA := $(shell nvidia-smi -L >/dev/null 2>&1 && echo gpu || echo cpu)
 .PHONY: help install train serve run test bench clean
 
 help:
-	@echo "make run    create .venv, train the three models on bundled/generated data (once), serve on http://$(HOST):$(PORT)"
+	@echo "make run    create .venv, train the four model families on bundled/generated data (once), serve on http://$(HOST):$(PORT)"
 	@echo "make test   run the test suite"
 	@echo "make bench  load-test the service against a naive baseline; graph vs Python-loop beam search; graph vs NumPy NMS"
 	@echo "make clean  remove .venv, runs/, artifacts/ and the project's BentoML store"
@@ -30,6 +30,7 @@ train: install
 	$(BIN)/python -m pipelines.classifier --skip-if-exported
 	$(BIN)/python -m pipelines.seq2seq --skip-if-exported
 	$(BIN)/python -m pipelines.detector --skip-if-exported
+	$(BIN)/python -m pipelines.transfer --skip-if-exported
 
 serve: install
 	$(BIN)/modelservice serve --host $(HOST) --port $(PORT)

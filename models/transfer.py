@@ -170,6 +170,12 @@ def freeze_backbone(model: keras.Model) -> None:
     backbone_of(model).trainable = False
 
 
+def default_fine_tune_at(backbone: keras.Model) -> int:
+    """Layer 100, the notes' choice for MobileNetV2 (154 layers); the second half of a backbone with fewer layers."""
+    count = len(backbone.layers)
+    return DEFAULT_FINE_TUNE_AT if count > DEFAULT_FINE_TUNE_AT else count // 2
+
+
 def unfreeze_from(model: keras.Model, fine_tune_at: int = DEFAULT_FINE_TUNE_AT) -> None:
     """Phase 2: the backbone's layers from index `fine_tune_at` on train too (0 = all of them), except
     BatchNormalization layers, which stay frozen and so in inference mode.
@@ -177,6 +183,8 @@ def unfreeze_from(model: keras.Model, fine_tune_at: int = DEFAULT_FINE_TUNE_AT) 
     Recompile afterwards: Keras fixes the trainable weights when a model is compiled.
     """
     backbone = backbone_of(model)
+    if not 0 <= fine_tune_at < len(backbone.layers):
+        raise ValueError(f"fine_tune_at must be in 0..{len(backbone.layers) - 1}: {backbone.name} has {len(backbone.layers)} layers, got {fine_tune_at}")
     backbone.trainable = True
     for index, layer in enumerate(backbone.layers):
         # Keras 3 passes fit's training=True down to nested models whatever they were called with; a

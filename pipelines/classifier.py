@@ -156,7 +156,10 @@ def evaluate(model: keras.Model, dataset: ImageDataset, run_dir: Path, *, human_
     return report
 
 
-def export_model(model: keras.Model, dataset: ImageDataset, report: dict[str, Any], config: ClassifierConfig, root: Path) -> Path:
+def export_model(
+    model: keras.Model, dataset: ImageDataset, report: dict[str, Any], config: Any, root: Path, *, extra_metadata: dict[str, Any] | None = None
+) -> Path:
+    """Export as the next version of `config.name` (any config with `name` and `to_dict()`), the Keras model included."""
     graph = ClassifierGraph(model, dataset.class_names)
     height, width, channels = dataset.image_shape
     metadata = {
@@ -174,8 +177,9 @@ def export_model(model: keras.Model, dataset: ImageDataset, report: dict[str, An
         | {"macro_f1": report["test"]["macro"]["f1"], "diagnosis": report["diagnosis"]["diagnosis"]},
         "training": config.to_dict(),
         "dataset": dataset.summary(),
+        **(extra_metadata or {}),
     }
-    return export.export_artifact(graph, signatures=graph.signatures(), root=root, name=config.name, metadata=metadata)
+    return export.export_artifact(graph, signatures=graph.signatures(), root=root, name=config.name, metadata=metadata, keras_model=model)
 
 
 def load_data(config: ClassifierConfig) -> ImageDataset:

@@ -3,6 +3,7 @@
     modelservice train classifier [--profile default] [--dataset folder:PATH] ...
     modelservice train seq2seq [--profile default] [--architecture transformer] ...
     modelservice train detector [--profile default] [--dataset coco:DIR] ...
+    modelservice train transfer [--backbone mobilenet_v2 --weights imagenet] [--transfer-strategy partial] ...
     modelservice evaluate [--run-dir runs/classifier]
     modelservice export [--run-dir runs/seq2seq] [--artifacts artifacts]
     modelservice serve [--host 127.0.0.1] [--port 3000] [--models classifier,seq2seq:2]
@@ -20,7 +21,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-FAMILIES = ("classifier", "seq2seq", "detector")
+FAMILIES = ("classifier", "seq2seq", "detector", "transfer")
 
 
 def family_module(name: str) -> ModuleType:

@@ -1,7 +1,9 @@
 """Write a trained model as a versioned, self-contained artifact: `<root>/<name>/<version>/`.
 
 The folder is the contract between training and serving: a TensorFlow SavedModel (its signatures hold
-all pre- and post-processing) plus `metadata.json`. Versions are increasing integers, the layout TF
+all pre- and post-processing) plus `metadata.json`. Image classifiers also carry their Keras model
+(`model.keras`), so a later transfer-learning run can take its convolutional part as a backbone;
+serving never reads it. Versions are increasing integers, the layout TF
 Serving expects, and a version appears only once complete: it is written to a hidden staging folder
 and renamed into place, so a crash never leaves a half-written version behind.
 """
@@ -17,6 +19,7 @@ from typing import Any
 import tensorflow as tf
 
 METADATA_FILE = "metadata.json"
+KERAS_MODEL_FILE = "model.keras"
 
 
 def versions(model_root: Path) -> list[int]:
@@ -42,14 +45,18 @@ def export_artifact(
     root: Path,
     name: str,
     metadata: dict[str, Any],
+    keras_model: Any = None,
 ) -> Path:
-    """Save `module` with `signatures` and `metadata` as the next version of `name`; return its folder."""
+    """Save `module` with `signatures` and `metadata` (and `keras_model` as model.keras, when given) as the
+    next version of `name`; return its folder."""
     model_root = Path(root) / name
     model_root.mkdir(parents=True, exist_ok=True)
     # Staging inside model_root keeps the final rename on one filesystem, which is what makes it atomic.
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=model_root))
     try:
         tf.saved_model.save(module, str(staging), signatures=signatures)
+        if keras_model is not None:
+            keras_model.save(staging / KERAS_MODEL_FILE)
         return _publish(staging, model_root, name, metadata)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -45,6 +45,35 @@ def plot_learning_curves(history: dict[str, list[float]], path: Path, *, metrics
     return save_figure(fig, path)
 
 
+def plot_compared_histories(
+    histories: dict[str, dict[str, list[float]]],
+    path: Path,
+    *,
+    metrics: Sequence[str] = ("accuracy", "loss"),
+    marks: dict[str, int] | None = None,
+    title: str = "",
+) -> Path:
+    """Several runs' learning curves in one figure, one panel per metric: dev (solid) and train (dashed)
+    per run, one colour per run; `marks` draws labelled vertical lines after the given epochs."""
+    fig, axes = plt.subplots(1, len(metrics), figsize=(6 * len(metrics), 4.5), squeeze=False)
+    for ax, metric in zip(axes.flat, metrics):
+        for colour, (run, history) in zip(plt.rcParams["axes.prop_cycle"].by_key()["color"], histories.items()):
+            for key, style, kind in ((f"val_{metric}", "-", "dev"), (metric, "--", "train")):
+                if history.get(key):
+                    ax.plot(range(1, len(history[key]) + 1), history[key], style, color=colour, label=f"{run} ({kind})")
+        for label, epoch in (marks or {}).items():
+            ax.axvline(epoch + 0.5, color="gray", linestyle=":")
+            ax.annotate(label, (epoch + 0.5, 0.98), xycoords=("data", "axes fraction"), rotation=90, va="top", ha="right", fontsize=8, color="gray")
+        if ax.lines:
+            ax.legend(fontsize=8)
+        ax.set(title=metric, xlabel="epoch", ylabel=metric)
+        ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
 def plot_confusion_matrix(matrix, class_names: list[str], path: Path, *, normalize: bool = True) -> Path:
     """Draws an annotated heat-map of a confusion matrix (rows true, columns predicted).
 

@@ -87,11 +87,32 @@ def trained_detector(tmp_path_factory, scenes):
     return model, anchors, report, artifact
 
 
+TRANSFER_EPOCHS = (20, 3)  # head, fine-tuning
+
+
 @pytest.fixture(scope="session")
-def server(trained_classifier, trained_seq2seq, trained_detector, tmp_path_factory):
-    """The real BentoML server on a free loopback port, serving the classifier, the date normaliser and the detector together."""
+def trained_transfer(tmp_path_factory):
+    """The transfer pipeline's own path, shortened: the glyph backbone pretrained for one epoch because
+    none exists, then 10 digits per class, head + partial fine-tuning + the scratch baseline, exported
+    and registered: (config, run dir, artifact dir)."""
+    from pipelines import transfer
+    from pipelines.training import TrainingConfig
+
+    root = tmp_path_factory.mktemp("transfer")
+    training = TrainingConfig(epochs=TRANSFER_EPOCHS[0], batch_size=20, learning_rate=3e-3, decay_rate=0.97, patience=0)
+    config = transfer.TransferConfig(
+        source_epochs=1, fine_tune_epochs=TRANSFER_EPOCHS[1], transfer_strategy="partial", artifacts=str(root / "artifacts"), training=training
+    )
+    artifact = transfer.run(config, run_dir=root / "run", artifacts=root / "artifacts", register=True)
+    return config, root / "run", artifact
+
+
+@pytest.fixture(scope="session")
+def server(trained_classifier, trained_seq2seq, trained_detector, trained_transfer, tmp_path_factory):
+    """The real BentoML server on a free loopback port, serving the classifier, the date normaliser, the
+    detector and the transfer-learned classifier together."""
     from serving.process import running_server
 
     log = Path(tmp_path_factory.mktemp("server")) / "server.log"
-    with running_server(env={"MODELSERVICE_MODELS": "classifier,seq2seq,detector"}, log_path=log) as url:
+    with running_server(env={"MODELSERVICE_MODELS": "classifier,seq2seq,detector,transfer"}, log_path=log) as url:
         yield url

@@ -213,6 +213,15 @@ def test_load_dataset_specs(image_folder):
         load_dataset("no-such-spec")
 
 
+def test_load_dataset_glyphs_are_8x8_like_the_digits():
+    # Generating the default glyphs takes ~10 s (tests/test_glyph_data.py renders small ones), so
+    # this checks the dispatch through its size check: glyphs, like digits, are never resized.
+    with pytest.raises(ValueError, match="glyphs images are 8x8"):
+        load_dataset("glyphs", image_size=(16, 16))
+    with pytest.raises(ValueError, match='"glyphs"'):
+        load_dataset("no-such-spec")
+
+
 # --- TFDS ---------------------------------------------------------------------
 
 

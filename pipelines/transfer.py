@@ -1,0 +1,388 @@
+"""Transfer learning, end to end: pretrained backbone → new head → fine-tuning → comparison → export.
+
+    python -m pipelines.transfer                          # the demo: a backbone pretrained on printed
+                                                          # characters, 10 handwritten digits per class
+    python -m pipelines.transfer --backbone mobilenet_v2 --weights imagenet \\
+        --dataset folder:photos --image-size 160 160 --channels 3
+    python -m pipelines.transfer --backbone artifacts/classifier   # one of this project's classifiers
+    python -m pipelines.transfer --transfer-strategy partial --fine-tune-at 20
+
+Phase 1 trains the new head on a frozen backbone. Phase 2, unless the strategy is "freeze", unfreezes
+the backbone from layer `--fine-tune-at` ("partial") or entirely ("full") and trains on at a learning
+rate 1/100 of phase 1's, BatchNormalization layers staying in inference mode. `--transfer-strategy auto`
+picks by labelled images per class, as in the notes: < 100 freeze, < 1000 partial, else full.
+
+The same architecture is also trained from random weights on the same images with the same budget
+(skip with `--no-scratch`), so the report says what the pretraining was worth, and
+`evaluation/transfer_vs_scratch.png` shows both learning curves. The result is exported as a classifier
+artifact (task "classifier"), served by /classify and the TF Serving routes under its own name.
+
+The default backbone, "glyphs", is this project's own: the ResNet of `pipelines.classifier` trained on
+`pipelines.glyph_data` (62 printed characters in 22 fonts, imaged the way the handwritten digits were).
+It is pretrained and exported as artifacts/glyphs the first time, and reused after that. The demo
+profiles fine-tune the whole backbone at 1/10 of phase 1's rate without augmentation, which measured
+best for this small backbone and an 8x8 target (README, "Transfer learning").
+"""
+
+import argparse
+import csv
+import json
+import sys
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+
+from models.transfer import (
+    BACKBONES,
+    STRATEGIES,
+    backbone_of,
+    build_transfer_classifier,
+    convolutional_part,
+    default_fine_tune_at,
+    freeze_backbone,
+    strategy_for,
+    unfreeze_from,
+)
+from pipelines import classifier, export, plots, script
+from pipelines.image_data import ImageDataset, Split, make_tf_dataset
+from pipelines.training import TrainingConfig, fit, is_resuming, read_history
+
+FAMILY = "transfer"
+SOURCE = "glyphs"  # the backbone pretrained here on printed characters
+PHASES = ("head", "fine_tune", "scratch")
+LOSS = "sparse_categorical_crossentropy"
+
+# Both arms (transfer and scratch) train alike: 100 images in batches of 20, the rate decaying 3% per
+# epoch, no early stopping (a 270-image dev set would be more labels than the 100 it is about).
+DEMO = {"batch_size": 20, "learning_rate": 3e-3, "decay_rate": 0.97, "patience": 0, "transfer_strategy": "full", "fine_tune_learning_rate": 3e-4, "augment": False}
+PROFILES: dict[str, dict[str, Any]] = {
+    "quick": {"epochs": 100, "fine_tune_epochs": 30, "source_epochs": 8, **DEMO},
+    "default": {"epochs": 150, "fine_tune_epochs": 50, "source_epochs": 15, **DEMO},
+}
+
+
+@dataclass
+class TransferConfig:
+    dataset: str = "digits"
+    data_dir: str | None = None
+    image_size: tuple[int, int] | None = None
+    channels: int = 1
+    examples_per_class: int | None = 10  # None: every training image
+    backbone: str = SOURCE  # a BACKBONES name, SOURCE, or the path of a classifier artifact / .keras file
+    weights: str | None = "imagenet"  # named backbones only: "imagenet", a weights file, or None
+    backbone_size: int | None = None
+    transfer_strategy: str = "auto"
+    fine_tune_at: int | None = None  # None: models.transfer.default_fine_tune_at
+    fine_tune_epochs: int = 30
+    fine_tune_learning_rate: float | None = None  # None: 1/100 of phase 1's
+    source_epochs: int = 8
+    scratch: bool = True
+    dropout: float = 0.2
+    augment: bool = True
+    name: str = FAMILY
+    artifacts: str = "artifacts"
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        plain = {key: value for key, value in asdict(self).items() if key != "training"}
+        return {**plain, "image_size": list(self.image_size) if self.image_size else None, "training": self.training.to_dict()}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "TransferConfig":
+        plain = {key: value for key, value in values.items() if key not in ("training", "image_size")}
+        image_size = tuple(values["image_size"]) if values.get("image_size") else None
+        return cls(**plain, image_size=image_size, training=TrainingConfig(**values["training"]))
+
+    @property
+    def fine_tune_rate(self) -> float:
+        return self.fine_tune_learning_rate or self.training.learning_rate / 100
+
+
+# --- Data ------------------------------------------------------------------------------------------
+
+
+def few_shot(dataset: ImageDataset, examples_per_class: int | None, *, seed: int) -> ImageDataset:
+    """The dataset with only `examples_per_class` training images of each class (chosen with `seed`)."""
+    if examples_per_class is None:
+        return dataset
+    rng = np.random.default_rng(seed)
+    chosen = []
+    for label, name in enumerate(dataset.class_names):
+        members = np.flatnonzero(dataset.train.labels == label)
+        if len(members) < examples_per_class:
+            raise ValueError(f"class {name!r} has {len(members)} training images, fewer than --examples-per-class {examples_per_class}")
+        chosen.append(rng.choice(members, examples_per_class, replace=False))
+    keep = np.sort(np.concatenate(chosen))
+    train = Split(images=dataset.train.images[keep], labels=dataset.train.labels[keep])
+    return ImageDataset(f"{dataset.name}-{examples_per_class}-per-class", dataset.class_names, train, dataset.dev, dataset.test)
+
+
+def load_data(config: TransferConfig) -> ImageDataset:
+    full = classifier.load_data(classifier.ClassifierConfig(dataset=config.dataset, data_dir=config.data_dir, image_size=config.image_size, channels=config.channels, training=config.training))
+    return few_shot(full, config.examples_per_class, seed=config.training.seed)
+
+
+def chosen_strategy(config: TransferConfig, dataset: ImageDataset) -> str:
+    if config.transfer_strategy != "auto":
+        return config.transfer_strategy
+    return strategy_for(float(np.bincount(dataset.train.labels).min()))
+
+
+# --- Backbones -------------------------------------------------------------------------------------
+
+
+def source_config(config: TransferConfig) -> classifier.ClassifierConfig:
+    """The glyph classifier whose convolutional part is the default backbone."""
+    training = TrainingConfig(epochs=config.source_epochs, batch_size=64, learning_rate=2e-3, decay_rate=0.8, patience=3, seed=config.training.seed)
+    return classifier.ClassifierConfig(dataset="glyphs", architecture="resnet", name=SOURCE, training=training)
+
+
+def load_keras_classifier(path: Path) -> keras.Model:
+    """The Keras model of a classifier artifact (latest version of a model folder, or one version) or a .keras file."""
+    if path.suffix == ".keras":
+        return keras.saving.load_model(path)
+    version = export.latest_version(path) or path
+    model_file = version / export.KERAS_MODEL_FILE
+    if not model_file.is_file():
+        raise FileNotFoundError(
+            f"{path} holds no {export.KERAS_MODEL_FILE}: give a classifier artifact (artifacts/NAME or artifacts/NAME/VERSION), "
+            f"a .keras file, or one of {', '.join(BACKBONES)}"
+        )
+    return keras.saving.load_model(model_file)
+
+
+def own_backbone(config: TransferConfig, *, runs: Path, register: bool) -> keras.Model:
+    """The convolutional part of one of this project's classifiers; the glyph source is pretrained (in
+    `runs`/glyphs) when missing."""
+    path = Path(config.artifacts) / SOURCE if config.backbone == SOURCE else Path(config.backbone)
+    if config.backbone == SOURCE and export.latest_version(path) is None:
+        print(f"pretraining the {SOURCE} backbone on printed characters ({config.source_epochs} epochs); later runs reuse {path}")
+        classifier.run(source_config(config), run_dir=runs / SOURCE, artifacts=Path(config.artifacts), register=register)
+    return convolutional_part(load_keras_classifier(path))
+
+
+def build_model(config: TransferConfig, dataset: ImageDataset, backbone: keras.Model | None, *, pretrained: bool = True) -> keras.Model:
+    """The transfer classifier; with `pretrained=False` the same architecture from random weights."""
+    common = {"num_classes": dataset.num_classes, "input_shape": dataset.image_shape, "backbone_size": config.backbone_size, "dropout": config.dropout}
+    if backbone is None:  # a keras.applications backbone
+        return build_transfer_classifier(backbone=config.backbone, weights=config.weights if pretrained else None, **common)
+    if not pretrained:
+        backbone = keras.models.clone_model(backbone)  # fresh random weights, same layers
+        for layer in backbone.layers:  # the clone copies each layer's trainable flag, frozen by phase 1
+            layer.trainable = True
+    return build_transfer_classifier(backbone=backbone, **common)
+
+
+# --- Training --------------------------------------------------------------------------------------
+
+
+def reusable_phases(run_dir: Path) -> set[str]:
+    """Phases finished before an interruption: those before the phase a backup says was cut short."""
+    interrupted = next((index for index, phase in enumerate(PHASES) if is_resuming(run_dir / phase)), None)
+    if interrupted is None:
+        return set()
+    return {phase for phase in PHASES[:interrupted] if (run_dir / phase / "model.keras").is_file()}
+
+
+def train_phase(phase: str, build, train_ds, dev_ds, training: TrainingConfig, run_dir: Path, reuse: set[str]) -> keras.Model:
+    phase_dir = run_dir / phase
+    if phase in reuse:
+        print(f"{phase}: finished before the interruption, reusing {phase_dir / 'model.keras'}")
+        return keras.saving.load_model(phase_dir / "model.keras")
+    print(f"{phase}: {training.epochs} epochs at learning rate {training.learning_rate:g}")
+    model = fit(build, train_ds, dev_ds, config=training, run_dir=phase_dir, loss=LOSS, metrics=["accuracy"])
+    model.save(phase_dir / "model.keras")
+    return model
+
+
+def fine_tuned(model: keras.Model, strategy: str, fine_tune_at: int | None) -> keras.Model:
+    unfreeze_from(model, 0 if strategy == "full" else fine_tune_at if fine_tune_at is not None else default_fine_tune_at(backbone_of(model)))
+    return model
+
+
+def train(config: TransferConfig, dataset: ImageDataset, run_dir: Path, *, register: bool = False) -> tuple[keras.Model, keras.Model | None, str]:
+    """Phase 1, phase 2 (unless the strategy is freeze) and the from-scratch baseline; returns (model, scratch, strategy)."""
+    strategy = chosen_strategy(config, dataset)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "run.json").write_text(json.dumps({"family": FAMILY, "config": config.to_dict(), "dataset": dataset.summary(), "strategy": strategy}, indent=2))
+    print(f"dataset {dataset.name}: {dataset.summary()['sizes']}, {dataset.num_classes} classes; strategy {strategy}")
+    backbone = None if config.backbone in BACKBONES else own_backbone(config, runs=run_dir.parent, register=register)
+    training = config.training
+    train_ds = make_tf_dataset(dataset.train, batch_size=training.batch_size, training=True, seed=training.seed, augment=config.augment)
+    dev_ds = make_tf_dataset(dataset.dev, batch_size=256, training=False)
+    reuse = reusable_phases(run_dir)
+
+    def frozen() -> keras.Model:
+        model = build_model(config, dataset, backbone)
+        freeze_backbone(model)
+        return model
+
+    model = train_phase("head", frozen, train_ds, dev_ds, training, run_dir, reuse)
+    epochs = training.epochs
+    if strategy != "freeze":
+        fine = replace(training, epochs=config.fine_tune_epochs, learning_rate=config.fine_tune_rate)
+        head_model = run_dir / "head" / "model.keras"
+        build = lambda: fine_tuned(keras.saving.load_model(head_model), strategy, config.fine_tune_at)  # noqa: E731
+        model = train_phase("fine_tune", build, train_ds, dev_ds, fine, run_dir, reuse)
+        epochs += config.fine_tune_epochs
+    write_history(run_dir, [phase for phase in PHASES[:2] if (run_dir / phase / "history.csv").exists()])
+    model.save(run_dir / "model.keras")
+    scratch = None
+    if config.scratch:
+        # Same architecture, images, augmentation, learning rate and number of epochs, from random weights.
+        scratch = train_phase("scratch", lambda: build_model(config, dataset, backbone, pretrained=False), train_ds, dev_ds, replace(training, epochs=epochs), run_dir, reuse)
+    return model, scratch, strategy
+
+
+def write_history(run_dir: Path, phases: list[str]) -> None:
+    """The phases' histories one after the other in `run_dir/history.csv`, which the evaluation plots."""
+    histories = [read_history(run_dir / phase) for phase in phases]
+    columns = sorted({key for history in histories for key in history})
+    with (run_dir / "history.csv").open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["epoch", *columns])
+        epoch = 0
+        for history in histories:
+            for row in range(len(next(iter(history.values()), []))):
+                writer.writerow([epoch, *(history[key][row] if key in history else "" for key in columns)])
+                epoch += 1
+
+
+# --- Evaluation and export -------------------------------------------------------------------------
+
+
+def evaluate(model: keras.Model, scratch: keras.Model | None, dataset: ImageDataset, run_dir: Path, strategy: str) -> dict[str, Any]:
+    """The classifier's evaluation of the transfer model plus the comparison with the scratch baseline."""
+    report = classifier.evaluate(model, dataset, run_dir)
+    comparison: dict[str, Any] = {
+        "strategy": strategy,
+        "train_images": len(dataset.train.labels),
+        "test_images": len(dataset.test.labels),
+        "transfer_test_accuracy": report["test_accuracy"],
+    }
+    curves = {"transfer": read_history(run_dir)}
+    if scratch is not None:
+        comparison["scratch_test_accuracy"] = float(np.mean(classifier.predict_ids(scratch, dataset.test) == dataset.test.labels))
+        curves["from scratch"] = read_history(run_dir / "scratch")
+    head_epochs = len(read_history(run_dir / "head").get("loss", []))
+    marks = {"fine-tuning starts": head_epochs} if (run_dir / "fine_tune" / "history.csv").exists() else {}
+    plots.plot_compared_histories(curves, run_dir / "evaluation" / "transfer_vs_scratch.png", marks=marks, title=f"{dataset.name}: transfer vs from scratch")
+    report["comparison"] = comparison
+    (run_dir / "evaluation" / "report.json").write_text(json.dumps(report, indent=2))
+    return report
+
+
+def describe(report: dict[str, Any]) -> str:
+    comparison = report["comparison"]
+    line = f"test accuracy: transfer {comparison['transfer_test_accuracy']:.4f}"
+    if "scratch_test_accuracy" in comparison:
+        line += f", same architecture from scratch {comparison['scratch_test_accuracy']:.4f}"
+    return f"{line} ({comparison['train_images']} training images, strategy {comparison['strategy']})"
+
+
+def export_model(model: keras.Model, dataset: ImageDataset, report: dict[str, Any], config: TransferConfig, root: Path) -> Path:
+    extra = {"family": FAMILY, "backbone": config.backbone, "comparison": report["comparison"]}
+    return classifier.export_model(model, dataset, report, config, root, extra_metadata=extra)
+
+
+def train_and_evaluate(config: TransferConfig, run_dir: Path, *, register: bool = False) -> tuple[keras.Model, ImageDataset, dict[str, Any]]:
+    dataset = load_data(config)
+    model, scratch, strategy = train(config, dataset, run_dir, register=register)
+    report = evaluate(model, scratch, dataset, run_dir, strategy)
+    print(describe(report))
+    print(f"checkpoints, logs, history and plots in {run_dir}")
+    return model, dataset, report
+
+
+def run(config: TransferConfig, *, run_dir: Path, artifacts: Path, register: bool = True) -> Path:
+    """Train (pretraining the glyph backbone first if needed), evaluate, export and register; returns the artifact."""
+    model, dataset, report = train_and_evaluate(replace(config, artifacts=str(artifacts)), run_dir, register=register)
+    return script.publish(export_model(model, dataset, report, config, artifacts), register=register)
+
+
+def load_run(run_dir: Path) -> tuple[TransferConfig, ImageDataset, keras.Model, keras.Model | None, str]:
+    recorded = json.loads((run_dir / "run.json").read_text())
+    config = TransferConfig.from_dict(recorded["config"])
+    scratch_file = run_dir / "scratch" / "model.keras"
+    scratch = keras.saving.load_model(scratch_file) if config.scratch and scratch_file.is_file() else None
+    return config, load_data(config), keras.saving.load_model(run_dir / "model.keras"), scratch, recorded["strategy"]
+
+
+def evaluate_run(run_dir: Path) -> dict[str, Any]:
+    """Re-evaluate a finished run; returns the headline figures."""
+    config, dataset, model, scratch, strategy = load_run(run_dir)
+    report = evaluate(model, scratch, dataset, run_dir, strategy)
+    return {"test_accuracy": report["test_accuracy"], "comparison": report["comparison"]}
+
+
+def export_run(run_dir: Path, artifacts: Path) -> Path:
+    config, dataset, model, scratch, strategy = load_run(run_dir)
+    report = script.saved_or_fresh_report(run_dir, lambda: evaluate(model, scratch, dataset, run_dir, strategy))
+    return export_model(model, dataset, report, config, artifacts)
+
+
+# --- Command line ----------------------------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dataset", default="digits", help="digits | glyphs | folder:PATH | tfds:NAME (default: %(default)s)")
+    parser.add_argument("--data-dir", help="TFDS data_dir holding the prepared dataset (no downloads)")
+    parser.add_argument("--image-size", type=int, nargs=2, metavar=("H", "W"), help="resize images on loading (folder and TFDS datasets)")
+    parser.add_argument("--channels", type=int, choices=(1, 3), default=1, help="1 = grayscale, 3 = RGB (default: %(default)s)")
+    parser.add_argument("--examples-per-class", type=int, help="keep only N training images per class (default: 10 for the bundled digits, the demo; every image otherwise; 0 = every image)")
+    parser.add_argument(
+        "--backbone",
+        default=SOURCE,
+        help=f"{' | '.join(BACKBONES)} (keras.applications) | {SOURCE} (pretrained here on printed characters) | "
+        "PATH of one of this project's classifier artifacts or a .keras file (default: %(default)s)",
+    )
+    parser.add_argument("--weights", default="imagenet", help="keras.applications backbones: imagenet | PATH of a weights file | none (default: %(default)s)")
+    parser.add_argument("--backbone-size", type=int, help="side the images are resized to inside the model (default: the backbone's own)")
+    parser.add_argument("--transfer-strategy", choices=("auto", *STRATEGIES), help="freeze: head only; partial: then fine-tune from --fine-tune-at; full: then fine-tune all; auto: by images per class (default: the profile's)")
+    parser.add_argument("--fine-tune-at", type=int, help="first backbone layer phase 2 trains (default: 100, or half the layers of a smaller backbone)")
+    parser.add_argument("--fine-tune-epochs", type=int, help="phase 2 epochs (default: the profile's)")
+    parser.add_argument("--fine-tune-learning-rate", type=float, help="phase 2 learning rate (default: the profile's, else 1/100 of --learning-rate)")
+    parser.add_argument("--source-epochs", type=int, help=f"epochs to pretrain the {SOURCE} backbone when artifacts/{SOURCE} is missing (default: the profile's)")
+    parser.add_argument("--dropout", type=float, default=0.2, help="before the new Dense layer (default: %(default)s)")
+    parser.add_argument("--augment", action=argparse.BooleanOptionalAction, help="random shifts/rotations of training images (default: the profile's)")
+    parser.add_argument("--no-scratch", action="store_true", help="skip training the same architecture from random weights for comparison")
+    script.add_training_arguments(parser, profiles=PROFILES, name=FAMILY)
+
+
+def config_from_args(args: argparse.Namespace) -> TransferConfig:
+    preset = PROFILES[args.profile]
+    per_class = args.examples_per_class if args.examples_per_class is not None else (10 if args.dataset == "digits" else 0)
+    return TransferConfig(
+        dataset=args.dataset,
+        data_dir=args.data_dir,
+        image_size=tuple(args.image_size) if args.image_size else None,
+        channels=args.channels,
+        examples_per_class=per_class or None,
+        backbone=args.backbone,
+        weights=None if args.weights == "none" else args.weights,
+        backbone_size=args.backbone_size,
+        transfer_strategy=script.preset_value(args, preset, "transfer_strategy"),
+        fine_tune_at=args.fine_tune_at,
+        fine_tune_epochs=script.preset_value(args, preset, "fine_tune_epochs"),
+        fine_tune_learning_rate=script.preset_value(args, preset, "fine_tune_learning_rate"),
+        source_epochs=script.preset_value(args, preset, "source_epochs"),
+        scratch=not args.no_scratch,
+        dropout=args.dropout,
+        augment=script.preset_value(args, preset, "augment"),
+        name=args.name,
+        artifacts=str(args.artifacts),
+        training=script.training_config(args, preset),
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    return script.pipeline_main(
+        argv, prog="python -m pipelines.transfer", description=__doc__, add_arguments=add_arguments, config_from_args=config_from_args, run=run
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
