@@ -47,7 +47,7 @@ from models.transfer import (
     unfreeze_from,
 )
 from pipelines import classifier, export, plots, script
-from pipelines.image_data import ImageDataset, Split, make_tf_dataset
+from pipelines.image_data import ImageDataset, Split, load_dataset, make_tf_dataset
 from pipelines.training import TrainingConfig, fit, is_resuming, read_history
 
 FAMILY = "transfer"
@@ -121,7 +121,7 @@ def few_shot(dataset: ImageDataset, examples_per_class: int | None, *, seed: int
 
 
 def load_data(config: TransferConfig) -> ImageDataset:
-    full = classifier.load_data(classifier.ClassifierConfig(dataset=config.dataset, data_dir=config.data_dir, image_size=config.image_size, channels=config.channels, training=config.training))
+    full = load_dataset(config.dataset, data_dir=config.data_dir, image_size=config.image_size, channels=config.channels, seed=config.training.seed)
     return few_shot(full, config.examples_per_class, seed=config.training.seed)
 
 
@@ -199,7 +199,12 @@ def train_phase(phase: str, build, train_ds, dev_ds, training: TrainingConfig, r
 
 
 def fine_tuned(model: keras.Model, strategy: str, fine_tune_at: int | None) -> keras.Model:
-    unfreeze_from(model, 0 if strategy == "full" else fine_tune_at if fine_tune_at is not None else default_fine_tune_at(backbone_of(model)))
+    """Phase 2's model: "full" unfreezes the whole backbone, "partial" from `fine_tune_at` (default: default_fine_tune_at)."""
+    if strategy == "full":
+        fine_tune_at = 0
+    elif fine_tune_at is None:
+        fine_tune_at = default_fine_tune_at(backbone_of(model))
+    unfreeze_from(model, fine_tune_at)
     return model
 
 
