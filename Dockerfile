@@ -1,14 +1,48 @@
-# Minimal image: installs the project, trains the quick classifier, date normaliser, detector and transfer demo at build time, serves them on port 3000.
-# Build here with: podman build --network host --build-arg BASE_IMAGE=<tag> -t modelservice .
+# The model service: every exported model, served by one BentoML server on port 3000.
+#
+#   make train && docker build -t modelservice .           # bakes artifacts/ into the image
+#   docker run --init -p 3000:3000 modelservice
+#   docker run --init -p 3000:3000 -v "$PWD/artifacts:/models:ro" modelservice   # or mount them at run time
+#   docker build --build-arg TENSORFLOW=gpu -t modelservice:gpu .   # then: docker run --gpus all ...
+#
+# Configuration: MODELSERVICE_* environment variables (`docker run --rm modelservice --help` lists them).
+# Without a container registry (as in this project's CI) pass a local base: --build-arg BASE_IMAGE=<tag>.
 ARG BASE_IMAGE=python:3.11-slim
-FROM ${BASE_IMAGE}
-WORKDIR /app
-ENV BENTOML_HOME=/app/.bentoml TF_CPP_MIN_LOG_LEVEL=2 CI=1 PYTHONUNBUFFERED=1
+
+# 1. The project and its dependencies, installed into a virtual environment that the runtime copies.
+FROM ${BASE_IMAGE} AS build
+ARG TENSORFLOW=cpu
+WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY models models
 COPY pipelines pipelines
 COPY serving serving
-RUN pip install --no-cache-dir ".[cpu]"
-RUN python -m pipelines.classifier --skip-if-exported && python -m pipelines.seq2seq --skip-if-exported && python -m pipelines.detector --skip-if-exported && python -m pipelines.transfer --skip-if-exported
+RUN --mount=type=cache,target=/root/.cache/pip \
+    python -m venv /opt/venv \
+    && /opt/venv/bin/pip install --quiet --disable-pip-version-check ".[${TENSORFLOW}]"
+
+# 2. The artifacts to bake in, if the build context has any (an image without them serves mounted ones).
+FROM ${BASE_IMAGE} AS artifacts
+COPY . /context
+RUN mkdir -p /context/artifacts
+
+# 3. The runtime: the environment, the artifacts and a non-root user; no build files, caches or sources.
+FROM ${BASE_IMAGE}
+RUN useradd --create-home --uid 10001 --user-group modelservice
+COPY --from=build /opt/venv /opt/venv
+COPY --from=artifacts /context/artifacts /models
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    TF_CPP_MIN_LOG_LEVEL=2 \
+    BENTOML_HOME=/home/modelservice/bentoml \
+    BENTOML_DO_NOT_TRACK=True \
+    MODELSERVICE_MODEL_DIR=/models \
+    MODELSERVICE_HOST=0.0.0.0 \
+    MODELSERVICE_PORT=3000
+USER modelservice
+WORKDIR /home/modelservice
 EXPOSE 3000
-CMD ["modelservice", "serve", "--host", "0.0.0.0", "--port", "3000"]
+HEALTHCHECK --interval=10s --timeout=3s --start-period=120s --retries=3 \
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen(f\"http://127.0.0.1:{os.environ['MODELSERVICE_PORT']}/readyz\", timeout=2)"]
+STOPSIGNAL SIGTERM
+ENTRYPOINT ["python", "-m", "serving"]

@@ -10,18 +10,20 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 # TensorFlow's GPU build when a GPU is visible, else the (smaller) CPU build.
 TF_EXTRA := $(shell nvidia-smi -L >/dev/null 2>&1 && echo gpu || echo cpu)
 
-.PHONY: help install train serve run test bench clean
+.PHONY: help install train serve run test test-container image bench clean
 
 help:
 	@echo "make run    create .venv, train the four model families on bundled/generated data (once), serve on http://$(HOST):$(PORT)"
 	@echo "make test   run the test suite"
+	@echo "make test-container  build the Docker image with the session's small models and run it (needs podman or docker)"
+	@echo "make image  build the image modelservice:latest from artifacts/ (train first: make train)"
 	@echo "make bench  load-test the service against a naive baseline; graph vs Python-loop beam search; graph vs NumPy NMS"
 	@echo "make clean  remove .venv, runs/, artifacts/ and the project's BentoML store"
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[$(TF_EXTRA),dev]"
+	$(BIN)/pip install --quiet -e ".[$(TF_EXTRA),train,dev]"
 	touch $@
 
 install: $(BIN)/.installed
@@ -39,6 +41,14 @@ run: train serve
 
 test: install
 	$(BIN)/python -m pytest
+
+test-container: install
+	$(BIN)/python -m pytest -m container -rs
+
+# BASE_IMAGE=<tag> replaces python:3.11-slim; CONTAINER_ENGINE=docker|podman (default: podman if installed, else docker).
+CONTAINER_ENGINE ?= $(shell command -v podman >/dev/null 2>&1 && echo podman || echo docker)
+image:
+	$(CONTAINER_ENGINE) build $(if $(filter podman,$(CONTAINER_ENGINE)),--format docker) $(if $(BASE_IMAGE),--build-arg BASE_IMAGE=$(BASE_IMAGE)) -t modelservice:latest .
 
 bench: install
 	$(BIN)/python -m benchmarks.serving

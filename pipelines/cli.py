@@ -6,7 +6,7 @@
     modelservice train transfer [--backbone mobilenet_v2 --weights imagenet] [--transfer-strategy partial] ...
     modelservice evaluate [--run-dir runs/classifier]
     modelservice export [--run-dir runs/seq2seq] [--artifacts artifacts]
-    modelservice serve [--host 127.0.0.1] [--port 3000] [--models classifier,seq2seq:2]
+    modelservice serve [--model-dir artifacts] [--models classifier,seq2seq:2] [--host 127.0.0.1] [--port 3000]
     modelservice predict artifacts/classifier digit.png [more.png ...]
     modelservice predict artifacts/seq2seq "March 4, 1999" "20.01.2023" [--beam-width 3]
     modelservice predict artifacts/detector scene.png [more.png ...] [--score-threshold 0.5] [--iou-threshold 0.5]
@@ -15,7 +15,6 @@
 import argparse
 import importlib
 import json
-import os
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -58,9 +57,9 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    env = {**os.environ, **({"MODELSERVICE_MODELS": args.models} if args.models else {})}
-    command = [sys.executable, "-m", "bentoml", "serve", "serving.service:ModelService", "--host", args.host, "--port", str(args.port)]
-    os.execvpe(command[0], command, env)
+    from serving import start
+
+    return start.serve(args)
 
 
 def _predict(args: argparse.Namespace) -> int:
@@ -119,6 +118,8 @@ def _image_files(paths: list[str]) -> Any:
 
 
 def parser() -> argparse.ArgumentParser:
+    from serving import start  # light: its TensorFlow imports wait until it serves
+
     top = argparse.ArgumentParser(prog="modelservice", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     verbs = top.add_subparsers(dest="verb", required=True, metavar="VERB")
 
@@ -141,10 +142,8 @@ def parser() -> argparse.ArgumentParser:
             sub.add_argument("--no-register", action="store_true", help="skip the BentoML model store")
         sub.set_defaults(handler=handler)
 
-    serve = verbs.add_parser("serve", help="serve the models in the BentoML store over HTTP")
-    serve.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"), help="bind address (default: %(default)s)")
-    serve.add_argument("--port", type=int, default=int(os.environ.get("PORT", "3000")), help="port (default: %(default)s)")
-    serve.add_argument("--models", help="comma-separated name[:version] list (default: every model, latest version)")
+    serve = verbs.add_parser("serve", help="check and serve the exported models over HTTP (python -m serving)", description=start.__doc__, epilog=start.Settings.describe(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    start.add_arguments(serve)
     serve.set_defaults(handler=_serve)
 
     predict = verbs.add_parser("predict", help="run an exported SavedModel on local inputs (no server, no project code in the graph)")

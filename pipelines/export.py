@@ -53,6 +53,9 @@ def export_artifact(
     model_root.mkdir(parents=True, exist_ok=True)
     # Staging inside model_root keeps the final rename on one filesystem, which is what makes it atomic.
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=model_root))
+    # mkdtemp makes the folder private (0700); a published version must be readable by the server's own
+    # user (the container's is not root), like the files TensorFlow writes inside it.
+    staging.chmod(0o755)
     try:
         tf.saved_model.save(module, str(staging), signatures=signatures)
         if keras_model is not None:

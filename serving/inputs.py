@@ -14,8 +14,10 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from starlette.requests import Request
 
-MAX_PAYLOAD_BYTES = 8 * 1024 * 1024
-MAX_BATCH = 64
+from serving import settings
+
+MAX_PAYLOAD_BYTES = settings.current().max_request_bytes
+MAX_BATCH = settings.current().max_instances
 MAX_IMAGE_SIDE = 4096
 MAX_IMAGE_PIXELS = 4096 * 4096
 IMAGE_FORMATS = {"PNG", "JPEG", "GIF", "BMP"}

@@ -1,19 +1,15 @@
 """Call a loaded model's signatures through adaptive batchers and shape the answers per task."""
 
 import json
-import os
 from typing import Any
 
 import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import types_pb2
 
-from serving import inputs
+from serving import inputs, settings
 from serving.batching import AdaptiveBatcher
 from serving.store import LoadedModel
-
-BATCHING_ENV = "MODELSERVICE_BATCHING"
-MAX_MODEL_BATCH = int(os.environ.get("MODELSERVICE_MAX_BATCH", "256"))
 
 
 class ModelRuntime:
@@ -21,8 +17,8 @@ class ModelRuntime:
 
     def __init__(self, model: LoadedModel):
         self.model = model
-        batching = os.environ.get(BATCHING_ENV, "1") != "0"
-        self.max_batch_size = MAX_MODEL_BATCH if batching else 1
+        configured = settings.current()
+        self.max_batch_size = configured.max_batch if configured.batching else 1
         self._batchers: dict[tuple, AdaptiveBatcher] = {}
 
     def batch_spec(self, signature_name: str) -> tf.TensorSpec:
@@ -98,6 +94,10 @@ class ModelRuntime:
     def signature_defs(self) -> dict[str, Any]:
         """The signatures in the shape of TF Serving's metadata response."""
         return {name: _signature_def(name, function) for name, function in self.model.signatures.items()}
+
+    def signature_summaries(self) -> dict[str, Any]:
+        """Each signature's inputs and outputs as {name: {"dtype": "uint8", "shape": [null, 8, 8, 1]}}."""
+        return {name: _signature_summary(function) for name, function in self.model.signatures.items()}
 
     def batch_sizes(self) -> list[int]:
         return [size for batcher in self._batchers.values() for size in batcher.batch_sizes]
@@ -210,3 +210,15 @@ def _signature_def(name: str, function: Any) -> dict[str, Any]:
         "outputs": {key: _tensor_info(spec, f"StatefulPartitionedCall:{index}") for index, (key, spec) in enumerate(sorted(function.structured_outputs.items()))},
         "method_name": "tensorflow/serving/predict",
     }
+
+
+def _signature_summary(function: Any) -> dict[str, Any]:
+    _, kwargs = function.structured_input_signature
+    return {
+        "inputs": {key: _tensor_summary(spec) for key, spec in kwargs.items()},
+        "outputs": {key: _tensor_summary(spec) for key, spec in sorted(function.structured_outputs.items())},
+    }
+
+
+def _tensor_summary(spec: tf.TensorSpec) -> dict[str, Any]:
+    return {"dtype": spec.dtype.name, "shape": spec.shape.as_list() if spec.shape.rank is not None else None}

@@ -1,11 +1,14 @@
 """The HTTP service: BentoML serves the exported models; routes only parse, call and format.
 
+    python -m serving                      # checks the models, says which it serves, then starts this
     bentoml serve serving.service:ModelService --port 3000
 
-Which models: $MODELSERVICE_MODELS ("classifier" or "classifier:3,..."), default every model in the
-BentoML store at its latest version. Routes: POST /classify, POST /translate, POST /detect (boxes as JSON, or
-drawn on the image as a PNG with format=png), TF Serving's REST API under /v1/models, GET /models, plus
-BentoML's /livez, /readyz and /metrics. FastAPI's OpenAPI docs are at /docs.
+Configuration comes from MODELSERVICE_* environment variables (`serving/settings.py`): which models
+(MODELSERVICE_MODELS, "classifier" or "classifier:3,..."; default every model at its latest version) from
+where (MODELSERVICE_MODEL_DIR, a folder of artifacts; default the BentoML store), workers, batching,
+limits, log level. Routes: POST /classify, POST /translate, POST /detect (boxes as JSON, or drawn on the
+image as a PNG with format=png), TF Serving's REST API under /v1/models (GET /v1/models lists every served
+model), GET /models, plus BentoML's /livez, /readyz and /metrics. FastAPI's OpenAPI docs are at /docs.
 """
 
 import logging
@@ -18,7 +21,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.datastructures import FormData, UploadFile
 
-from serving import drawing, inputs, store, tuning
+from serving import drawing, inputs, settings, store, tuning
 from serving.inputs import InputError
 from serving.runtime import ModelRuntime, classifier_predictions, detector_predictions, seq2seq_predictions, to_json
 
@@ -191,6 +194,22 @@ def model_tag(runtime: ModelRuntime) -> dict[str, str]:
 # --- TF Serving REST API -------------------------------------------------------------------------
 
 
+@api.get("/v1/models")
+async def served_models(request: Request) -> dict[str, Any]:
+    """Every served model: name, task, versions and each signature's inputs and outputs."""
+    return {
+        "models": [
+            {
+                "name": runtime.model.name,
+                "task": runtime.model.task,
+                "versions": [{"version": runtime.model.version, "state": "AVAILABLE"}],
+                "signatures": runtime.signature_summaries(),
+            }
+            for runtime in runtimes(request).values()
+        ]
+    }
+
+
 @api.get("/v1/models/{name}")
 @api.get("/v1/models/{name}/versions/{version}")
 async def model_status(request: Request, name: str, version: str | None = None) -> dict[str, Any]:
@@ -232,17 +251,22 @@ async def tfserving_predict(request: Request, name: str, version: str | None = N
     return {"outputs": {key: to_json(value) for key, value in outputs.items()}}
 
 
+SETTINGS = settings.current()
+
+
 @bentoml.service(
     name="modelservice",
-    workers=1,  # one process holds the models, so concurrent requests can share batches
-    traffic={"timeout": 60, "max_concurrency": 512},
-    logging={"access": {"enabled": False}},  # per-request log lines cost more than the model call at 64 clients
+    # One process holds the models, so concurrent requests share batches; more workers each load every model.
+    workers=SETTINGS.workers,
+    traffic={"timeout": SETTINGS.timeout, "max_concurrency": SETTINGS.max_concurrency},
+    logging={"access": {"enabled": SETTINGS.access_log}},  # per-request log lines cost more than the model call at 64 clients
     tracing={"excluded_urls": tuning.INFERENCE_ROUTES},
 )
 @bentoml.asgi_app(api, path="/")
 class ModelService:
     def __init__(self) -> None:
-        api.state.runtimes = {name: ModelRuntime(model) for name, model in store.load_all().items()}
+        logger.setLevel(SETTINGS.log_level)
+        api.state.runtimes = {name: ModelRuntime(model) for name, model in store.load_all(SETTINGS.model_dir, SETTINGS.models).items()}
         for runtime in api.state.runtimes.values():
-            logger.info("serving %s:%s (%s)", runtime.model.name, runtime.model.version, runtime.model.task)
+            logger.info("serving %s:%s (%s) from %s", runtime.model.name, runtime.model.version, runtime.model.task, runtime.model.path)
         tuning.settle_after_load()

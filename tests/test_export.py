@@ -2,6 +2,7 @@
 
 import io
 import json
+import stat
 import subprocess
 import sys
 
@@ -106,6 +107,15 @@ def test_versions_increase_and_the_latest_is_found(tmp_path):
     assert export.versions(tmp_path / "m") == [1, 2]
     assert export.latest_version(tmp_path / "m") == second
     assert export.read_metadata(second)["version"] == 2
+
+
+def test_a_published_version_is_readable_by_every_user(tmp_path):
+    """The container serves artifacts as a non-root user: no private folder may hide a file from it."""
+    module = Saveable()
+    version = export.export_artifact(module, signatures={"serving_default": module.double}, root=tmp_path, name="m", metadata={"task": "t"})
+    for path in [version, *version.rglob("*")]:
+        needed = 0o555 if path.is_dir() else 0o444
+        assert stat.S_IMODE(path.stat().st_mode) & needed == needed, path
 
 
 def test_a_crash_during_export_leaves_no_version_behind(tmp_path, monkeypatch):

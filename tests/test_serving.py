@@ -348,6 +348,27 @@ def test_health_metrics_and_docs(server):
     assert "/v1/models/{name}:predict" in paths
 
 
+def test_v1_models_lists_every_served_model_with_versions_and_signatures(server, ref):
+    response = httpx.get(server + "/v1/models", timeout=TIMEOUT)
+    assert response.status_code == 200, response.text
+    listed = {model["name"]: model for model in response.json()["models"]}
+    assert set(listed) == {"classifier", "seq2seq", "detector", "transfer"}
+    metadata = {model["name"]: model for model in httpx.get(server + "/models", timeout=TIMEOUT).json()["models"]}
+    for name, model in listed.items():
+        assert model["task"] == metadata[name]["task"]
+        assert model["versions"] == [{"version": str(metadata[name]["version"]), "state": "AVAILABLE"}]
+        assert set(metadata[name]["signatures"].values()) <= set(model["signatures"]), name
+    classifier = listed["classifier"]
+    assert classifier["versions"][0]["version"] == ref.version
+    uint8 = classifier["signatures"]["classify_uint8"]
+    assert uint8["inputs"]["images"]["dtype"] == "uint8"
+    assert len(uint8["inputs"]["images"]["shape"]) == 4 and uint8["inputs"]["images"]["shape"][0] is None
+    assert set(uint8["outputs"]) == OUTPUT_KEYS
+    assert classifier["signatures"]["classify_image_bytes"]["inputs"]["image_bytes"] == {"dtype": "string", "shape": [None]}
+    beam = listed["seq2seq"]["signatures"][metadata["seq2seq"]["signatures"]["texts_beam_width"]]
+    assert beam["inputs"]["beam_width"] == {"dtype": "int32", "shape": []}
+
+
 def test_models_lists_the_classifier(server, ref):
     response = httpx.get(server + "/models", timeout=TIMEOUT)
     assert response.status_code == 200, response.text

@@ -1,0 +1,112 @@
+"""The server's configuration, read from MODELSERVICE_* environment variables (the container's interface).
+
+Every value is checked when the server starts, so a typo stops it with a message instead of a default
+silently taking its place.
+"""
+
+import functools
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+PREFIX = "MODELSERVICE_"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+class SettingsError(ValueError):
+    """An environment variable with a value the server cannot use."""
+
+
+def positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError("must be at least 1")
+    return value
+
+
+def port_number(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 65535:
+        raise ValueError("must be from 1 to 65535")
+    return value
+
+
+def flag(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("must be 1/true/yes/on or 0/false/no/off")
+
+
+def log_level(text: str) -> str:
+    if text.upper() not in LOG_LEVELS:
+        raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}")
+    return text.upper()
+
+
+def setting(default: Any, parse: Callable[[str], Any], meaning: str) -> Any:
+    return field(default=default, metadata={"parse": parse, "meaning": meaning})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """One field per variable: MODELSERVICE_<FIELD NAME IN CAPITALS>."""
+
+    model_dir: Path | None = setting(None, Path, "folder of artifacts (<name>/<version>/) to serve; unset: the BentoML model store")
+    models: str = setting("", str, 'which models, "classifier,seq2seq:3"; unset: every model at its latest version')
+    host: str = setting("127.0.0.1", str, "bind address")
+    port: int = setting(3000, port_number, "HTTP port")
+    workers: int = setting(1, positive, "server processes; each loads every model and batches only its own requests")
+    batching: bool = setting(True, flag, "share model calls between concurrent requests (0: one call per request)")
+    max_batch: int = setting(256, positive, "most items in one shared model call")
+    max_request_bytes: int = setting(8 * 2**20, positive, "largest request body; a larger one is answered 413")
+    max_instances: int = setting(64, positive, "most images or texts in one request; more are answered 413")
+    timeout: int = setting(60, positive, "seconds before a request is answered 504")
+    max_concurrency: int = setting(512, positive, "requests in flight before new ones are answered 503")
+    log_level: str = setting("INFO", log_level, " | ".join(LOG_LEVELS))
+    access_log: bool = setting(False, flag, "one log line per request (costs more than a model call under load)")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
+        environ = os.environ if environ is None else environ
+        values = {}
+        for spec in fields(cls):
+            name = PREFIX + spec.name.upper()
+            if environ.get(name, "").strip():
+                values[spec.name] = _parse(name, environ[name].strip(), spec.metadata["parse"])
+        return cls(**values)
+
+    @classmethod
+    def describe(cls) -> str:
+        """Every variable with its default and meaning, for --help."""
+        rows = [f"  {PREFIX + spec.name.upper():<32} {_format(spec.default) or '(unset)':<10} {spec.metadata['meaning']}" for spec in fields(cls)]
+        return "environment (default, meaning):\n" + "\n".join(rows)
+
+    def env(self) -> dict[str, str]:
+        """These settings as environment variables, for a server process started from them."""
+        return {PREFIX + spec.name.upper(): _format(getattr(self, spec.name)) for spec in fields(self)}
+
+
+@functools.cache
+def current() -> Settings:
+    """This process's settings (the environment is read once)."""
+    return Settings.from_env()
+
+
+def _parse(name: str, text: str, parse: Callable[[str], Any]) -> Any:
+    try:
+        return parse(text)
+    except ValueError as error:
+        reason = "must be a whole number" if "invalid literal" in str(error) else str(error)
+        raise SettingsError(f"{name}={text!r}: {reason}") from None
+
+
+def _format(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    return str(value)
