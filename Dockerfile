@@ -19,7 +19,8 @@ COPY pipelines pipelines
 COPY serving serving
 RUN --mount=type=cache,target=/root/.cache/pip \
     python -m venv /opt/venv \
-    && /opt/venv/bin/pip install --quiet --disable-pip-version-check ".[${TENSORFLOW}]"
+    && /opt/venv/bin/pip install --quiet --disable-pip-version-check ".[${TENSORFLOW}]" \
+    && rm -rf /opt/venv/lib/python3*/site-packages/tensorflow/include  # C++ headers for building custom ops: 290 MB
 
 # 2. The artifacts to bake in, if the build context has any (an image without them serves mounted ones).
 FROM ${BASE_IMAGE} AS artifacts

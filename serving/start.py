@@ -55,8 +55,10 @@ def serve(args: argparse.Namespace) -> int:
         return cannot_start(error)
     source = configured.model_dir or "the BentoML store"
     print(f"modelservice: serving {len(models)} model(s) from {source} on http://{configured.host}:{configured.port}", flush=True)
-    for model in models.values():
-        print(f"  {model.name}:{model.version}  {model.task:<10}  {model.path}", flush=True)
+    tags = {name: f"{model.name}:{model.version}" for name, model in models.items()}
+    width = max(map(len, tags.values()))
+    for name, model in models.items():
+        print(f"  {tags[name]:<{width}}  {model.task:<10}  {model.path}", flush=True)
     command = [sys.executable, "-m", "bentoml", "serve", "serving.service:ModelService", "--host", configured.host, "--port", str(configured.port)]
     os.execvpe(command[0], command, {**os.environ, **configured.env()})
 
