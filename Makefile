@@ -17,7 +17,7 @@ help:
 	@echo "make test   run the test suite"
 	@echo "make test-container  build the Docker image with the session's small models and run it (needs podman or docker)"
 	@echo "make image  build the image modelservice:latest from artifacts/ (train first: make train)"
-	@echo "make bench  load-test the service against a naive baseline; graph vs Python-loop beam search; graph vs NumPy NMS"
+	@echo "make bench  load-test the service against a naive baseline; graph vs Python-loop beam search; graph vs NumPy NMS; transfer vs scratch over 5 seeds"
 	@echo "make clean  remove .venv, runs/, artifacts/ and the project's BentoML store"
 
 $(BIN)/.installed: pyproject.toml
@@ -54,6 +54,7 @@ bench: install
 	$(BIN)/python -m benchmarks.serving
 	$(BIN)/python -m benchmarks.decoding --train-if-missing
 	$(BIN)/python -m benchmarks.detection --train-if-missing
+	$(BIN)/python -m benchmarks.transfer
 
 clean:
 	rm -rf $(VENV) runs artifacts .bentoml

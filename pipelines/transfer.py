@@ -71,6 +71,7 @@ class TransferConfig:
     image_size: tuple[int, int] | None = None
     channels: int = 1
     examples_per_class: int | None = 10  # None: every training image
+    split_seed: int | None = None  # seed of the train/dev/test split; None: training.seed (which always draws the few-shot sample)
     backbone: str = SOURCE  # a BACKBONES name, SOURCE, or the path of a classifier artifact / .keras file
     weights: str | None = "imagenet"  # named backbones only: "imagenet", a weights file, or None
     backbone_size: int | None = None
@@ -121,7 +122,9 @@ def few_shot(dataset: ImageDataset, examples_per_class: int | None, *, seed: int
 
 
 def load_data(config: TransferConfig) -> ImageDataset:
-    full = load_dataset(config.dataset, data_dir=config.data_dir, image_size=config.image_size, channels=config.channels, seed=config.training.seed)
+    """The dataset split with `split_seed` (default: the training seed), then few-shot sampled with the training seed."""
+    split_seed = config.training.seed if config.split_seed is None else config.split_seed
+    full = load_dataset(config.dataset, data_dir=config.data_dir, image_size=config.image_size, channels=config.channels, seed=split_seed)
     return few_shot(full, config.examples_per_class, seed=config.training.seed)
 
 
