@@ -14,6 +14,7 @@ TF_EXTRA := $(shell nvidia-smi -L >/dev/null 2>&1 && echo gpu || echo cpu)
 
 help:
 	@echo "make run    create .venv, train the four model families on bundled/generated data (once), serve on http://$(HOST):$(PORT)"
+	@echo "make train  create .venv and train the four model families into artifacts/ (once), without serving"
 	@echo "make test   run the test suite"
 	@echo "make test-container  build the Docker image with the session's small models and run it (needs podman or docker)"
 	@echo "make image  build the image modelservice:latest from artifacts/ (train first: make train)"

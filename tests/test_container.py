@@ -85,6 +85,7 @@ def image(artifacts, tmp_path_factory, request) -> Iterator[str]:
         source = PROJECT_ROOT / name
         (shutil.copytree(source, context / name, ignore=shutil.ignore_patterns("__pycache__")) if source.is_dir() else shutil.copy(source, context / name))
     shutil.copytree(artifacts, context / "artifacts")
+    (context / "artifacts" / "classifier" / ".staging-interrupted").mkdir()  # an export cut short: .dockerignore leaves it out
     tag = f"localhost/modelservice-test:{uuid.uuid4().hex[:8]}"
     build = [ENGINE, "build", "--network", "host", "-t", tag]
     if ENGINE == "podman":
@@ -161,6 +162,15 @@ def test_the_container_says_which_models_it_serves(served, trained_classifier, t
         assert f"{artifact.parent.name}:{artifact.name}" in logs and f"/models/{artifact.parent.name}/{artifact.name}" in logs
     listed = httpx.get(served.url + "/v1/models", timeout=TIMEOUT).json()["models"]
     assert sorted(model["name"] for model in listed) == ["classifier", "detector", "seq2seq"]
+
+
+def test_only_what_serving_reads_is_baked_in(served, trained_classifier):
+    version = trained_classifier[2]
+    assert (version / "model.keras").is_file()  # the artifact has it, for transfer learning; serving never reads it
+    files = engine("exec", served.name, "find", "/models/classifier", "-mindepth", "1").stdout.split()
+    assert f"/models/classifier/{version.name}/saved_model.pb" in files
+    assert f"/models/classifier/{version.name}/metadata.json" in files
+    assert not [path for path in files if path.endswith("model.keras") or ".staging-" in path], files
 
 
 def test_classifies_a_digit_as_the_savedmodel_does(served, trained_classifier, digits):
