@@ -13,12 +13,12 @@ over and over, so the models are checked here first.
 import argparse
 import os
 import sys
+from dataclasses import fields
 from pathlib import Path
 
 from serving.settings import PREFIX, Settings, SettingsError
 
 EXIT_CANNOT_START = 2
-OPTIONS = ("model_dir", "models", "host", "port", "workers")  # the settings the command line can override
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -31,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def settings_from(args: argparse.Namespace) -> Settings:
     """The environment's settings with the command line's options on top, checked alike."""
-    given = {f"{PREFIX}{key.upper()}": str(getattr(args, key)) for key in OPTIONS if getattr(args, key, None) is not None}
+    given = {f"{PREFIX}{spec.name.upper()}": str(getattr(args, spec.name)) for spec in fields(Settings) if getattr(args, spec.name, None) is not None}
     return Settings.from_env({**os.environ, **given})
 
 

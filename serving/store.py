@@ -5,7 +5,6 @@ Serving reads them; MODELSERVICE_MODEL_DIR, the container's /models), or the Ben
 (the default outside a container). MODELSERVICE_MODELS picks models and pins versions in either.
 """
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +13,7 @@ from typing import Any
 import bentoml
 import tensorflow as tf
 
+from pipelines import export
 from pipelines.export import METADATA_FILE, versions
 
 LAYOUT = f"<name>/<version>/ folders, each with saved_model.pb, variables/ and {METADATA_FILE} (the layout `make train` writes to artifacts/)"
@@ -52,18 +52,18 @@ def folder_artifacts(model_dir: Path, spec: str = "") -> list[Path]:
     """The version folders to serve from an artifact root."""
     if not model_dir.is_dir():
         raise ModelLoadError(f"model folder {model_dir} does not exist: mount one (docker run -v $PWD/artifacts:{model_dir}) or bake artifacts/ into the image")
-    found = sorted(entry.name for entry in model_dir.iterdir() if versions(entry))
+    listed = {entry.name: [str(number) for number in versions(entry)] for entry in sorted(model_dir.iterdir())}
+    found = {name: numbers for name, numbers in listed.items() if numbers}  # model name -> its complete versions
     entries = requested(spec) or [(name, None) for name in found]
     if not entries:
         raise ModelLoadError(f"no model found in {model_dir}: expected {LAYOUT}")
     paths = []
     for name, version in entries:
         if name not in found:
-            raise ModelLoadError(f"no model named {name!r} in {model_dir}: found {found or 'none'}")
-        available = [str(number) for number in versions(model_dir / name)]
-        if version is not None and version not in available:
-            raise ModelLoadError(f"{model_dir / name} has no version {version}: found versions {', '.join(available)}")
-        paths.append(model_dir / name / (version or available[-1]))
+            raise ModelLoadError(f"no model named {name!r} in {model_dir}: found {list(found) or 'none'}")
+        if version is not None and version not in found[name]:
+            raise ModelLoadError(f"{model_dir / name} has no version {version}: found versions {', '.join(found[name])}")
+        paths.append(model_dir / name / (version or found[name][-1]))
     return paths
 
 
@@ -109,10 +109,10 @@ def load(path: Path) -> LoadedModel:
 
 def read_metadata(path: Path) -> dict[str, Any]:
     try:
-        metadata = json.loads((path / METADATA_FILE).read_text())
+        metadata = export.read_metadata(path)
     except FileNotFoundError:
         raise ModelLoadError(f"corrupt model at {path}: {METADATA_FILE} is missing") from None
-    except (ValueError, UnicodeDecodeError) as error:
+    except ValueError as error:  # JSON and UTF-8 decoding errors
         raise ModelLoadError(f"corrupt model at {path}: {METADATA_FILE} is not valid JSON ({error})") from None
     missing = [key for key in METADATA_KEYS if key not in metadata] if isinstance(metadata, dict) else list(METADATA_KEYS)
     if missing:
