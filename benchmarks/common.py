@@ -32,7 +32,9 @@ def fastest_pass(run_pass: Callable[[], Result], *, repeats: int) -> tuple[float
 
 def saved_model_dir(path: Path) -> Path | None:
     """`path` if it is a SavedModel, else the latest exported version under it, else None."""
-    from pipelines.export import latest_version  # imports TensorFlow, which the serving benchmark's client process does without
+    from pipelines.export.artifact import (
+        latest_version,
+    )  # imports TensorFlow, which the serving benchmark's client process does without
 
     if (path / "saved_model.pb").is_file():
         return path
@@ -47,7 +49,12 @@ def environment(packages: Sequence[str] = ("tensorflow", "tensorflow-cpu", "kera
     for package in packages:
         with contextlib.suppress(metadata.PackageNotFoundError):
             versions[package] = metadata.version(package)
-    return {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count(), "packages": versions}
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "packages": versions,
+    }
 
 
 def settings(args: argparse.Namespace) -> dict[str, Any]:
@@ -86,7 +93,9 @@ def plot_ratio_bars(
         axis.bar(positions + offset, [row[name][rate] for row in rows], width, label=label)
     first = sides[0][0]
     for position, row in zip(positions, rows):
-        axis.annotate(f"{row['ratio']:.1f}x", (position - width / 2, row[first][rate]), ha="center", va="bottom", fontsize=9)
+        axis.annotate(
+            f"{row['ratio']:.1f}x", (position - width / 2, row[first][rate]), ha="center", va="bottom", fontsize=9
+        )
     axis.set_xticks(positions, [tick_label(row) for row in rows])
     axis.set_yscale("log")
     # Head-room above the tallest bar for its ratio label and the legend.

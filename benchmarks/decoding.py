@@ -5,7 +5,7 @@
     python -m benchmarks.decoding --train-if-missing                # trains a small model first if needed
     python -m benchmarks.decoding --batch-sizes 1 8 32 --beam-widths 1 3 --strings 128 --repeats 5
 
-Two decoders turn the same test texts (`pipelines.date_data`, seeded) into ISO dates, in batches of
+Two decoders turn the same test texts (`pipelines.data.date_data`, seeded) into ISO dates, in batches of
 the same size, one call per batch:
 
   graph        the exported SavedModel, loaded with plain `tf.saved_model.load`, through its `translate`
@@ -41,9 +41,9 @@ import tensorflow as tf
 from benchmarks.common import environment, fastest_pass, plot_ratio_bars, save_results, saved_model_dir, settings
 from models.decoding import LENGTH_ALPHA, NEG_INF
 from models.seq2seq import Seq2SeqStepDecoder
+from models.text_graph import END_ID, OOV_ID, PAD_ID, START_ID, CharTokenizer
 from pipelines import seq2seq
-from pipelines.date_data import make_dataset
-from pipelines.text_graph import END_ID, OOV_ID, PAD_ID, START_ID, CharTokenizer
+from pipelines.data.date_data import make_dataset
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 GOAL_SPEEDUP = 10.0
@@ -155,16 +155,48 @@ def graph_decoder(signature: Callable[..., dict[str, tf.Tensor]]) -> Decode:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.decoding", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--run-dir", type=Path, default=Path("runs/seq2seq"), help="training run with model.keras and tokenizer.json, for the Python loop (default: %(default)s)")
-    parser.add_argument("--artifact", type=Path, default=Path("artifacts/seq2seq"), help="exported model: a version folder, or a model folder whose latest version is used (default: %(default)s)")
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 32], help="strings per decoder call (default: %(default)s)")
-    parser.add_argument("--beam-widths", type=int, nargs="+", default=[1, 3], help="beam widths, 1 = greedy (default: %(default)s)")
-    parser.add_argument("--strings", type=int, default=64, help="test texts decoded per repeat and setting (default: %(default)s)")
-    parser.add_argument("--repeats", type=int, default=3, help="minimum number of timed passes over the texts per side and setting; the fastest counts (default: %(default)s)")
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.decoding", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--run-dir",
+        type=Path,
+        default=Path("runs/seq2seq"),
+        help="training run with model.keras and tokenizer.json, for the Python loop (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--artifact",
+        type=Path,
+        default=Path("artifacts/seq2seq"),
+        help="exported model: a version folder, or a model folder whose latest version is used (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--batch-sizes", type=int, nargs="+", default=[1, 32], help="strings per decoder call (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--beam-widths", type=int, nargs="+", default=[1, 3], help="beam widths, 1 = greedy (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--strings", type=int, default=64, help="test texts decoded per repeat and setting (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=3,
+        help="minimum number of timed passes over the texts per side and setting; the fastest counts (default: %(default)s)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the generated test texts (default: %(default)s)")
-    parser.add_argument("--train-if-missing", action="store_true", help="train a small model into a temporary folder when --run-dir or --artifact is missing")
-    parser.add_argument("--out", type=Path, default=PROJECT_ROOT / "benchmarks" / "results", help="folder for decoding.json and decoding.png (default: %(default)s)")
+    parser.add_argument(
+        "--train-if-missing",
+        action="store_true",
+        help="train a small model into a temporary folder when --run-dir or --artifact is missing",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=PROJECT_ROOT / "benchmarks" / "results",
+        help="folder for decoding.json and decoding.png (default: %(default)s)",
+    )
     args = parser.parse_args(argv)
     if min(args.batch_sizes) < 1 or min(args.beam_widths) < 1:
         parser.error("--batch-sizes and --beam-widths must be >= 1")
@@ -213,14 +245,24 @@ def sample_texts(count: int, seed: int) -> list[str]:
 # --- measurement ------------------------------------------------------------------------------------
 
 
-def time_decoder(decode: Decode, batches: list[list[str]], *, beam_width: int, repeats: int) -> tuple[float, list[str], list[float]]:
+def time_decoder(
+    decode: Decode, batches: list[list[str]], *, beam_width: int, repeats: int
+) -> tuple[float, list[str], list[float]]:
     """(fastest pass in seconds, outputs, scores) of decoding every batch, after one warm-up call."""
     decode(batches[0], beam_width=beam_width)
-    fastest, results = fastest_pass(lambda: [decode(batch, beam_width=beam_width) for batch in batches], repeats=repeats)
-    return fastest, [text for texts, _ in results for text in texts], [score for _, scores in results for score in scores]
+    fastest, results = fastest_pass(
+        lambda: [decode(batch, beam_width=beam_width) for batch in batches], repeats=repeats
+    )
+    return (
+        fastest,
+        [text for texts, _ in results for text in texts],
+        [score for _, scores in results for score in scores],
+    )
 
 
-def measure(decoders: dict[str, Decode], texts: list[str], *, batch_size: int, beam_width: int, repeats: int) -> dict[str, Any]:
+def measure(
+    decoders: dict[str, Decode], texts: list[str], *, batch_size: int, beam_width: int, repeats: int
+) -> dict[str, Any]:
     batches = [texts[start : start + batch_size] for start in range(0, len(texts), batch_size)]
     row: dict[str, Any] = {"batch_size": batch_size, "beam_width": beam_width, "strings": len(texts)}
     outputs: dict[str, tuple[list[str], list[float]]] = {}
@@ -285,13 +327,19 @@ def main(argv: list[str] | None = None) -> int:
             "python_loop": functools.partial(python_loop_decode, model, tokenizer),
         }
         texts = sample_texts(args.strings, args.seed)
-        print(f"{config.architecture} model from {run_dir}, SavedModel {artifact}; {len(texts)} test texts, fastest of >= {args.repeats} passes, {os.cpu_count()} CPUs")
+        print(
+            f"{config.architecture} model from {run_dir}, SavedModel {artifact}; {len(texts)} test texts, fastest of >= {args.repeats} passes, {os.cpu_count()} CPUs"
+        )
         rows = []
         for beam_width in args.beam_widths:
             for batch_size in args.batch_sizes:
-                rows.append(measure(decoders, texts, batch_size=batch_size, beam_width=beam_width, repeats=args.repeats))
+                rows.append(
+                    measure(decoders, texts, batch_size=batch_size, beam_width=beam_width, repeats=args.repeats)
+                )
                 row = rows[-1]
-                print(f"batch {batch_size:>3}, beam {beam_width}: graph {row['graph']['strings_per_s']:8.1f} str/s, python loop {row['python_loop']['strings_per_s']:7.1f} str/s ({row['ratio']:.1f}x)")
+                print(
+                    f"batch {batch_size:>3}, beam {beam_width}: graph {row['graph']['strings_per_s']:8.1f} str/s, python loop {row['python_loop']['strings_per_s']:7.1f} str/s ({row['ratio']:.1f}x)"
+                )
     text = report_text(rows)
     total = time.perf_counter() - started
     print("\n" + text)

@@ -5,7 +5,7 @@
     python -m benchmarks.detection --batch-sizes 1 8 32 --images 64 --repeats 3 --score-thresholds served 0.01
     python -m benchmarks.detection --image-size 96 160              # non-square images: both sides letterbox
 
-Two detectors turn the same PNG-encoded test scenes (`pipelines.scene_data.make_digit_scenes`, seeded)
+Two detectors turn the same PNG-encoded test scenes (`pipelines.data.scene_data.make_digit_scenes`, seeded)
 into boxes, scores and classes in original-image pixels, in batches of the same size, one call per batch:
 
   graph   the exported SavedModel, loaded with plain `tf.saved_model.load`, through its `detect_image_bytes`
@@ -15,7 +15,7 @@ into boxes, scores and classes in original-image pixels, in batches of the same 
           `model.predict` runs the Keras model from the run folder on the batch, NumPy decodes the raw grid
           and a Python loop does greedy per-class NMS (sort by score, keep the best, drop the boxes of its
           class overlapping it by more than the IoU threshold), then keeps the best max_detections and maps
-          the boxes back; the same coding and rules as `pipelines/detection_graph.py`
+          the boxes back; the same coding and rules as `models/detection_graph.py`
 
 Thresholds: every batch size is measured at the served defaults from the artifact's metadata.json (score
 0.6, IoU 0.5 unless trained otherwise), where a trained model leaves a box or two per image, and by
@@ -63,13 +63,13 @@ import tensorflow as tf
 from PIL import Image
 
 from benchmarks.common import environment, fastest_pass, plot_ratio_bars, save_results, saved_model_dir, settings
+from models.box_ops import iou_matrix
+from models.detection_graph import MAX_LOG_SCALE
 from pipelines import detector
-from pipelines.box_ops import iou_matrix
-from pipelines.detection_graph import MAX_LOG_SCALE
-from pipelines.detection_metrics import Detections
-from pipelines.export import read_metadata
-from pipelines.scene_data import make_digit_scenes
-from pipelines.training import TrainingConfig
+from pipelines.data.scene_data import make_digit_scenes
+from pipelines.evaluation.detection_metrics import Detections
+from pipelines.export.artifact import read_metadata
+from pipelines.training.loop import TrainingConfig
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_RUN_DIR = Path("runs") / detector.TASK
@@ -84,7 +84,13 @@ RGB_TO_GRAY = np.array([0.2989, 0.5870, 0.1140], np.float32)
 # defaults), whose cost per image is what is measured, but far fewer scenes and epochs: its boxes are
 # placed, its classes barely learnt, so few if any scores pass the served threshold.
 SMALL_MODEL: dict[str, Any] = {"train_size": 600, "dev_size": 100, "test_size": 100}
-SMALL_TRAINING: dict[str, Any] = {"epochs": 5, "batch_size": 32, "learning_rate": 2e-3, "decay_rate": 0.9, "patience": 0}
+SMALL_TRAINING: dict[str, Any] = {
+    "epochs": 5,
+    "batch_size": 32,
+    "learning_rate": 2e-3,
+    "decay_rate": 0.9,
+    "patience": 0,
+}
 
 Detect = Callable[..., list[Detections]]
 
@@ -128,7 +134,12 @@ def border_mean(image: np.ndarray) -> np.float32:
 
 def resize_bilinear(image: np.ndarray, height: int, width: int) -> np.ndarray:
     """Antialiased bilinear resize of float (H, W, C) with Pillow, one float ("F") plane per channel."""
-    planes = [np.asarray(Image.fromarray(np.ascontiguousarray(image[..., c])).resize((width, height), Image.Resampling.BILINEAR)) for c in range(image.shape[-1])]
+    planes = [
+        np.asarray(
+            Image.fromarray(np.ascontiguousarray(image[..., c])).resize((width, height), Image.Resampling.BILINEAR)
+        )
+        for c in range(image.shape[-1])
+    ]
     return np.stack(planes, axis=-1)
 
 
@@ -145,7 +156,9 @@ def letterbox(image: np.ndarray, height: int, width: int) -> Letterboxed:
     fill = border_mean(image)
     padding = ((top, height - new_height - top), (left, width - new_width - left), (0, 0))
     canvas = np.pad(resized - fill, padding) + fill
-    return Letterboxed(canvas.astype(np.float32), (resized_size / original)[::-1], np.array([left, top], np.float32), image.shape[:2])
+    return Letterboxed(
+        canvas.astype(np.float32), (resized_size / original)[::-1], np.array([left, top], np.float32), image.shape[:2]
+    )
 
 
 def sigmoid(values: np.ndarray) -> np.ndarray:
@@ -183,7 +196,9 @@ def greedy_nms(boxes: np.ndarray, scores: np.ndarray, *, iou_threshold: float, l
     return keep
 
 
-def class_aware_nms(boxes: np.ndarray, scores: np.ndarray, *, score_threshold: float, iou_threshold: float, max_detections: int) -> Detections:
+def class_aware_nms(
+    boxes: np.ndarray, scores: np.ndarray, *, score_threshold: float, iou_threshold: float, max_detections: int
+) -> Detections:
     """One image's boxes (B, 4) and class scores (B, C) → the best max_detections after per-class NMS.
 
     Overlaps are measured on the boxes as decoded, not clipped to the canvas: the TF op clips only its output.
@@ -192,7 +207,9 @@ def class_aware_nms(boxes: np.ndarray, scores: np.ndarray, *, score_threshold: f
     for label in range(scores.shape[1]):
         # Strictly above, compared in float32 like the graph.
         candidates = np.flatnonzero(scores[:, label] > np.float32(score_threshold))
-        kept = candidates[greedy_nms(boxes[candidates], scores[candidates, label], iou_threshold=iou_threshold, limit=max_detections)]
+        kept = candidates[
+            greedy_nms(boxes[candidates], scores[candidates, label], iou_threshold=iou_threshold, limit=max_detections)
+        ]
         found_boxes.append(boxes[kept])
         found_scores.append(scores[kept, label])
         found_classes.append(np.full(len(kept), label, np.int32))
@@ -234,8 +251,16 @@ class NumpyDetector:
             canvas = np.array([self.width, self.height, self.width, self.height], np.float32)
             results = []
             for image_boxes, image_scores, image in zip(boxes, scores, fitted):
-                found = class_aware_nms(image_boxes, image_scores, score_threshold=score_threshold, iou_threshold=iou_threshold, max_detections=self.max_detections)
-                on_canvas = np.clip(found.boxes, 0.0, canvas)  # the graph clips to the canvas before undoing the letterbox
+                found = class_aware_nms(
+                    image_boxes,
+                    image_scores,
+                    score_threshold=score_threshold,
+                    iou_threshold=iou_threshold,
+                    max_detections=self.max_detections,
+                )
+                on_canvas = np.clip(
+                    found.boxes, 0.0, canvas
+                )  # the graph clips to the canvas before undoing the letterbox
                 results.append(Detections(to_original_pixels(on_canvas, image), found.scores, found.classes))
             return results
 
@@ -253,7 +278,10 @@ def graph_detector(signature: Callable[..., dict[str, tf.Tensor]]) -> Detect:
             iou_threshold=tf.constant(iou_threshold, tf.float32),
         )
         boxes, scores, classes = found["boxes"].numpy(), found["scores"].numpy(), found["classes"].numpy()
-        return [Detections(boxes[row, :count], scores[row, :count], classes[row, :count]) for row, count in enumerate(found["count"].numpy())]
+        return [
+            Detections(boxes[row, :count], scores[row, :count], classes[row, :count])
+            for row, count in enumerate(found["count"].numpy())
+        ]
 
     return detect
 
@@ -307,25 +335,57 @@ def threshold_or_served(text: str) -> float | None:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.detection", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--run-dir", type=Path, help=f"training run with model.keras, run.json and anchors.json, for the numpy side (default: {DEFAULT_RUN_DIR})")
-    parser.add_argument("--artifact", type=Path, help=f"exported model: a version folder, or a model folder whose latest version is used (default: {DEFAULT_ARTIFACT})")
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 32], help="images per detector call (default: %(default)s)")
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.detection", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--run-dir",
+        type=Path,
+        help=f"training run with model.keras, run.json and anchors.json, for the numpy side (default: {DEFAULT_RUN_DIR})",
+    )
+    parser.add_argument(
+        "--artifact",
+        type=Path,
+        help=f"exported model: a version folder, or a model folder whose latest version is used (default: {DEFAULT_ARTIFACT})",
+    )
+    parser.add_argument(
+        "--batch-sizes", type=int, nargs="+", default=[1, 8, 32], help="images per detector call (default: %(default)s)"
+    )
     parser.add_argument(
         "--score-thresholds", type=threshold_or_served, nargs="+", default=[None, LOW_SCORE_THRESHOLD], metavar="{served,0..1}",
         help=f"score thresholds to measure at; 'served' = the artifact's default (default: served {LOW_SCORE_THRESHOLD})",
     )  # fmt: skip
-    parser.add_argument("--iou-threshold", type=detector.threshold, help="NMS IoU threshold (default: the artifact's served one)")
-    parser.add_argument("--images", type=int, default=64, help="test scenes detected per pass and setting (default: %(default)s)")
-    parser.add_argument("--image-size", type=int, nargs=2, metavar=("HEIGHT", "WIDTH"), help="resize the test scenes to this before PNG encoding, so both sides letterbox (default: as generated, 128 128)")
-    parser.add_argument("--repeats", type=int, default=3, help="minimum number of timed passes per side and setting; the fastest counts (default: %(default)s)")
+    parser.add_argument(
+        "--iou-threshold", type=detector.threshold, help="NMS IoU threshold (default: the artifact's served one)"
+    )
+    parser.add_argument(
+        "--images", type=int, default=64, help="test scenes detected per pass and setting (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--image-size",
+        type=int,
+        nargs=2,
+        metavar=("HEIGHT", "WIDTH"),
+        help="resize the test scenes to this before PNG encoding, so both sides letterbox (default: as generated, 128 128)",
+    )
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=3,
+        help="minimum number of timed passes per side and setting; the fastest counts (default: %(default)s)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the generated test scenes (default: %(default)s)")
     parser.add_argument(
         "--train-if-missing", action="store_true",
         help="when the run or the artifact is missing, train a small model (a minute or two) into --run-dir and export it into "
         "--artifact; a location not given on the command line is a temporary folder, so a toy model never lands in runs/ or artifacts/",
     )  # fmt: skip
-    parser.add_argument("--out", type=Path, default=PROJECT_ROOT / "benchmarks" / "results", help="folder for detection.json and detection.png (default: %(default)s)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=PROJECT_ROOT / "benchmarks" / "results",
+        help="folder for detection.json and detection.png (default: %(default)s)",
+    )
     args = parser.parse_args(argv)
     if min(args.batch_sizes) < 1 or args.images < 1 or args.repeats < 1:
         parser.error("--batch-sizes, --images and --repeats must be >= 1")
@@ -400,13 +460,24 @@ def warm_up(detect: Detect, batches: list[list[bytes]], **thresholds: float) -> 
         detect(batch, **thresholds)
 
 
-def time_detector(detect: Detect, batches: list[list[bytes]], *, repeats: int, **thresholds: float) -> tuple[float, list[Detections]]:
+def time_detector(
+    detect: Detect, batches: list[list[bytes]], *, repeats: int, **thresholds: float
+) -> tuple[float, list[Detections]]:
     """(fastest pass in seconds, detections) over every batch."""
     fastest, results = fastest_pass(lambda: [detect(batch, **thresholds) for batch in batches], repeats=repeats)
     return fastest, [found for batch in results for found in batch]
 
 
-def measure(graph: Detect, baseline: NumpyDetector, images: list[bytes], *, batch_size: int, score_threshold: float, iou_threshold: float, repeats: int) -> dict[str, Any]:
+def measure(
+    graph: Detect,
+    baseline: NumpyDetector,
+    images: list[bytes],
+    *,
+    batch_size: int,
+    score_threshold: float,
+    iou_threshold: float,
+    repeats: int,
+) -> dict[str, Any]:
     batches = [images[start : start + batch_size] for start in range(0, len(images), batch_size)]
     thresholds = {"score_threshold": score_threshold, "iou_threshold": iou_threshold}
     row: dict[str, Any] = {"batch_size": batch_size, **thresholds, "images": len(images)}
@@ -461,7 +532,10 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     plot_ratio_bars(
         rows,
         path,
-        sides=(("graph", "graph (detect_image_bytes signature)"), ("numpy", "Pillow + model.predict + NumPy/Python NMS")),
+        sides=(
+            ("graph", "graph (detect_image_bytes signature)"),
+            ("numpy", "Pillow + model.predict + NumPy/Python NMS"),
+        ),
         rate="images_per_s",
         tick_label=lambda row: f"batch {row['batch_size']}\nscore {row['score_threshold']:g}",
         title="Detection throughput (ratio graph / numpy above the bars)",
@@ -481,7 +555,10 @@ def main(argv: list[str] | None = None) -> int:
         config, model, anchors = detector.load_run(run_dir)
         served = read_metadata(artifact)["postprocessing"]
         if not np.allclose(served["anchors"], anchors, atol=1e-3):
-            print(f"warning: the anchors of {artifact} are not those of {run_dir}: the two sides run different models", file=sys.stderr)
+            print(
+                f"warning: the anchors of {artifact} are not those of {run_dir}: the two sides run different models",
+                file=sys.stderr,
+            )
         saved_model = tf.saved_model.load(str(artifact))  # kept referenced: its signatures need it alive
         graph = graph_detector(saved_model.signatures["detect_image_bytes"])
         baseline = NumpyDetector(model, anchors, max_detections=served["max_detections"])
@@ -494,9 +571,19 @@ def main(argv: list[str] | None = None) -> int:
             f"fastest of >= {args.repeats} passes, {os.cpu_count()} CPUs"
         )
         rows = []
-        for score_threshold in dict.fromkeys(served["score_threshold"] if value is None else value for value in args.score_thresholds):
+        for score_threshold in dict.fromkeys(
+            served["score_threshold"] if value is None else value for value in args.score_thresholds
+        ):
             for batch_size in args.batch_sizes:
-                row = measure(graph, baseline, images, batch_size=batch_size, score_threshold=score_threshold, iou_threshold=iou_threshold, repeats=args.repeats)
+                row = measure(
+                    graph,
+                    baseline,
+                    images,
+                    batch_size=batch_size,
+                    score_threshold=score_threshold,
+                    iou_threshold=iou_threshold,
+                    repeats=args.repeats,
+                )
                 rows.append(row)
                 print(
                     f"score {score_threshold:g}, batch {batch_size:>3}: graph {row['graph']['images_per_s']:7.1f} img/s, "
@@ -508,7 +595,9 @@ def main(argv: list[str] | None = None) -> int:
     results = {
         "settings": settings(args),
         "model": {
-            "run_dir": str(run_dir), "artifact": str(artifact), "input_shape": [config.image_size, config.image_size, config.channels],
+            "run_dir": str(run_dir),
+            "artifact": str(artifact),
+            "input_shape": [config.image_size, config.image_size, config.channels],
             "served": {key: served[key] for key in ("score_threshold", "iou_threshold", "max_detections")},
         },  # fmt: skip
         "tolerances": {"box_px": BOX_TOLERANCE, "score": SCORE_TOLERANCE},

@@ -13,8 +13,8 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from fastapi import FastAPI  # noqa: E402
-from pydantic import BaseModel  # noqa: E402
+from fastapi import FastAPI
+from pydantic import BaseModel
 
 
 class ClassifyRequest(BaseModel):
@@ -40,7 +40,8 @@ def create_app(model_path: str, labels: list[str] | None = None) -> FastAPI:
         ids = probabilities.argmax(axis=1)
         return {
             "predictions": [
-                {"label": labels[i] if labels else str(i), "score": float(probabilities[row, i])} for row, i in enumerate(ids)
+                {"label": labels[i] if labels else str(i), "score": float(probabilities[row, i])}
+                for row, i in enumerate(ids)
             ]
         }
 
@@ -48,9 +49,13 @@ def create_app(model_path: str, labels: list[str] | None = None) -> FastAPI:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.naive_app", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.naive_app", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--model", required=True, help="the Keras model file (.keras) to serve")
-    parser.add_argument("--labels", default="[]", help="class names in class-id order, as a JSON list (default: the ids)")
+    parser.add_argument(
+        "--labels", default="[]", help="class names in class-id order, as a JSON list (default: the ids)"
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     args = parser.parse_args(argv)

@@ -45,17 +45,55 @@ GOAL_CLIENTS = 64
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.serving", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--artifact", type=Path, help="an exported classifier version folder (e.g. artifacts/classifier/1); default: train a small digits MLP into a temporary folder")
-    parser.add_argument("--keras-model", type=Path, help="the .keras file for the naive baseline (default: the trained model, or runs/<name>/model.keras with --artifact)")
-    parser.add_argument("--clients", default="1,16,64", help="comma-separated numbers of concurrent clients (default: %(default)s)")
-    parser.add_argument("--duration", type=float, default=10.0, help="measured seconds per level (default: %(default)s)")
-    parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds of the same load before each level (default: %(default)s)")
-    parser.add_argument("--timeout", type=float, default=30.0, help="per-request timeout in seconds; a timeout counts as an error (default: %(default)s)")
-    parser.add_argument("--targets", default=",".join(TARGETS), help=f"comma-separated subset of {', '.join(TARGETS)} (default: all)")
-    parser.add_argument("--epochs", type=int, default=3, help="training epochs when no --artifact is given (default: %(default)s)")
-    parser.add_argument("--out", type=Path, default=PROJECT_ROOT / "benchmarks" / "results", help="folder for serving.json, serving.png and server logs (default: %(default)s)")
-    parser.add_argument("--startup-timeout", type=float, default=180.0, help="seconds to wait for each server to become ready (default: %(default)s)")
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.serving", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--artifact",
+        type=Path,
+        help="an exported classifier version folder (e.g. artifacts/classifier/1); default: train a small digits MLP into a temporary folder",
+    )
+    parser.add_argument(
+        "--keras-model",
+        type=Path,
+        help="the .keras file for the naive baseline (default: the trained model, or runs/<name>/model.keras with --artifact)",
+    )
+    parser.add_argument(
+        "--clients", default="1,16,64", help="comma-separated numbers of concurrent clients (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--duration", type=float, default=10.0, help="measured seconds per level (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--warmup",
+        type=float,
+        default=2.0,
+        help="unmeasured seconds of the same load before each level (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=30.0,
+        help="per-request timeout in seconds; a timeout counts as an error (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--targets", default=",".join(TARGETS), help=f"comma-separated subset of {', '.join(TARGETS)} (default: all)"
+    )
+    parser.add_argument(
+        "--epochs", type=int, default=3, help="training epochs when no --artifact is given (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=PROJECT_ROOT / "benchmarks" / "results",
+        help="folder for serving.json, serving.png and server logs (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--startup-timeout",
+        type=float,
+        default=180.0,
+        help="seconds to wait for each server to become ready (default: %(default)s)",
+    )
     args = parser.parse_args(argv)
     try:
         args.levels = sorted({int(part) for part in args.clients.split(",") if part.strip()})
@@ -81,9 +119,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def prepare_model(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     """Train (or take) a classifier artifact, register it in the private store; return what the targets need."""
     from pipelines import classifier
-    from pipelines.export import read_metadata, register_in_bentoml
-    from pipelines.image_data import load_digits
-    from pipelines.training import TrainingConfig
+    from pipelines.data.image_data import load_digits
+    from pipelines.export.artifact import read_metadata, register_in_bentoml
+    from pipelines.training.loop import TrainingConfig
 
     digits = load_digits(seed=0)
     if args.artifact:
@@ -100,19 +138,39 @@ def prepare_model(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         artifact = classifier.export_model(model, digits, report, config, workdir / "artifacts")
         metadata = read_metadata(artifact)
         keras_model = args.keras_model or workdir / "run" / "model.keras"
-        print(f"trained and exported {artifact} in {time.perf_counter() - started:.1f} s (test accuracy {report['test_accuracy']:.3f})")
+        print(
+            f"trained and exported {artifact} in {time.perf_counter() - started:.1f} s (test accuracy {report['test_accuracy']:.3f})"
+        )
     tag = register_in_bentoml(artifact)
     print(f"registered {tag} in the private BentoML store {os.environ['BENTOML_HOME']}")
     images = digits.test.images[..., 0]  # (N, 8, 8) uint8: each request is one 8x8 nested list
     bodies = [json.dumps({"instances": [image.tolist()]}, separators=(",", ":")).encode() for image in images]
-    return {"tag": tag, "artifact": str(artifact), "keras_model": Path(keras_model), "labels": metadata["labels"], "bodies": bodies}
+    return {
+        "tag": tag,
+        "artifact": str(artifact),
+        "keras_model": Path(keras_model),
+        "labels": metadata["labels"],
+        "bodies": bodies,
+    }
 
 
 def naive_server(keras_model: Path, labels: list[str], log_path: Path, timeout: float):
     from serving.process import free_port, running_process
 
     port = free_port()
-    command = [sys.executable, "-m", "benchmarks.naive_app", "--model", str(keras_model), "--labels", json.dumps(labels), "--host", "127.0.0.1", "--port", str(port)]
+    command = [
+        sys.executable,
+        "-m",
+        "benchmarks.naive_app",
+        "--model",
+        str(keras_model),
+        "--labels",
+        json.dumps(labels),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
     return running_process(command, port=port, log_path=log_path, timeout=timeout)
 
 
@@ -146,7 +204,9 @@ def lean_httpx() -> None:
         sys.modules["sniffio"] = None
 
 
-async def run_level(url: str, bodies: list[bytes], clients: int, duration: float, warmup: float, timeout: float) -> dict[str, Any]:
+async def run_level(
+    url: str, bodies: list[bytes], clients: int, duration: float, warmup: float, timeout: float
+) -> dict[str, Any]:
     """`clients` closed-loop clients for warmup + duration seconds; statistics of the measured part."""
     import ssl
 
@@ -158,7 +218,13 @@ async def run_level(url: str, bodies: list[bytes], clients: int, duration: float
     # spends most of its CPU in the pool (~130 req/s instead of ~500 at 64 clients on 2 cores).
     tls = ssl.create_default_context()  # never used on http://127.0.0.1, but shared instead of built 64 times
     sessions = [
-        httpx.AsyncClient(base_url=url, verify=tls, timeout=timeout, limits=httpx.Limits(max_connections=1), headers={"content-type": "application/json"})
+        httpx.AsyncClient(
+            base_url=url,
+            verify=tls,
+            timeout=timeout,
+            limits=httpx.Limits(max_connections=1),
+            headers={"content-type": "application/json"},
+        )
         for _ in range(clients)
     ]
     latencies: list[float] = []
@@ -173,7 +239,7 @@ async def run_level(url: str, bodies: list[bytes], clients: int, duration: float
             try:
                 response = await session.post("/classify", content=bodies[position % len(bodies)])
                 problem = None if response.status_code == 200 else f"HTTP {response.status_code}: {response.text[:120]}"
-            except Exception as error:  # noqa: BLE001 - every failure is an error of the target
+            except Exception as error:
                 problem = f"{type(error).__name__}: {str(error)[:120]}"
             ended = time.perf_counter()
             position += clients
@@ -191,8 +257,11 @@ async def run_level(url: str, bodies: list[bytes], clients: int, duration: float
         begin, client_cpu = time.perf_counter(), time.process_time()
         measure_from, stop = begin + warmup, begin + warmup + duration
         try:
-            await asyncio.wait_for(asyncio.gather(*(one_client(i, measure_from, stop) for i in range(clients))), warmup + duration + timeout + 10)
-        except asyncio.TimeoutError:  # cannot happen with per-request timeouts, but the run stays bounded
+            await asyncio.wait_for(
+                asyncio.gather(*(one_client(i, measure_from, stop) for i in range(clients))),
+                warmup + duration + timeout + 10,
+            )
+        except TimeoutError:  # cannot happen with per-request timeouts, but the run stays bounded
             error_count += 1
             error_samples["the level did not finish in time"] = 1
         client_cpu = (time.process_time() - client_cpu) / (time.perf_counter() - begin)
@@ -283,7 +352,9 @@ def measure_target(target: str, model: dict[str, Any], args: argparse.Namespace)
             row["server_cpu_cores"] = round((server_cpu_seconds() - server_cpu) / (time.perf_counter() - began), 2)
             after = batch_counters(url) if before is not None else None
             row["target"] = target
-            row["mean_batch_size"] = (after[0] - before[0]) / (after[1] - before[1]) if after and after[1] > before[1] else None
+            row["mean_batch_size"] = (
+                (after[0] - before[0]) / (after[1] - before[1]) if after and after[1] > before[1] else None
+            )
             rows.append(row)
             batch = f", mean batch {row['mean_batch_size']:.1f}" if row["mean_batch_size"] else ""
             print(
@@ -311,8 +382,12 @@ def ratio(a: dict | None, b: dict | None) -> float | None:
 def summarize(rows: list[dict[str, Any]], levels: list[int]) -> dict[str, Any]:
     by = {(row["target"], row["clients"]): row for row in rows}
     ratios = {
-        "batching_vs_naive": {clients: ratio(by.get(("batching", clients)), by.get(("naive", clients))) for clients in levels},
-        "batching_vs_no_batching": {clients: ratio(by.get(("batching", clients)), by.get(("no-batching", clients))) for clients in levels},
+        "batching_vs_naive": {
+            clients: ratio(by.get(("batching", clients)), by.get(("naive", clients))) for clients in levels
+        },
+        "batching_vs_no_batching": {
+            clients: ratio(by.get(("batching", clients)), by.get(("no-batching", clients))) for clients in levels
+        },
     }
     goal_level = GOAL_CLIENTS if GOAL_CLIENTS in levels else max(levels)
     service = by.get(("batching", goal_level))
@@ -320,9 +395,21 @@ def summarize(rows: list[dict[str, Any]], levels: list[int]) -> dict[str, Any]:
     batching_errors = [row["errors"] for row in rows if row["target"] == "batching"]
     goals = {
         "clients": goal_level,
-        "speedup_vs_naive": {"goal": GOAL_SPEEDUP, "value": speedup, "met": speedup is not None and speedup >= GOAL_SPEEDUP},
-        "p99_ms": {"goal": GOAL_P99_MS, "value": service and service["p99_ms"], "met": bool(service and service["p99_ms"] is not None and service["p99_ms"] < GOAL_P99_MS)},
-        "errors": {"goal": 0, "value": sum(batching_errors) if batching_errors else None, "met": bool(batching_errors) and sum(batching_errors) == 0},
+        "speedup_vs_naive": {
+            "goal": GOAL_SPEEDUP,
+            "value": speedup,
+            "met": speedup is not None and speedup >= GOAL_SPEEDUP,
+        },
+        "p99_ms": {
+            "goal": GOAL_P99_MS,
+            "value": service and service["p99_ms"],
+            "met": bool(service and service["p99_ms"] is not None and service["p99_ms"] < GOAL_P99_MS),
+        },
+        "errors": {
+            "goal": 0,
+            "value": sum(batching_errors) if batching_errors else None,
+            "met": bool(batching_errors) and sum(batching_errors) == 0,
+        },
     }
     return {"ratios": ratios, "goals": goals}
 
@@ -339,18 +426,27 @@ def report_text(rows: list[dict[str, Any]], summary: dict[str, Any], levels: lis
         if with_batches:
             line += f" {row['mean_batch_size']:>6.1f}" if row.get("mean_batch_size") else f" {'-':>6}"
         lines.append(line)
-    lines.append(f"(CPU columns: cores used, of {os.cpu_count()}, by the target server's processes and by this load generator during the level)")
+    lines.append(
+        f"(CPU columns: cores used, of {os.cpu_count()}, by the target server's processes and by this load generator during the level)"
+    )
     lines.append("")
-    for key, title in (("batching_vs_naive", "throughput batching / naive"), ("batching_vs_no_batching", "throughput batching / no-batching")):
+    for key, title in (
+        ("batching_vs_naive", "throughput batching / naive"),
+        ("batching_vs_no_batching", "throughput batching / no-batching"),
+    ):
         values = summary["ratios"][key]
-        cells = "   ".join(f"{clients} clients: {'-' if values[clients] is None else f'{values[clients]:.1f}x'}" for clients in levels)
+        cells = "   ".join(
+            f"{clients} clients: {'-' if values[clients] is None else f'{values[clients]:.1f}x'}" for clients in levels
+        )
         lines.append(f"{title + ':':<37}{cells}")
     goals = summary["goals"]
     met = lambda goal: "MET" if goal["met"] else "NOT MET"  # noqa: E731
     speedup, p99, errors = goals["speedup_vs_naive"], goals["p99_ms"], goals["errors"]
     lines += [
         "",
-        f"goals at {goals['clients']} clients" + ("" if goals["clients"] == GOAL_CLIENTS else f" ({GOAL_CLIENTS} not in --clients: the highest level instead)") + ":",
+        f"goals at {goals['clients']} clients"
+        + ("" if goals["clients"] == GOAL_CLIENTS else f" ({GOAL_CLIENTS} not in --clients: the highest level instead)")
+        + ":",
         f"  throughput >= {GOAL_SPEEDUP:g}x naive: {met(speedup)} ({'-' if speedup['value'] is None else format(speedup['value'], '.1f') + 'x'})",
         f"  p99 < {GOAL_P99_MS:g} ms:              {met(p99)} ({fmt_ms(p99['value'])} ms)",
         f"  zero errors (batching, all levels): {met(errors)} ({'-' if errors['value'] is None else errors['value']} errors)",
@@ -406,12 +502,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         model = prepare_model(args, workdir)
         if "naive" in args.target_list and not model["keras_model"].is_file():
-            raise SystemExit(f"the naive baseline needs a .keras file: {model['keras_model']} does not exist (pass --keras-model)")
+            raise SystemExit(
+                f"the naive baseline needs a .keras file: {model['keras_model']} does not exist (pass --keras-model)"
+            )
         lean_httpx()
         gc.collect()
         gc.freeze()  # the set-up's objects (TensorFlow's included) need no more collecting
         per_level = args.warmup + args.duration
-        print(f"\n{len(args.target_list)} targets x {len(args.levels)} levels x {per_level:g} s; clients {args.levels}; {os.cpu_count()} CPUs shared by servers and load generator")
+        print(
+            f"\n{len(args.target_list)} targets x {len(args.levels)} levels x {per_level:g} s; clients {args.levels}; {os.cpu_count()} CPUs shared by servers and load generator"
+        )
         rows = []
         for target in args.target_list:
             rows += measure_target(target, model, args)
@@ -420,16 +520,21 @@ def main(argv: list[str] | None = None) -> int:
         total = time.perf_counter() - started
         print("\n" + text)
         results = {
-            "settings": {key: value for key, value in vars(args).items() if key not in ("out",)} | {"out": str(args.out)},
+            "settings": {key: value for key, value in vars(args).items() if key not in ("out",)}
+            | {"out": str(args.out)},
             "model": {"tag": model["tag"], "artifact": model["artifact"], "keras_model": str(model["keras_model"])},
-            "environment": environment(("tensorflow", "tensorflow-cpu", "keras", "bentoml", "fastapi", "uvicorn", "httpx")),
+            "environment": environment(
+                ("tensorflow", "tensorflow-cpu", "keras", "bentoml", "fastapi", "uvicorn", "httpx")
+            ),
             "results": rows,
             **summary,
             "total_seconds": round(total, 1),
         }
         (args.out / "serving.json").write_text(json.dumps(results, indent=2, default=str))
         plot(rows, args.levels, args.out / "serving.png")
-        print(f"\nwrote {args.out / 'serving.json'} and {args.out / 'serving.png'} (server logs in {args.out / 'logs'}); total {total:.0f} s")
+        print(
+            f"\nwrote {args.out / 'serving.json'} and {args.out / 'serving.png'} (server logs in {args.out / 'logs'}); total {total:.0f} s"
+        )
         return 0
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

@@ -43,12 +43,19 @@ import tensorflow as tf
 
 from benchmarks.common import environment, save_results, settings
 from pipelines import transfer
-from pipelines.image_data import ImageDataset, Split
+from pipelines.data.image_data import ImageDataset, Split
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 BENCHMARK_RUNS = "transfer-benchmark"
 CLEAR_MARGIN = 2.0  # the mean difference must exceed this many standard deviations of each arm
-REFUSED = ("--seed", "--run-dir", "--name", "--no-scratch", "--skip-if-exported", "--no-register")  # set by the benchmark itself
+REFUSED = (
+    "--seed",
+    "--run-dir",
+    "--name",
+    "--no-scratch",
+    "--skip-if-exported",
+    "--no-register",
+)  # set by the benchmark itself
 
 
 # --- set-up ----------------------------------------------------------------------------------------
@@ -64,12 +71,43 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, trans
         epilog="Any other flag of `python -m pipelines.transfer` (e.g. --epochs, --fine-tune-epochs, --fine-tune-learning-rate, "
         "--source-epochs, --dropout, --augment, --backbone) overrides the profile, for both arms alike.",
     )
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="one transfer + one scratch run per seed (default: %(default)s)")
-    parser.add_argument("--split-seed", type=int, default=0, help="seed of the train/dev/test split, the same for every run (default: %(default)s)")
-    parser.add_argument("--profile", choices=sorted(transfer.PROFILES), default="quick", help="the pipeline's preset hyper-parameters (default: %(default)s)")
-    parser.add_argument("--runs", type=Path, default=Path("runs"), help=f"runs root: glyphs/ when pretraining, {BENCHMARK_RUNS}/seed-N per seed (default: %(default)s)")
-    parser.add_argument("--artifacts", type=Path, default=Path("artifacts"), help=f"artifact root holding (or receiving) the pretrained {transfer.SOURCE} backbone (default: %(default)s)")
-    parser.add_argument("--out", type=Path, default=PROJECT_ROOT / "benchmarks" / "results", help="folder for transfer.json and transfer.png (default: %(default)s)")
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=[0, 1, 2, 3, 4],
+        help="one transfer + one scratch run per seed (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--split-seed",
+        type=int,
+        default=0,
+        help="seed of the train/dev/test split, the same for every run (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--profile",
+        choices=sorted(transfer.PROFILES),
+        default="quick",
+        help="the pipeline's preset hyper-parameters (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--runs",
+        type=Path,
+        default=Path("runs"),
+        help=f"runs root: glyphs/ when pretraining, {BENCHMARK_RUNS}/seed-N per seed (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--artifacts",
+        type=Path,
+        default=Path("artifacts"),
+        help=f"artifact root holding (or receiving) the pretrained {transfer.SOURCE} backbone (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=PROJECT_ROOT / "benchmarks" / "results",
+        help="folder for transfer.json and transfer.png (default: %(default)s)",
+    )
     parser.add_argument("--verbose", action="store_true", help="show Keras's per-epoch output")
     args, pipeline_flags = parser.parse_known_args(argv)
     if refused := [flag for flag in pipeline_flags if flag.split("=")[0] in REFUSED]:
@@ -159,7 +197,9 @@ def report_text(rows: list[dict[str, Any]], summary: dict[str, Any]) -> str:
     lines = [f"{'seed':>4} {'transfer':>9} {'scratch':>8} {'difference':>11} {'error ratio':>12}"]
     for row in rows:
         ratio = "inf" if row["error_ratio"] is None else f"{row['error_ratio']:.2f}x"
-        lines.append(f"{row['seed']:>4} {row['transfer_test_accuracy']:>9.4f} {row['scratch_test_accuracy']:>8.4f} {row['difference']:>+11.4f} {ratio:>12}")
+        lines.append(
+            f"{row['seed']:>4} {row['transfer_test_accuracy']:>9.4f} {row['scratch_test_accuracy']:>8.4f} {row['difference']:>+11.4f} {ratio:>12}"
+        )
     transfer_arm, scratch_arm, difference = summary["transfer"], summary["scratch"], summary["difference"]
     lines += [
         "",
@@ -183,21 +223,43 @@ def plot(rows: list[dict[str, Any]], summary: dict[str, Any], title: str, path: 
     positions = np.arange(len(rows))
     mean_at = len(rows) + 0.5
     offset = 0.12
-    arms = (("transfer", "transfer (pretrained glyph backbone)", "tab:blue"), ("scratch", "same architecture from scratch", "tab:orange"))
+    arms = (
+        ("transfer", "transfer (pretrained glyph backbone)", "tab:blue"),
+        ("scratch", "same architecture from scratch", "tab:orange"),
+    )
     figure, axis = plt.subplots(figsize=(max(8.0, 1.0 * len(rows) + 4), 4.8))
     for position, row in zip(positions, rows):
-        axis.plot([position - offset, position + offset], [row["transfer_test_accuracy"], row["scratch_test_accuracy"]], color="gray", alpha=0.6, zorder=1)
+        axis.plot(
+            [position - offset, position + offset],
+            [row["transfer_test_accuracy"], row["scratch_test_accuracy"]],
+            color="gray",
+            alpha=0.6,
+            zorder=1,
+        )
     for sign, (arm, label, color) in zip((-1, 1), arms):
-        axis.scatter(positions + sign * offset, [row[f"{arm}_test_accuracy"] for row in rows], color=color, label=label, zorder=2)
+        axis.scatter(
+            positions + sign * offset, [row[f"{arm}_test_accuracy"] for row in rows], color=color, label=label, zorder=2
+        )
         mean, std = summary[arm]["mean"], summary[arm]["std"]
         axis.errorbar(mean_at + sign * offset, mean, yerr=std, fmt="D", color=color, capsize=5, markersize=8, zorder=2)
-        axis.annotate(f"{mean:.3f}", (mean_at + sign * offset, mean), xytext=(8 * sign, 0), textcoords="offset points", ha="left" if sign > 0 else "right", va="center", fontsize=9)
+        axis.annotate(
+            f"{mean:.3f}",
+            (mean_at + sign * offset, mean),
+            xytext=(8 * sign, 0),
+            textcoords="offset points",
+            ha="left" if sign > 0 else "right",
+            va="center",
+            fontsize=9,
+        )
     axis.axvline(len(rows) - 0.25, color="gray", linewidth=0.8, linestyle=":")
     axis.set_xticks([*positions, mean_at], [f"seed {row['seed']}" for row in rows] + ["mean ± std"])
     axis.set_xlim(-0.6, mean_at + 0.9)
     axis.set_ylabel("test accuracy")
     ratio = ratio_text(summary["error_ratio"]).split(" ")[0]
-    axis.set_title(f"{title}\ntransfer won {summary['wins']}/{summary['seeds']} seeds, test error scratch / transfer {ratio}", fontsize=10)
+    axis.set_title(
+        f"{title}\ntransfer won {summary['wins']}/{summary['seeds']} seeds, test error scratch / transfer {ratio}",
+        fontsize=10,
+    )
     axis.grid(True, axis="y", alpha=0.3)
     axis.legend(loc="best", fontsize=9)
     figure.tight_layout()
@@ -236,9 +298,15 @@ def run_seeds(args: argparse.Namespace, config: transfer.TransferConfig) -> tupl
     for index, seed in enumerate(args.seeds, 1):
         print(f"\n=== seed {seed} ({index}/{len(args.seeds)}) ===")
         row, dataset = run_seed(seed_config(config, seed), args.runs / BENCHMARK_RUNS / f"seed-{seed}")
-        split = {"split_seed": args.split_seed, "images": len(dataset.test.labels), "fingerprint": fingerprint(dataset.test)}
+        split = {
+            "split_seed": args.split_seed,
+            "images": len(dataset.test.labels),
+            "fingerprint": fingerprint(dataset.test),
+        }
         if test_split is not None and split != test_split:
-            raise RuntimeError(f"seed {seed} was tested on other images than seed {args.seeds[0]}: {split} != {test_split}")
+            raise RuntimeError(
+                f"seed {seed} was tested on other images than seed {args.seeds[0]}: {split} != {test_split}"
+            )
         test_split = split
         rows.append(row)
         wins = sum(done["difference"] > 0 for done in rows)
@@ -259,7 +327,10 @@ def main(argv: list[str] | None = None) -> int:
     print("\n" + report_text(rows, summary))
     results = {
         "settings": settings(args),
-        "config": {**config.to_dict(), "training": {key: value for key, value in config.training.to_dict().items() if key != "seed"}},
+        "config": {
+            **config.to_dict(),
+            "training": {key: value for key, value in config.training.to_dict().items() if key != "seed"},
+        },
         "environment": environment(),
         "test_split": test_split,
         "seeds": rows,

@@ -65,9 +65,7 @@ def build_mlp(
         ]
         if dropout > 0:
             model_layers.append(layers.Dropout(dropout, name=f"dropout_{i}"))
-    model_layers.append(
-        layers.Dense(num_classes, activation="softmax", kernel_regularizer=_l2(l2), name="predictions")
-    )
+    model_layers.append(layers.Dense(num_classes, activation="softmax", kernel_regularizer=_l2(l2), name="predictions"))
     return keras.Sequential(model_layers, name=name)
 
 
@@ -171,9 +169,7 @@ def build_resnet(
     x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
     if dropout > 0:
         x = layers.Dropout(dropout, name="dropout")(x)
-    outputs = layers.Dense(
-        num_classes, activation="softmax", kernel_regularizer=_l2(l2), name="predictions"
-    )(x)
+    outputs = layers.Dense(num_classes, activation="softmax", kernel_regularizer=_l2(l2), name="predictions")(x)
     return keras.Model(inputs, outputs, name=name)
 
 

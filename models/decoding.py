@@ -76,14 +76,18 @@ def beam_search(
         before = (tokens, sums, finished, lengths, state)
         logits, state = decoder.step(tokens, t, context, state)
         vocab = tf.shape(logits)[-1]
-        allowed = tf.reduce_all(tf.range(vocab)[:, tf.newaxis] != tf.constant([pad_id, *banned_ids])[tf.newaxis], axis=1)
+        allowed = tf.reduce_all(
+            tf.range(vocab)[:, tf.newaxis] != tf.constant([pad_id, *banned_ids])[tf.newaxis], axis=1
+        )
         log_probs = tf.reshape(tf.nn.log_softmax(tf.where(allowed, logits, NEG_INF)), [batch, beams, vocab])
         # A finished hypothesis has one continuation, padding, which costs nothing and adds no length.
         padding_only = tf.where(tf.range(vocab) == pad_id, 0.0, NEG_INF)
         log_probs = tf.where(finished[..., tf.newaxis], padding_only, log_probs)
         candidate_sums = sums[..., tf.newaxis] + log_probs
         candidate_lengths = lengths + tf.cast(tf.logical_not(finished), tf.int32)
-        candidate_scores = tf.reshape(candidate_sums / _length_penalty(candidate_lengths, alpha)[..., tf.newaxis], [batch, -1])
+        candidate_scores = tf.reshape(
+            candidate_sums / _length_penalty(candidate_lengths, alpha)[..., tf.newaxis], [batch, -1]
+        )
         candidate_sums = tf.reshape(candidate_sums, [batch, -1])
 
         _, chosen = tf.math.top_k(candidate_scores, k=beams)

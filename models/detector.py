@@ -8,7 +8,7 @@
             objectness logit, class logits
 
 with S = H / 2^downsamplings. Encoding boxes into targets, decoding predictions into boxes and non-max
-suppression live in `pipelines/detection_graph.py` (they run in tf.data and in the exported graph), so the
+suppression live in `models/detection_graph.py` (they run in tf.data and in the exported graph), so the
 model outputs the raw values its loss needs.
 """
 
@@ -23,7 +23,15 @@ LEAKY_SLOPE = 0.1  # YOLO's leaky ReLU
 def conv_block(x, filters: int, kernel_size: int = 3, strides: int = 1, *, name: str):
     """Conv → BatchNorm → LeakyReLU, the unit every YOLO backbone is built from."""
     # BatchNormalization's beta takes the role of the bias.
-    x = layers.Conv2D(filters, kernel_size, strides=strides, padding="same", use_bias=False, kernel_initializer="he_normal", name=f"{name}_conv")(x)
+    x = layers.Conv2D(
+        filters,
+        kernel_size,
+        strides=strides,
+        padding="same",
+        use_bias=False,
+        kernel_initializer="he_normal",
+        name=f"{name}_conv",
+    )(x)
     x = layers.BatchNormalization(name=f"{name}_bn")(x)
     return layers.LeakyReLU(LEAKY_SLOPE, name=f"{name}_act")(x)
 
@@ -64,7 +72,9 @@ def build_yolo(
     height, width, _ = input_shape
     stride = 2**downsamplings
     if height % stride or width % stride:
-        raise ValueError(f"input height and width must be divisible by {stride} (2^{downsamplings}), got {height}×{width}")
+        raise ValueError(
+            f"input height and width must be divisible by {stride} (2^{downsamplings}), got {height}×{width}"
+        )
     image = keras.Input(shape=input_shape, name="image")
     x = layers.Rescaling(1 / 255.0, name="scale")(image)
     x = conv_block(x, base_filters, name="stem")
@@ -76,7 +86,10 @@ def build_yolo(
             x = residual_block(x, filters, name=f"stage{stage}_res{block}")
     x = conv_block(x, filters, name="head")
     outputs = layers.Conv2D(
-        num_anchors * (5 + num_classes), 1, name="predictions", bias_initializer=_objectness_bias(num_anchors, num_classes, objectness_prior)
+        num_anchors * (5 + num_classes),
+        1,
+        name="predictions",
+        bias_initializer=_objectness_bias(num_anchors, num_classes, objectness_prior),
     )(x)
     grid_h, grid_w = height // stride, width // stride
     outputs = layers.Reshape((grid_h, grid_w, num_anchors, 5 + num_classes), name="per_anchor")(outputs)
@@ -92,7 +105,7 @@ def _objectness_bias(num_anchors: int, num_classes: int, prior: float) -> keras.
 
 # --- loss ------------------------------------------------------------------------------------------
 
-# The training target per grid cell and anchor, as `pipelines.detection_graph.encode_targets` writes it:
+# The training target per grid cell and anchor, as `models.detection_graph.encode_targets` writes it:
 # x offset in cell, y offset in cell, log(w / anchor w), log(h / anchor h), objectness, class id.
 TARGET_FIELDS = 6
 
@@ -107,7 +120,15 @@ class YoloLoss(keras.losses.Loss):
     class cross-entropy where an object is assigned; objectness BCE everywhere, down-weighted where there is
     none (most cells are empty). Averaged over images."""
 
-    def __init__(self, *, box_weight: float = 5.0, no_object_weight: float = 0.5, class_weight: float = 1.0, name: str = "yolo_loss", **kwargs):
+    def __init__(
+        self,
+        *,
+        box_weight: float = 5.0,
+        no_object_weight: float = 0.5,
+        class_weight: float = 1.0,
+        name: str = "yolo_loss",
+        **kwargs,
+    ):
         super().__init__(name=name, **kwargs)
         self.box_weight = box_weight
         self.no_object_weight = no_object_weight
@@ -124,7 +145,9 @@ class YoloLoss(keras.losses.Loss):
         offset_error = tf.reduce_sum(tf.square(tf.sigmoid(y_pred[..., 0:2]) - y_true[..., 0:2]), axis=-1)
         scale_error = tf.reduce_sum(tf.square(y_pred[..., 2:4] - y_true[..., 2:4]), axis=-1)
         objectness = tf.nn.sigmoid_cross_entropy_with_logits(labels=has_object, logits=y_pred[..., 4])
-        class_error = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tf.cast(y_true[..., 5], tf.int32), logits=y_pred[..., 5:])
+        class_error = tf.nn.sparse_softmax_cross_entropy_with_logits(
+            labels=tf.cast(y_true[..., 5], tf.int32), logits=y_pred[..., 5:]
+        )
         weights = has_object + self.no_object_weight * (1.0 - has_object)
         return {
             "box": self.box_weight * _per_image(has_object * (offset_error + scale_error)),
@@ -133,7 +156,12 @@ class YoloLoss(keras.losses.Loss):
         }
 
     def get_config(self):
-        return {**super().get_config(), "box_weight": self.box_weight, "no_object_weight": self.no_object_weight, "class_weight": self.class_weight}
+        return {
+            **super().get_config(),
+            "box_weight": self.box_weight,
+            "no_object_weight": self.no_object_weight,
+            "class_weight": self.class_weight,
+        }
 
 
 # The loss terms (at the default weights) as Keras metrics, so the training history and its plot show which part is still high.

@@ -120,11 +120,15 @@ def build_lstm_attention(
     lstm = layers.LSTM(units, return_sequences=True, return_state=True, name="lstm")
     decoded, h_out, c_out = lstm(target, initial_state=[h_in, c_in])
     context, weights = BahdanauAttention(attention_units, name="attention")(decoded, encoded_in, mask_in)
-    hidden = layers.Dense(units, activation="tanh", name="attention_output")(layers.Concatenate(name="output_with_context")([decoded, context]))
+    hidden = layers.Dense(units, activation="tanh", name="attention_output")(
+        layers.Concatenate(name="output_with_context")([decoded, context])
+    )
     if dropout > 0:
         hidden = layers.Dropout(dropout, name="dropout")(hidden)
     logits = layers.Dense(target_vocab_size, name="logits")(hidden)
-    decoder = keras.Model([decoder_ids, encoded_in, mask_in, h_in, c_in], [logits, weights, h_out, c_out], name="decoder")
+    decoder = keras.Model(
+        [decoder_ids, encoded_in, mask_in, h_in, c_in], [logits, weights, h_out, c_out], name="decoder"
+    )
     return _seq2seq(encoder, decoder, name)
 
 
@@ -154,7 +158,12 @@ class PositionalEmbedding(layers.Layer):
         return self.embedding(ids) * ops.sqrt(float(self.depth)) + positions[np.newaxis]
 
     def get_config(self):
-        return {**super().get_config(), "vocab_size": self.vocab_size, "depth": self.depth, "max_length": self.max_length}
+        return {
+            **super().get_config(),
+            "vocab_size": self.vocab_size,
+            "depth": self.depth,
+            "max_length": self.max_length,
+        }
 
 
 def _feed_forward(x, depth: int, hidden: int, dropout: float, name: str):
@@ -167,7 +176,9 @@ def _feed_forward(x, depth: int, hidden: int, dropout: float, name: str):
 
 def _attention_block(query, value, mask, *, heads: int, depth: int, dropout: float, name: str, causal: bool = False):
     attention = layers.MultiHeadAttention(heads, depth // heads, dropout=dropout, name=name)
-    attended, scores = attention(query, value, attention_mask=mask, use_causal_mask=causal, return_attention_scores=True)
+    attended, scores = attention(
+        query, value, attention_mask=mask, use_causal_mask=causal, return_attention_scores=True
+    )
     return layers.LayerNormalization(name=f"{name}_norm")(layers.Add(name=f"{name}_add")([query, attended])), scores
 
 
@@ -203,7 +214,9 @@ def build_transformer(
     source_mask = ops.expand_dims(_padding_mask(source_ids), 1)
     x = PositionalEmbedding(source_vocab_size, depth, max_source_length, name="source_embedding")(source_ids)
     for i in range(encoder_layers):
-        x, _ = _attention_block(x, x, source_mask, heads=heads, depth=depth, dropout=dropout, name=f"encoder_{i}_self_attention")
+        x, _ = _attention_block(
+            x, x, source_mask, heads=heads, depth=depth, dropout=dropout, name=f"encoder_{i}_self_attention"
+        )
         x = _feed_forward(x, depth, feed_forward_units, dropout, name=f"encoder_{i}_feed_forward")
     encoder = keras.Model(source_ids, [x], name="encoder")
 
@@ -213,8 +226,12 @@ def build_transformer(
     cross_mask = ops.expand_dims(mask_in, 1)
     y = PositionalEmbedding(target_vocab_size, depth, max_target_length, name="target_embedding")(decoder_ids)
     for i in range(decoder_layers):
-        y, _ = _attention_block(y, y, None, heads=heads, depth=depth, dropout=dropout, name=f"decoder_{i}_self_attention", causal=True)
-        y, scores = _attention_block(y, memory, cross_mask, heads=heads, depth=depth, dropout=dropout, name=f"decoder_{i}_cross_attention")
+        y, _ = _attention_block(
+            y, y, None, heads=heads, depth=depth, dropout=dropout, name=f"decoder_{i}_self_attention", causal=True
+        )
+        y, scores = _attention_block(
+            y, memory, cross_mask, heads=heads, depth=depth, dropout=dropout, name=f"decoder_{i}_cross_attention"
+        )
         y = _feed_forward(y, depth, feed_forward_units, dropout, name=f"decoder_{i}_feed_forward")
     logits = layers.Dense(target_vocab_size, name="logits")(y)
     # The last block's cross-attention, averaged over heads, is the map the heat-map plots show.

@@ -33,7 +33,9 @@ class Backbone:
 
 BACKBONES: dict[str, Backbone] = {
     "mobilenet_v2": Backbone(keras.applications.MobileNetV2, keras.applications.mobilenet_v2.preprocess_input, 96),
-    "efficientnet_b0": Backbone(keras.applications.EfficientNetB0, keras.applications.efficientnet.preprocess_input, 224),
+    "efficientnet_b0": Backbone(
+        keras.applications.EfficientNetB0, keras.applications.efficientnet.preprocess_input, 224
+    ),
     "resnet50": Backbone(keras.applications.ResNet50, keras.applications.resnet50.preprocess_input, 224),
     "vgg16": Backbone(keras.applications.VGG16, keras.applications.vgg16.preprocess_input, 224),
 }
@@ -58,7 +60,9 @@ class ToChannels(layers.Layer):
             return images
         if self.channels == 3:
             return keras.ops.repeat(images[..., :1], 3, axis=-1)
-        return keras.ops.sum(images[..., :3] * keras.ops.convert_to_tensor([0.2989, 0.5870, 0.1140]), axis=-1, keepdims=True)
+        return keras.ops.sum(
+            images[..., :3] * keras.ops.convert_to_tensor([0.2989, 0.5870, 0.1140]), axis=-1, keepdims=True
+        )
 
     def get_config(self):
         return {**super().get_config(), "channels": self.channels}
@@ -184,7 +188,9 @@ def unfreeze_from(model: keras.Model, fine_tune_at: int = DEFAULT_FINE_TUNE_AT) 
     """
     backbone = backbone_of(model)
     if not 0 <= fine_tune_at < len(backbone.layers):
-        raise ValueError(f"fine_tune_at must be in 0..{len(backbone.layers) - 1}: {backbone.name} has {len(backbone.layers)} layers, got {fine_tune_at}")
+        raise ValueError(
+            f"fine_tune_at must be in 0..{len(backbone.layers) - 1}: {backbone.name} has {len(backbone.layers)} layers, got {fine_tune_at}"
+        )
     backbone.trainable = True
     for index, layer in enumerate(backbone.layers):
         # Keras 3 passes fit's training=True down to nested models whatever they were called with; a

@@ -1,9 +1,9 @@
 """Image classifier, end to end: data → model → training → evaluation → export.
 
-    python -m pipelines.classifier                      # quick profile on the bundled digits
-    python -m pipelines.classifier --profile default    # the full profile (ResNet, ≥ 0.98 test accuracy)
-    python -m pipelines.classifier --dataset folder:my_images --image-size 64 64 --channels 3
-    python -m pipelines.classifier --dataset tfds:mnist --data-dir ~/tensorflow_datasets
+python -m pipelines.classifier                      # quick profile on the bundled digits
+python -m pipelines.classifier --profile default    # the full profile (ResNet, ≥ 0.98 test accuracy)
+python -m pipelines.classifier --dataset folder:my_images --image-size 64 64 --channels 3
+python -m pipelines.classifier --dataset tfds:mnist --data-dir ~/tensorflow_datasets
 """
 
 import argparse
@@ -17,17 +17,35 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from models import image_graph
 from models.classifier import MODEL_BUILDERS, build_classifier
-from pipelines import evaluation, export, image_graph, plots, script
-from pipelines.image_data import ImageDataset, Split, load_dataset, make_tf_dataset, pixel_statistics
-from pipelines.training import TrainingConfig, fit, read_history
+from pipelines import script
+from pipelines.data.image_data import ImageDataset, Split, load_dataset, make_tf_dataset, pixel_statistics
+from pipelines.evaluation import classification as evaluation
+from pipelines.evaluation import plots
+from pipelines.export import artifact as export
+from pipelines.training.loop import TrainingConfig, fit, read_history
 
 TASK = "classifier"
 TOP_K = 5
 
 PROFILES: dict[str, dict[str, Any]] = {
-    "quick": {"architecture": "mlp", "epochs": 40, "batch_size": 32, "learning_rate": 2e-3, "decay_rate": 0.93, "patience": 10},
-    "default": {"architecture": "resnet", "epochs": 60, "batch_size": 32, "learning_rate": 2e-3, "decay_rate": 0.95, "patience": 12},
+    "quick": {
+        "architecture": "mlp",
+        "epochs": 40,
+        "batch_size": 32,
+        "learning_rate": 2e-3,
+        "decay_rate": 0.93,
+        "patience": 10,
+    },
+    "default": {
+        "architecture": "resnet",
+        "epochs": 60,
+        "batch_size": 32,
+        "learning_rate": 2e-3,
+        "decay_rate": 0.95,
+        "patience": 12,
+    },
 }
 
 
@@ -47,7 +65,11 @@ class ClassifierConfig:
 
     def to_dict(self) -> dict[str, Any]:
         plain = {key: value for key, value in vars(self).items() if key != "training"}
-        return {**plain, "image_size": list(self.image_size) if self.image_size else None, "training": self.training.to_dict()}
+        return {
+            **plain,
+            "image_size": list(self.image_size) if self.image_size else None,
+            "training": self.training.to_dict(),
+        }
 
 
 class ClassifierGraph(tf.Module):
@@ -61,7 +83,9 @@ class ClassifierGraph(tf.Module):
         self.top_k = min(TOP_K, len(class_names))
 
     def _classify(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
-        probabilities = self.model(image_graph.fit_images(images, self.height, self.width, self.channels), training=False)
+        probabilities = self.model(
+            image_graph.fit_images(images, self.height, self.width, self.channels), training=False
+        )
         top_scores, top_ids = tf.math.top_k(probabilities, k=self.top_k)
         return {
             "probabilities": probabilities,
@@ -107,10 +131,14 @@ def build_model(config: ClassifierConfig, dataset: ImageDataset) -> keras.Model:
 
 def train(config: ClassifierConfig, dataset: ImageDataset, run_dir: Path, extra_callbacks=()) -> keras.Model:
     training = config.training
-    train_ds = make_tf_dataset(dataset.train, batch_size=training.batch_size, training=True, seed=training.seed, augment=config.augment)
+    train_ds = make_tf_dataset(
+        dataset.train, batch_size=training.batch_size, training=True, seed=training.seed, augment=config.augment
+    )
     dev_ds = make_tf_dataset(dataset.dev, batch_size=training.batch_size, training=False)
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "run.json").write_text(json.dumps({"family": TASK, "config": config.to_dict(), "dataset": dataset.summary()}, indent=2))
+    (run_dir / "run.json").write_text(
+        json.dumps({"family": TASK, "config": config.to_dict(), "dataset": dataset.summary()}, indent=2)
+    )
     model = fit(
         lambda: build_model(config, dataset),
         train_ds,
@@ -151,13 +179,26 @@ def evaluate(model: keras.Model, dataset: ImageDataset, run_dir: Path, *, human_
     plots.plot_learning_curves(read_history(run_dir), out / "learning_curves.png")
     plots.plot_confusion_matrix(test_report["confusion_matrix"], dataset.class_names, out / "confusion_matrix.png")
     wrong = np.flatnonzero(predictions["dev"] != dataset.dev.labels)
-    titles = [f"{dataset.class_names[dataset.dev.labels[i]]}→{dataset.class_names[predictions['dev'][i]]}" for i in wrong]
-    plots.plot_image_gallery(dataset.dev.images[wrong], titles, out / "misclassified_dev.png", title="Misclassified dev images (true→predicted)")
+    titles = [
+        f"{dataset.class_names[dataset.dev.labels[i]]}→{dataset.class_names[predictions['dev'][i]]}" for i in wrong
+    ]
+    plots.plot_image_gallery(
+        dataset.dev.images[wrong],
+        titles,
+        out / "misclassified_dev.png",
+        title="Misclassified dev images (true→predicted)",
+    )
     return report
 
 
 def export_model(
-    model: keras.Model, dataset: ImageDataset, report: dict[str, Any], config: Any, root: Path, *, extra_metadata: dict[str, Any] | None = None
+    model: keras.Model,
+    dataset: ImageDataset,
+    report: dict[str, Any],
+    config: Any,
+    root: Path,
+    *,
+    extra_metadata: dict[str, Any] | None = None,
 ) -> Path:
     """Export as the next version of `config.name` (any config with `name` and `to_dict()`), the Keras model included."""
     graph = ClassifierGraph(model, dataset.class_names)
@@ -171,7 +212,11 @@ def export_model(
             "dtypes": ["uint8", "float32"],
             "encoded_formats": ["png", "jpeg", "gif", "bmp"],
         },
-        "signatures": {"images": "serving_default", "images_uint8": "classify_uint8", "image_bytes": "classify_image_bytes"},
+        "signatures": {
+            "images": "serving_default",
+            "images_uint8": "classify_uint8",
+            "image_bytes": "classify_image_bytes",
+        },
         "outputs": ["probabilities", "class_ids", "labels", "scores", "top_k_labels", "top_k_scores"],
         "metrics": {key: report[key] for key in ("test_accuracy", "dev_accuracy", "train_accuracy")}
         | {"macro_f1": report["test"]["macro"]["f1"], "diagnosis": report["diagnosis"]["diagnosis"]},
@@ -179,19 +224,31 @@ def export_model(
         "dataset": dataset.summary(),
         **(extra_metadata or {}),
     }
-    return export.export_artifact(graph, signatures=graph.signatures(), root=root, name=config.name, metadata=metadata, keras_model=model)
+    return export.export_artifact(
+        graph, signatures=graph.signatures(), root=root, name=config.name, metadata=metadata, keras_model=model
+    )
 
 
 def load_data(config: ClassifierConfig) -> ImageDataset:
-    return load_dataset(config.dataset, data_dir=config.data_dir, image_size=config.image_size, channels=config.channels, seed=config.training.seed)
+    return load_dataset(
+        config.dataset,
+        data_dir=config.data_dir,
+        image_size=config.image_size,
+        channels=config.channels,
+        seed=config.training.seed,
+    )
 
 
 def train_and_evaluate(config: ClassifierConfig, run_dir: Path) -> tuple[keras.Model, ImageDataset, dict[str, Any]]:
     dataset = load_data(config)
-    print(f"dataset {dataset.name}: {dataset.summary()['sizes']} images of {dataset.image_shape}, {dataset.num_classes} classes")
+    print(
+        f"dataset {dataset.name}: {dataset.summary()['sizes']} images of {dataset.image_shape}, {dataset.num_classes} classes"
+    )
     model = train(config, dataset, run_dir)
     report = evaluate(model, dataset, run_dir, human_error=config.human_error)
-    print(f"test accuracy {report['test_accuracy']:.4f}; diagnosis: {report['diagnosis']['diagnosis']} → {report['diagnosis']['action']}")
+    print(
+        f"test accuracy {report['test_accuracy']:.4f}; diagnosis: {report['diagnosis']['diagnosis']} → {report['diagnosis']['action']}"
+    )
     print(f"checkpoints, logs, history and plots in {run_dir}")
     return model, dataset, report
 
@@ -203,15 +260,29 @@ def run(config: ClassifierConfig, *, run_dir: Path, artifacts: Path, register: b
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dataset", default="digits", help="digits | folder:PATH (class_name/*.png|jpg) | tfds:NAME (default: %(default)s)")
+    parser.add_argument(
+        "--dataset",
+        default="digits",
+        help="digits | folder:PATH (class_name/*.png|jpg) | tfds:NAME (default: %(default)s)",
+    )
     parser.add_argument("--data-dir", help="TFDS data_dir holding the prepared dataset (no downloads)")
-    parser.add_argument("--image-size", type=int, nargs=2, metavar=("H", "W"), help="resize images (folder and TFDS datasets)")
-    parser.add_argument("--channels", type=int, choices=(1, 3), default=1, help="1 = grayscale, 3 = RGB (default: %(default)s)")
-    parser.add_argument("--architecture", choices=sorted(MODEL_BUILDERS), help="mlp (Sequential, batch norm) or resnet (Functional, residual blocks)")
+    parser.add_argument(
+        "--image-size", type=int, nargs=2, metavar=("H", "W"), help="resize images (folder and TFDS datasets)"
+    )
+    parser.add_argument(
+        "--channels", type=int, choices=(1, 3), default=1, help="1 = grayscale, 3 = RGB (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--architecture",
+        choices=sorted(MODEL_BUILDERS),
+        help="mlp (Sequential, batch norm) or resnet (Functional, residual blocks)",
+    )
     parser.add_argument("--dropout", type=float, default=0.0)
     parser.add_argument("--l2", type=float, default=0.0)
     parser.add_argument("--no-augment", action="store_true", help="turn off random shifts/rotations of training images")
-    parser.add_argument("--human-error", type=float, default=0.0, help="Bayes-error proxy for the bias/variance diagnosis")
+    parser.add_argument(
+        "--human-error", type=float, default=0.0, help="Bayes-error proxy for the bias/variance diagnosis"
+    )
     script.add_training_arguments(parser, profiles=PROFILES, name=TASK)
 
 
@@ -254,13 +325,20 @@ def evaluate_run(run_dir: Path) -> dict[str, Any]:
 def export_run(run_dir: Path, artifacts: Path) -> Path:
     """Export a finished training run as the next artifact version (its saved evaluation, else a fresh one)."""
     config, dataset, model = load_run(run_dir)
-    report = script.saved_or_fresh_report(run_dir, lambda: evaluate(model, dataset, run_dir, human_error=config.human_error))
+    report = script.saved_or_fresh_report(
+        run_dir, lambda: evaluate(model, dataset, run_dir, human_error=config.human_error)
+    )
     return export_model(model, dataset, report, config, artifacts)
 
 
 def main(argv: list[str] | None = None) -> int:
     return script.pipeline_main(
-        argv, prog="python -m pipelines.classifier", description=__doc__, add_arguments=add_arguments, config_from_args=config_from_args, run=run
+        argv,
+        prog="python -m pipelines.classifier",
+        description=__doc__,
+        add_arguments=add_arguments,
+        config_from_args=config_from_args,
+        run=run,
     )
 
 

@@ -1,15 +1,15 @@
 """modelservice: one verb per job.
 
-    modelservice train classifier [--profile default] [--dataset folder:PATH] ...
-    modelservice train seq2seq [--profile default] [--architecture transformer] ...
-    modelservice train detector [--profile default] [--dataset coco:DIR] ...
-    modelservice train transfer [--backbone mobilenet_v2 --weights imagenet] [--transfer-strategy partial] ...
-    modelservice evaluate [--run-dir runs/classifier]
-    modelservice export [--run-dir runs/seq2seq] [--artifacts artifacts]
-    modelservice serve [--model-dir artifacts] [--models classifier,seq2seq:2] [--host 127.0.0.1] [--port 3000]
-    modelservice predict artifacts/classifier digit.png [more.png ...]
-    modelservice predict artifacts/seq2seq "March 4, 1999" "20.01.2023" [--beam-width 3]
-    modelservice predict artifacts/detector scene.png [more.png ...] [--score-threshold 0.5] [--iou-threshold 0.5]
+modelservice train classifier [--profile default] [--dataset folder:PATH] ...
+modelservice train seq2seq [--profile default] [--architecture transformer] ...
+modelservice train detector [--profile default] [--dataset coco:DIR] ...
+modelservice train transfer [--backbone mobilenet_v2 --weights imagenet] [--transfer-strategy partial] ...
+modelservice evaluate [--run-dir runs/classifier]
+modelservice export [--run-dir runs/seq2seq] [--artifacts artifacts]
+modelservice serve [--model-dir artifacts] [--models classifier,seq2seq:2] [--host 127.0.0.1] [--port 3000]
+modelservice predict artifacts/classifier digit.png [more.png ...]
+modelservice predict artifacts/seq2seq "March 4, 1999" "20.01.2023" [--beam-width 3]
+modelservice predict artifacts/detector scene.png [more.png ...] [--score-threshold 0.5] [--iou-threshold 0.5]
 """
 
 import argparse
@@ -34,7 +34,7 @@ def run_family(run_dir: Path) -> ModuleType:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from pipelines.training import split_cpu
+    from pipelines.training.loop import split_cpu
 
     family = family_module(args.family)
     config = family.config_from_args(args)
@@ -65,7 +65,7 @@ def _serve(args: argparse.Namespace) -> int:
 def _predict(args: argparse.Namespace) -> int:
     import tensorflow as tf
 
-    from pipelines.export import latest_version, read_metadata
+    from pipelines.export.artifact import latest_version, read_metadata
 
     artifact = latest_version(args.model) or args.model
     graph = tf.saved_model.load(str(artifact))
@@ -80,7 +80,9 @@ def _predict_texts(graph: Any, metadata: dict[str, Any], args: argparse.Namespac
     import tensorflow as tf
 
     beam_width = tf.constant(args.beam_width or metadata["decoding"]["default_beam_width"])
-    outputs = graph.signatures[metadata["signatures"]["texts_beam_width"]](texts=tf.constant(args.inputs), beam_width=beam_width)
+    outputs = graph.signatures[metadata["signatures"]["texts_beam_width"]](
+        texts=tf.constant(args.inputs), beam_width=beam_width
+    )
     return [
         {"input": text, "text": answer.decode(), "score": round(float(score), 4)}
         for text, answer, score in zip(args.inputs, outputs["texts"].numpy(), outputs["scores"].numpy())
@@ -106,7 +108,9 @@ def _predict_detections(graph: Any, metadata: dict[str, Any], args: argparse.Nam
         for name, value in (("score_threshold", args.score_threshold), ("iou_threshold", args.iou_threshold))
     }
     # The signature letterboxes each encoded image at its own size, so files of different sizes share one call.
-    outputs = graph.signatures[metadata["signatures"]["image_bytes"]](image_bytes=_image_files(args.inputs), **thresholds)
+    outputs = graph.signatures[metadata["signatures"]["image_bytes"]](
+        image_bytes=_image_files(args.inputs), **thresholds
+    )
     predictions = detector_predictions({key: value.numpy() for key, value in outputs.items()})
     return [{"file": path, **prediction} for path, prediction in zip(args.inputs, predictions)]
 
@@ -120,14 +124,21 @@ def _image_files(paths: list[str]) -> Any:
 def parser() -> argparse.ArgumentParser:
     from serving import start  # light: its TensorFlow imports wait until it serves
 
-    top = argparse.ArgumentParser(prog="modelservice", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    top = argparse.ArgumentParser(
+        prog="modelservice", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     verbs = top.add_subparsers(dest="verb", required=True, metavar="VERB")
 
     train = verbs.add_parser("train", help="train a model and evaluate it (checkpoints, logs, plots in runs/<name>)")
     families = train.add_subparsers(dest="family", required=True, metavar="FAMILY")
     for name in FAMILIES:
         module = family_module(name)
-        sub = families.add_parser(name, help=module.__doc__.splitlines()[0], description=module.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+        sub = families.add_parser(
+            name,
+            help=module.__doc__.splitlines()[0],
+            description=module.__doc__,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         module.add_arguments(sub)
         sub.set_defaults(handler=_train)
 
@@ -136,23 +147,47 @@ def parser() -> argparse.ArgumentParser:
         ("export", _export, "write a trained run as the next artifact version and register it with BentoML"),
     ):
         sub = verbs.add_parser(verb, help=text, description=text)
-        sub.add_argument("--run-dir", type=Path, default=Path("runs/classifier"), help="the training run (default: %(default)s)")
+        sub.add_argument(
+            "--run-dir", type=Path, default=Path("runs/classifier"), help="the training run (default: %(default)s)"
+        )
         if verb == "export":
-            sub.add_argument("--artifacts", type=Path, default=Path("artifacts"), help="artifact root (default: %(default)s)")
+            sub.add_argument(
+                "--artifacts", type=Path, default=Path("artifacts"), help="artifact root (default: %(default)s)"
+            )
             sub.add_argument("--no-register", action="store_true", help="skip the BentoML model store")
         sub.set_defaults(handler=handler)
 
-    serve = verbs.add_parser("serve", help="check and serve the exported models over HTTP (python -m serving)", description=start.__doc__, epilog=start.Settings.describe(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    serve = verbs.add_parser(
+        "serve",
+        help="check and serve the exported models over HTTP (python -m serving)",
+        description=start.__doc__,
+        epilog=start.Settings.describe(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     start.add_arguments(serve)
     serve.set_defaults(handler=_serve)
 
-    predict = verbs.add_parser("predict", help="run an exported SavedModel on local inputs (no server, no project code in the graph)")
-    predict.add_argument("model", type=Path, help="artifact folder: artifacts/classifier (latest version) or artifacts/seq2seq/3")
-    predict.add_argument("inputs", nargs="+", help="image files (PNG/JPEG/GIF/BMP) for a classifier or detector, texts for a seq2seq model")
+    predict = verbs.add_parser(
+        "predict", help="run an exported SavedModel on local inputs (no server, no project code in the graph)"
+    )
+    predict.add_argument(
+        "model", type=Path, help="artifact folder: artifacts/classifier (latest version) or artifacts/seq2seq/3"
+    )
+    predict.add_argument(
+        "inputs",
+        nargs="+",
+        help="image files (PNG/JPEG/GIF/BMP) for a classifier or detector, texts for a seq2seq model",
+    )
     predict.add_argument("--beam-width", type=int, help="seq2seq only (default: the model's)")
     threshold = family_module("detector").threshold
-    predict.add_argument("--score-threshold", type=threshold, help="detector only: keep detections scoring above this, 0–1 (default: the model's)")
-    predict.add_argument("--iou-threshold", type=threshold, help="detector only: non-max suppression overlap, 0–1 (default: the model's)")
+    predict.add_argument(
+        "--score-threshold",
+        type=threshold,
+        help="detector only: keep detections scoring above this, 0–1 (default: the model's)",
+    )
+    predict.add_argument(
+        "--iou-threshold", type=threshold, help="detector only: non-max suppression overlap, 0–1 (default: the model's)"
+    )
     predict.set_defaults(handler=_predict)
     return top
 

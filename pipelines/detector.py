@@ -22,11 +22,15 @@ import numpy as np
 import tensorflow as tf
 from tqdm.auto import tqdm
 
+from models import box_ops, detection_graph, image_graph
 from models.detector import LOSS_METRICS, YoloLoss, build_yolo
-from pipelines import box_ops, detection_graph, export, image_graph, plots, scene_data, script
-from pipelines.detection_metrics import Detections, GroundTruth, evaluate_detections, precision_recall_at
-from pipelines.scene_data import DetectionDataset, Scene
-from pipelines.training import TrainingConfig, fit, is_resuming, read_history
+from pipelines import script
+from pipelines.data import scene_data
+from pipelines.data.scene_data import DetectionDataset, Scene
+from pipelines.evaluation import plots
+from pipelines.evaluation.detection_metrics import Detections, GroundTruth, evaluate_detections, precision_recall_at
+from pipelines.export import artifact as export
+from pipelines.training.loop import TrainingConfig, fit, is_resuming, read_history
 
 TASK = "detector"
 ANCHORS_FILE = "anchors.json"
@@ -36,12 +40,26 @@ LOSS_PANELS = ("loss", "box_loss", "objectness_loss", "class_loss")
 
 PROFILES: dict[str, dict[str, Any]] = {
     "quick": {
-        "train_size": 3000, "base_filters": 16, "residual_blocks": 1,
-        "epochs": 20, "batch_size": 32, "learning_rate": 2e-3, "decay_rate": 0.93, "patience": 6, "clip_norm": 10.0,
+        "train_size": 3000,
+        "base_filters": 16,
+        "residual_blocks": 1,
+        "epochs": 20,
+        "batch_size": 32,
+        "learning_rate": 2e-3,
+        "decay_rate": 0.93,
+        "patience": 6,
+        "clip_norm": 10.0,
     },
     "default": {
-        "train_size": 6000, "base_filters": 16, "residual_blocks": 1,
-        "epochs": 40, "batch_size": 32, "learning_rate": 2e-3, "decay_rate": 0.95, "patience": 8, "clip_norm": 10.0,
+        "train_size": 6000,
+        "base_filters": 16,
+        "residual_blocks": 1,
+        "epochs": 40,
+        "batch_size": 32,
+        "learning_rate": 2e-3,
+        "decay_rate": 0.95,
+        "patience": 8,
+        "clip_norm": 10.0,
     },
 }
 
@@ -68,7 +86,10 @@ class DetectorConfig:
     training: TrainingConfig = field(default_factory=TrainingConfig)
 
     def to_dict(self) -> dict[str, Any]:
-        return {**{key: value for key, value in vars(self).items() if key != "training"}, "training": self.training.to_dict()}
+        return {
+            **{key: value for key, value in vars(self).items() if key != "training"},
+            "training": self.training.to_dict(),
+        }
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "DetectorConfig":
@@ -88,7 +109,16 @@ class DetectorConfig:
 class DetectorGraph(tf.Module):
     """The exported graph: images of any size (pixels or encoded bytes) in; boxes, scores, classes, labels, count out."""
 
-    def __init__(self, model: keras.Model, class_names: list[str], anchors: np.ndarray, *, score_threshold: float = 0.6, iou_threshold: float = 0.5, max_detections: int = 100):
+    def __init__(
+        self,
+        model: keras.Model,
+        class_names: list[str],
+        anchors: np.ndarray,
+        *,
+        score_threshold: float = 0.6,
+        iou_threshold: float = 0.5,
+        max_detections: int = 100,
+    ):
         super().__init__()
         self.model = model
         self.height, self.width, self.channels = (int(d) for d in model.input_shape[1:])
@@ -98,16 +128,39 @@ class DetectorGraph(tf.Module):
         self.iou_threshold = iou_threshold
         self.max_detections = max_detections
 
-    def _detect(self, canvas: tf.Tensor, scale: tf.Tensor, offset: tf.Tensor, original_size: tf.Tensor, score_threshold: tf.Tensor, iou_threshold: tf.Tensor) -> dict[str, tf.Tensor]:
+    def _detect(
+        self,
+        canvas: tf.Tensor,
+        scale: tf.Tensor,
+        offset: tf.Tensor,
+        original_size: tf.Tensor,
+        score_threshold: tf.Tensor,
+        iou_threshold: tf.Tensor,
+    ) -> dict[str, tf.Tensor]:
         checks = [
-            tf.debugging.assert_equal(tf.logical_and(score_threshold >= 0.0, score_threshold <= 1.0), True, message="score_threshold must be a number from 0 to 1"),
-            tf.debugging.assert_equal(tf.logical_and(iou_threshold >= 0.0, iou_threshold <= 1.0), True, message="iou_threshold must be a number from 0 to 1"),
+            tf.debugging.assert_equal(
+                tf.logical_and(score_threshold >= 0.0, score_threshold <= 1.0),
+                True,
+                message="score_threshold must be a number from 0 to 1",
+            ),
+            tf.debugging.assert_equal(
+                tf.logical_and(iou_threshold >= 0.0, iou_threshold <= 1.0),
+                True,
+                message="iou_threshold must be a number from 0 to 1",
+            ),
         ]
         with tf.control_dependencies(checks):
             canvas = tf.identity(canvas)
-        boxes, scores = detection_graph.decode_predictions(self.model(canvas, training=False), self.anchors, image_size=(self.height, self.width))
+        boxes, scores = detection_graph.decode_predictions(
+            self.model(canvas, training=False), self.anchors, image_size=(self.height, self.width)
+        )
         found = detection_graph.non_max_suppression(
-            boxes, scores, image_size=(self.height, self.width), score_threshold=score_threshold, iou_threshold=iou_threshold, max_detections=self.max_detections
+            boxes,
+            scores,
+            image_size=(self.height, self.width),
+            score_threshold=score_threshold,
+            iou_threshold=iou_threshold,
+            max_detections=self.max_detections,
         )
         valid = tf.sequence_mask(found["count"], self.max_detections)
         return {
@@ -118,7 +171,9 @@ class DetectorGraph(tf.Module):
             "count": found["count"],
         }
 
-    def _detect_pixels(self, images: tf.Tensor, score_threshold: tf.Tensor, iou_threshold: tf.Tensor) -> dict[str, tf.Tensor]:
+    def _detect_pixels(
+        self, images: tf.Tensor, score_threshold: tf.Tensor, iou_threshold: tf.Tensor
+    ) -> dict[str, tf.Tensor]:
         images = image_graph.to_channels(tf.cast(images, tf.float32), self.channels)
         canvas, scale, offset = detection_graph.letterbox(images, self.height, self.width)
         original_size = tf.tile(tf.shape(images)[tf.newaxis, 1:3], [tf.shape(images)[0], 1])
@@ -140,7 +195,9 @@ class DetectorGraph(tf.Module):
             tf.TensorSpec([], tf.float32, name="iou_threshold"),
         ]
     )
-    def detect_images(self, images: tf.Tensor, score_threshold: tf.Tensor, iou_threshold: tf.Tensor) -> dict[str, tf.Tensor]:
+    def detect_images(
+        self, images: tf.Tensor, score_threshold: tf.Tensor, iou_threshold: tf.Tensor
+    ) -> dict[str, tf.Tensor]:
         return self._detect_pixels(images, score_threshold, iou_threshold)
 
     @tf.function(
@@ -150,7 +207,9 @@ class DetectorGraph(tf.Module):
             tf.TensorSpec([], tf.float32, name="iou_threshold"),
         ]
     )
-    def detect_image_bytes(self, image_bytes: tf.Tensor, score_threshold: tf.Tensor, iou_threshold: tf.Tensor) -> dict[str, tf.Tensor]:
+    def detect_image_bytes(
+        self, image_bytes: tf.Tensor, score_threshold: tf.Tensor, iou_threshold: tf.Tensor
+    ) -> dict[str, tf.Tensor]:
         canvas, scale, offset, original_size = tf.map_fn(
             self._letterbox_encoded,
             image_bytes,
@@ -164,7 +223,11 @@ class DetectorGraph(tf.Module):
         return self._detect(canvas, scale, offset, original_size, score_threshold, iou_threshold)
 
     def signatures(self) -> dict[str, Any]:
-        return {"serving_default": self.detect_default, "detect_images": self.detect_images, "detect_image_bytes": self.detect_image_bytes}
+        return {
+            "serving_default": self.detect_default,
+            "detect_images": self.detect_images,
+            "detect_image_bytes": self.detect_image_bytes,
+        }
 
 
 # --- data -----------------------------------------------------------------------------------------
@@ -199,7 +262,9 @@ def fit_anchors(config: DetectorConfig, dataset: DetectionDataset) -> np.ndarray
     return box_ops.kmeans_anchors(sizes, config.num_anchors, seed=config.training.seed)
 
 
-def make_tf_dataset(scenes: list[Scene], config: DetectorConfig, anchors: np.ndarray, *, batch_size: int, training: bool) -> tf.data.Dataset:
+def make_tf_dataset(
+    scenes: list[Scene], config: DetectorConfig, anchors: np.ndarray, *, batch_size: int, training: bool
+) -> tf.data.Dataset:
     """(image float32 (H, W, C) 0–255, target (S, S, A, 6)) batches; training batches are shuffled and augmented."""
     height, width = config.input_size
     anchors = tf.constant(anchors, tf.float32)
@@ -214,7 +279,9 @@ def make_tf_dataset(scenes: list[Scene], config: DetectorConfig, anchors: np.nda
         return scene_data.augment(example["image"], example["boxes"], example["classes"], seed=seed)
 
     def to_training_pair(example: dict[str, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor]:
-        target = detection_graph.encode_targets(example["boxes"], example["classes"], image_size=(height, width), grid=config.grid, anchors=anchors)
+        target = detection_graph.encode_targets(
+            example["boxes"], example["classes"], image_size=(height, width), grid=config.grid, anchors=anchors
+        )
         return tf.cast(example["image"], tf.float32), target
 
     dataset = scene_data.as_tf_dataset(scenes).map(fit_to_input, num_parallel_calls=tf.data.AUTOTUNE).cache()
@@ -224,7 +291,9 @@ def make_tf_dataset(scenes: list[Scene], config: DetectorConfig, anchors: np.nda
             # A fresh pair of seeds per example and epoch, drawn from one seeded stream.
             seeds = tf.data.Dataset.random(seed=config.training.seed, rerandomize_each_iteration=True).batch(2)
             dataset = tf.data.Dataset.zip(dataset, seeds).map(augmented, num_parallel_calls=tf.data.AUTOTUNE)
-    return dataset.map(to_training_pair, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    return (
+        dataset.map(to_training_pair, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    )
 
 
 # --- model and training ---------------------------------------------------------------------------
@@ -241,7 +310,9 @@ def build_model(config: DetectorConfig, num_classes: int) -> keras.Model:
     )
 
 
-def train(config: DetectorConfig, dataset: DetectionDataset, run_dir: Path, extra_callbacks=()) -> tuple[keras.Model, np.ndarray]:
+def train(
+    config: DetectorConfig, dataset: DetectionDataset, run_dir: Path, extra_callbacks=()
+) -> tuple[keras.Model, np.ndarray]:
     training = config.training
     run_dir.mkdir(parents=True, exist_ok=True)
     anchors_path = run_dir / ANCHORS_FILE
@@ -251,7 +322,9 @@ def train(config: DetectorConfig, dataset: DetectionDataset, run_dir: Path, extr
     else:
         anchors = fit_anchors(config, dataset)
         anchors_path.write_text(json.dumps(anchors.tolist()))
-    (run_dir / "run.json").write_text(json.dumps({"family": TASK, "config": config.to_dict(), "dataset": dataset.summary()}, indent=2))
+    (run_dir / "run.json").write_text(
+        json.dumps({"family": TASK, "config": config.to_dict(), "dataset": dataset.summary()}, indent=2)
+    )
     print(f"anchors (w × h): {', '.join(f'{w:.1f}×{h:.1f}' for w, h in anchors)}")
     model = fit(
         lambda: build_model(config, len(dataset.class_names)),
@@ -276,7 +349,14 @@ def load_run(run_dir: Path) -> tuple[DetectorConfig, keras.Model, np.ndarray]:
 # --- evaluation -----------------------------------------------------------------------------------
 
 
-def detect(graph: DetectorGraph, scenes: list[Scene], *, score_threshold: float, batch_size: int = 64, progress: str | None = None) -> list[Detections]:
+def detect(
+    graph: DetectorGraph,
+    scenes: list[Scene],
+    *,
+    score_threshold: float,
+    batch_size: int = 64,
+    progress: str | None = None,
+) -> list[Detections]:
     """Run the exported graph's own detection over `scenes`; consecutive scenes of one size share a batch."""
     results: list[Detections] = []
     batches = _same_size_batches(scenes, batch_size)
@@ -285,7 +365,9 @@ def detect(graph: DetectorGraph, scenes: list[Scene], *, score_threshold: float,
         found = graph.detect_images(images, tf.constant(score_threshold), tf.constant(graph.iou_threshold))
         found = {key: value.numpy() for key, value in found.items()}
         for row, count in enumerate(found["count"]):
-            results.append(Detections(found["boxes"][row, :count], found["scores"][row, :count], found["classes"][row, :count]))
+            results.append(
+                Detections(found["boxes"][row, :count], found["scores"][row, :count], found["classes"][row, :count])
+            )
     return results
 
 
@@ -303,7 +385,9 @@ def ground_truth(scenes: list[Scene]) -> list[GroundTruth]:
     return [GroundTruth(scene.boxes, scene.classes) for scene in scenes]
 
 
-def detection_report(predictions: list[Detections], truths: list[GroundTruth], class_names: list[str]) -> tuple[dict[str, Any], dict[str, list[float]]]:
+def detection_report(
+    predictions: list[Detections], truths: list[GroundTruth], class_names: list[str]
+) -> tuple[dict[str, Any], dict[str, list[float]]]:
     """COCO mAPs with AP@0.5 per class, and the precision-recall curve at IoU 0.5 (for the plot)."""
     metrics = evaluate_detections(predictions, truths, num_classes=len(class_names))
     report = {
@@ -315,12 +399,23 @@ def detection_report(predictions: list[Detections], truths: list[GroundTruth], c
     return report, metrics["precision_recall_50"]
 
 
-def served_graph(model: keras.Model, anchors: np.ndarray, config: DetectorConfig, class_names: list[str]) -> DetectorGraph:
+def served_graph(
+    model: keras.Model, anchors: np.ndarray, config: DetectorConfig, class_names: list[str]
+) -> DetectorGraph:
     """The exported graph with the run's served defaults."""
-    return DetectorGraph(model, class_names, anchors, score_threshold=config.score_threshold, iou_threshold=config.iou_threshold, max_detections=config.max_detections)
+    return DetectorGraph(
+        model,
+        class_names,
+        anchors,
+        score_threshold=config.score_threshold,
+        iou_threshold=config.iou_threshold,
+        max_detections=config.max_detections,
+    )
 
 
-def evaluate(model: keras.Model, anchors: np.ndarray, config: DetectorConfig, dataset: DetectionDataset, run_dir: Path) -> dict[str, Any]:
+def evaluate(
+    model: keras.Model, anchors: np.ndarray, config: DetectorConfig, dataset: DetectionDataset, run_dir: Path
+) -> dict[str, Any]:
     """COCO mAP on every split, precision/recall at the served threshold, plots; writes `<run_dir>/evaluation/`."""
     out = run_dir / "evaluation"
     out.mkdir(parents=True, exist_ok=True)
@@ -331,38 +426,64 @@ def evaluate(model: keras.Model, anchors: np.ndarray, config: DetectorConfig, da
     curves: dict[str, dict[str, list[float]]] = {}
     for split in ("train", "dev", "test"):
         scenes = getattr(dataset, split)[:1000]
-        predictions[split] = detect(graph, scenes, score_threshold=EVALUATION_SCORE_THRESHOLD, progress=f"detecting {split}")
+        predictions[split] = detect(
+            graph, scenes, score_threshold=EVALUATION_SCORE_THRESHOLD, progress=f"detecting {split}"
+        )
         truths[split] = ground_truth(scenes)
         report[split], curves[split] = detection_report(predictions[split], truths[split], dataset.class_names)
     report["test_at_served_threshold"] = {
         "score_threshold": config.score_threshold,
         "iou_threshold": 0.5,
-        **precision_recall_at(predictions["test"], truths["test"], num_classes=len(dataset.class_names), score_threshold=config.score_threshold),
+        **precision_recall_at(
+            predictions["test"],
+            truths["test"],
+            num_classes=len(dataset.class_names),
+            score_threshold=config.score_threshold,
+        ),
     }
     (out / "report.json").write_text(json.dumps(report, indent=2))
     plots.plot_learning_curves(read_history(run_dir), out / "learning_curves.png", metrics=LOSS_PANELS)
     curve = curves["test"]
-    plots.plot_precision_recall({f"test, IoU 0.5 (mAP {report['test']['map_50']:.3f})": (curve["recall"], curve["precision"])}, out / "precision_recall.png")
+    plots.plot_precision_recall(
+        {f"test, IoU 0.5 (mAP {report['test']['map_50']:.3f})": (curve["recall"], curve["precision"])},
+        out / "precision_recall.png",
+    )
     plot_test_detections(dataset, predictions["test"], config.score_threshold, out / "test_detections.png")
     return report
 
 
-def plot_test_detections(dataset: DetectionDataset, predictions: list[Detections], score_threshold: float, path: Path, count: int = 12) -> Path:
+def plot_test_detections(
+    dataset: DetectionDataset, predictions: list[Detections], score_threshold: float, path: Path, count: int = 12
+) -> Path:
     """The first test images: ground truth next to the detections the served model would return."""
     names = dataset.class_names
     truths, shown = [], []
     for scene, found in zip(dataset.test[:count], predictions[:count]):
         truths.append((scene.boxes, [names[label] for label in scene.classes]))
         kept = found.scores > score_threshold
-        shown.append((found.boxes[kept], [f"{names[label]} {score:.2f}" for label, score in zip(found.classes[kept], found.scores[kept])]))
+        shown.append(
+            (
+                found.boxes[kept],
+                [f"{names[label]} {score:.2f}" for label, score in zip(found.classes[kept], found.scores[kept])],
+            )
+        )
     images = [scene.image for scene in dataset.test[:count]]
-    return plots.plot_detections(images, truths, shown, path, title=f"test images: truth (green) and detections above {score_threshold} (red)")
+    return plots.plot_detections(
+        images, truths, shown, path, title=f"test images: truth (green) and detections above {score_threshold} (red)"
+    )
 
 
 # --- export ---------------------------------------------------------------------------------------
 
 
-def export_model(model: keras.Model, anchors: np.ndarray, report: dict[str, Any], config: DetectorConfig, dataset: DetectionDataset, root: Path) -> Path:
+def export_model(
+    model: keras.Model,
+    anchors: np.ndarray,
+    report: dict[str, Any],
+    config: DetectorConfig,
+    dataset: DetectionDataset,
+    root: Path,
+) -> Path:
     graph = served_graph(model, anchors, config, dataset.class_names)
     served = report["test_at_served_threshold"]
     metadata = {
@@ -376,7 +497,11 @@ def export_model(model: keras.Model, anchors: np.ndarray, report: dict[str, Any]
             "dtypes": ["float32"],
             "encoded_formats": ["png", "jpeg", "gif", "bmp"],
         },
-        "signatures": {"images_default": "serving_default", "images": "detect_images", "image_bytes": "detect_image_bytes"},
+        "signatures": {
+            "images_default": "serving_default",
+            "images": "detect_images",
+            "image_bytes": "detect_image_bytes",
+        },
         "outputs": ["boxes", "scores", "classes", "labels", "count"],
         "postprocessing": {
             "score_threshold": config.score_threshold,
@@ -399,7 +524,9 @@ def export_model(model: keras.Model, anchors: np.ndarray, report: dict[str, Any]
     return export.export_artifact(graph, signatures=graph.signatures(), root=root, name=config.name, metadata=metadata)
 
 
-def train_and_evaluate(config: DetectorConfig, run_dir: Path) -> tuple[keras.Model, np.ndarray, DetectionDataset, dict[str, Any]]:
+def train_and_evaluate(
+    config: DetectorConfig, run_dir: Path
+) -> tuple[keras.Model, np.ndarray, DetectionDataset, dict[str, Any]]:
     dataset = load_data(config)
     print(f"dataset {dataset.name}: {dataset.summary()['sizes']} images, {len(dataset.class_names)} classes")
     model, anchors = train(config, dataset, run_dir)
@@ -444,19 +571,41 @@ def threshold(text: str) -> float:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", default="digit-scenes", help=f"{scene_data.SPEC_FORMS} (default: %(default)s)")
-    parser.add_argument("--data-dir", help="TFDS data_dir for --dataset tfds:CONFIG (built there on first use, no downloads)")
+    parser.add_argument(
+        "--data-dir", help="TFDS data_dir for --dataset tfds:CONFIG (built there on first use, no downloads)"
+    )
     parser.add_argument("--train-size", type=int, help="generated training scenes")
     parser.add_argument("--dev-size", type=int, default=200)
     parser.add_argument("--test-size", type=int, default=400)
-    parser.add_argument("--image-size", type=int, default=128, help="the model's square input; a multiple of 16 (default: %(default)s)")
-    parser.add_argument("--channels", type=int, choices=(1, 3), default=1, help="1 = grayscale, 3 = RGB (default: %(default)s)")
-    parser.add_argument("--anchors", type=int, default=3, help="anchor boxes per grid cell, fitted by k-means (default: %(default)s)")
-    parser.add_argument("--base-filters", type=int, help="filters of the first convolution; doubled at each downsampling")
+    parser.add_argument(
+        "--image-size", type=int, default=128, help="the model's square input; a multiple of 16 (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--channels", type=int, choices=(1, 3), default=1, help="1 = grayscale, 3 = RGB (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--anchors", type=int, default=3, help="anchor boxes per grid cell, fitted by k-means (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--base-filters", type=int, help="filters of the first convolution; doubled at each downsampling"
+    )
     parser.add_argument("--residual-blocks", type=int, help="residual blocks per stage")
     parser.add_argument("--no-augment", action="store_true", help="turn off the random zoom/shift of training scenes")
-    parser.add_argument("--score-threshold", type=threshold, default=0.6, help="served default: drop detections scoring at most this (default: %(default)s)")
-    parser.add_argument("--iou-threshold", type=threshold, default=0.5, help="served default: NMS drops a box overlapping a better one of its class by more (default: %(default)s)")
-    parser.add_argument("--max-detections", type=int, default=100, help="detections kept per image (default: %(default)s)")
+    parser.add_argument(
+        "--score-threshold",
+        type=threshold,
+        default=0.6,
+        help="served default: drop detections scoring at most this (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--iou-threshold",
+        type=threshold,
+        default=0.5,
+        help="served default: NMS drops a box overlapping a better one of its class by more (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--max-detections", type=int, default=100, help="detections kept per image (default: %(default)s)"
+    )
     script.add_training_arguments(parser, profiles=PROFILES, name=TASK)
 
 
@@ -484,7 +633,12 @@ def config_from_args(args: argparse.Namespace) -> DetectorConfig:
 
 def main(argv: list[str] | None = None) -> int:
     return script.pipeline_main(
-        argv, prog="python -m pipelines.detector", description=__doc__, add_arguments=add_arguments, config_from_args=config_from_args, run=run
+        argv,
+        prog="python -m pipelines.detector",
+        description=__doc__,
+        add_arguments=add_arguments,
+        config_from_args=config_from_args,
+        run=run,
     )
 
 

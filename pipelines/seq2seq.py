@@ -25,10 +25,13 @@ from tqdm.auto import tqdm
 
 from models.decoding import LENGTH_ALPHA, beam_search
 from models.seq2seq import MODEL_BUILDERS, Seq2SeqStepDecoder, attention_weights
-from pipelines import date_data, export, generated_tfds, plots, script, text_metrics
-from pipelines.date_data import DatePair
-from pipelines.text_graph import END_ID, OOV_ID, PAD_ID, START_ID, CharTokenizer
-from pipelines.training import TrainingConfig, fit, is_resuming, read_history
+from models.text_graph import END_ID, OOV_ID, PAD_ID, START_ID, CharTokenizer
+from pipelines import script
+from pipelines.data import date_data, generated_tfds
+from pipelines.data.date_data import DatePair
+from pipelines.evaluation import plots, text_metrics
+from pipelines.export import artifact as export
+from pipelines.training.loop import TrainingConfig, fit, is_resuming, read_history
 
 TASK = "seq2seq"
 MAX_BEAM_WIDTH = 8
@@ -36,12 +39,26 @@ TOKENIZER_FILE = "tokenizer.json"
 
 PROFILES: dict[str, dict[str, Any]] = {
     "quick": {
-        "architecture": "lstm", "train_size": 20000, "embedding_dim": 32, "units": 64,
-        "epochs": 6, "batch_size": 64, "learning_rate": 3e-3, "decay_rate": 0.85, "patience": 3,
+        "architecture": "lstm",
+        "train_size": 20000,
+        "embedding_dim": 32,
+        "units": 64,
+        "epochs": 6,
+        "batch_size": 64,
+        "learning_rate": 3e-3,
+        "decay_rate": 0.85,
+        "patience": 3,
     },
     "default": {
-        "architecture": "lstm", "train_size": 60000, "embedding_dim": 64, "units": 128,
-        "epochs": 15, "batch_size": 64, "learning_rate": 2e-3, "decay_rate": 0.85, "patience": 3,
+        "architecture": "lstm",
+        "train_size": 60000,
+        "embedding_dim": 64,
+        "units": 128,
+        "epochs": 15,
+        "batch_size": 64,
+        "learning_rate": 2e-3,
+        "decay_rate": 0.85,
+        "patience": 3,
     },
 }
 
@@ -64,7 +81,10 @@ class Seq2SeqConfig:
     training: TrainingConfig = field(default_factory=TrainingConfig)
 
     def to_dict(self) -> dict[str, Any]:
-        return {**{key: value for key, value in vars(self).items() if key != "training"}, "training": self.training.to_dict()}
+        return {
+            **{key: value for key, value in vars(self).items() if key != "training"},
+            "training": self.training.to_dict(),
+        }
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "Seq2SeqConfig":
@@ -75,7 +95,9 @@ class Seq2SeqConfig:
 class Seq2SeqGraph(tf.Module):
     """The exported graph: a batch of strings in; decoded strings and their scores out."""
 
-    def __init__(self, model: keras.Model, tokenizer: CharTokenizer, *, default_beam_width: int = 3, alpha: float = LENGTH_ALPHA):
+    def __init__(
+        self, model: keras.Model, tokenizer: CharTokenizer, *, default_beam_width: int = 3, alpha: float = LENGTH_ALPHA
+    ):
         super().__init__()
         self.tokenizer = tokenizer
         self.decoder = Seq2SeqStepDecoder(model)
@@ -84,7 +106,10 @@ class Seq2SeqGraph(tf.Module):
 
     def _translate(self, texts: tf.Tensor, beam_width: tf.Tensor) -> dict[str, tf.Tensor]:
         message = f"beam_width must be an integer from 1 to {MAX_BEAM_WIDTH}"
-        checks = [tf.debugging.assert_greater_equal(beam_width, 1, message=message), tf.debugging.assert_less_equal(beam_width, MAX_BEAM_WIDTH, message=message)]
+        checks = [
+            tf.debugging.assert_greater_equal(beam_width, 1, message=message),
+            tf.debugging.assert_less_equal(beam_width, MAX_BEAM_WIDTH, message=message),
+        ]
         # Every op that uses the beam width waits for the checks, so a bad width fails with this message
         # rather than with whichever shape error an empty beam would hit first.
         with tf.control_dependencies(checks):
@@ -113,7 +138,9 @@ class Seq2SeqGraph(tf.Module):
     def translate_default(self, texts: tf.Tensor) -> dict[str, tf.Tensor]:
         return self._translate(texts, tf.constant(self.default_beam_width))
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="texts"), tf.TensorSpec([], tf.int32, name="beam_width")])
+    @tf.function(
+        input_signature=[tf.TensorSpec([None], tf.string, name="texts"), tf.TensorSpec([], tf.int32, name="beam_width")]
+    )
     def translate(self, texts: tf.Tensor, beam_width: tf.Tensor) -> dict[str, tf.Tensor]:
         return self._translate(texts, beam_width)
 
@@ -131,19 +158,23 @@ def load_data(config: Seq2SeqConfig) -> date_data.DateDataset:
         if not config.data_dir:
             raise ValueError("--dataset tfds needs --data-dir (the TFDS data_dir to build into or read from)")
         tfds_config = config.dataset.partition(":")[2] or "default"
-        splits = {name: _pairs(date_data.load_tfds(split, data_dir=config.data_dir, config=tfds_config)) for name, split in generated_tfds.SPLITS.items()}
+        splits = {
+            name: _pairs(date_data.load_tfds(split, data_dir=config.data_dir, config=tfds_config))
+            for name, split in generated_tfds.SPLITS.items()
+        }
         return date_data.DateDataset(**splits)
     raise ValueError(f"unknown dataset {config.dataset!r}; use generated, tfds or tfds:CONFIG")
 
 
 def _pairs(dataset: tf.data.Dataset) -> list[DatePair]:
     return [
-        DatePair(**{key: value.decode() for key, value in example.items()})
-        for example in dataset.as_numpy_iterator()
+        DatePair(**{key: value.decode() for key, value in example.items()}) for example in dataset.as_numpy_iterator()
     ]
 
 
-def make_tf_dataset(pairs: list[DatePair], tokenizer: CharTokenizer, *, batch_size: int, training: bool, seed: int = 0) -> tf.data.Dataset:
+def make_tf_dataset(
+    pairs: list[DatePair], tokenizer: CharTokenizer, *, batch_size: int, training: bool, seed: int = 0
+) -> tf.data.Dataset:
     """((source_ids, decoder_ids), labels, weights) batches; weights are 0 on padding so it costs nothing."""
 
     def encode(batch: dict[str, tf.Tensor]):
@@ -162,7 +193,13 @@ def make_tf_dataset(pairs: list[DatePair], tokenizer: CharTokenizer, *, batch_si
 def build_model(config: Seq2SeqConfig, tokenizer: CharTokenizer) -> keras.Model:
     sizes = {"source_vocab_size": tokenizer.source_vocab_size, "target_vocab_size": tokenizer.target_vocab_size}
     if config.architecture == "lstm":
-        return MODEL_BUILDERS["lstm"](**sizes, embedding_dim=config.embedding_dim, encoder_units=config.units, attention_units=config.units, dropout=config.dropout)
+        return MODEL_BUILDERS["lstm"](
+            **sizes,
+            embedding_dim=config.embedding_dim,
+            encoder_units=config.units,
+            attention_units=config.units,
+            dropout=config.dropout,
+        )
     return MODEL_BUILDERS["transformer"](
         **sizes,
         depth=config.units,
@@ -182,7 +219,9 @@ def fit_tokenizer(config: Seq2SeqConfig, dataset: date_data.DateDataset) -> Char
     )
 
 
-def train(config: Seq2SeqConfig, dataset: date_data.DateDataset, run_dir: Path, extra_callbacks=()) -> tuple[keras.Model, CharTokenizer]:
+def train(
+    config: Seq2SeqConfig, dataset: date_data.DateDataset, run_dir: Path, extra_callbacks=()
+) -> tuple[keras.Model, CharTokenizer]:
     training = config.training
     run_dir.mkdir(parents=True, exist_ok=True)
     tokenizer_path = run_dir / TOKENIZER_FILE
@@ -192,7 +231,11 @@ def train(config: Seq2SeqConfig, dataset: date_data.DateDataset, run_dir: Path, 
     else:
         tokenizer = fit_tokenizer(config, dataset)
         tokenizer_path.write_text(json.dumps(tokenizer.get_config(), ensure_ascii=False, indent=1))
-    (run_dir / "run.json").write_text(json.dumps({"family": TASK, "config": config.to_dict(), "dataset": dataset.summary()}, indent=2, ensure_ascii=False))
+    (run_dir / "run.json").write_text(
+        json.dumps(
+            {"family": TASK, "config": config.to_dict(), "dataset": dataset.summary()}, indent=2, ensure_ascii=False
+        )
+    )
     model = fit(
         lambda: build_model(config, tokenizer),
         make_tf_dataset(dataset.train, tokenizer, batch_size=training.batch_size, training=True, seed=training.seed),
@@ -216,7 +259,9 @@ def load_run(run_dir: Path) -> tuple[Seq2SeqConfig, keras.Model, CharTokenizer]:
 # --- evaluation -----------------------------------------------------------------------------------
 
 
-def decode(graph: Seq2SeqGraph, texts: list[str], *, beam_width: int, batch_size: int = 256, progress: str | None = None) -> tuple[list[str], list[float]]:
+def decode(
+    graph: Seq2SeqGraph, texts: list[str], *, beam_width: int, batch_size: int = 256, progress: str | None = None
+) -> tuple[list[str], list[float]]:
     """Run the exported graph's own decoding over `texts`; returns (outputs, scores)."""
     outputs, scores = [], []
     starts = range(0, len(texts), batch_size)
@@ -244,7 +289,9 @@ def exact_match_by(pairs: list[DatePair], predictions: list[str], key: str) -> d
     return {name: {"exact_match": float(np.mean(hits)), "count": len(hits)} for name, hits in sorted(groups.items())}
 
 
-def evaluate(model: keras.Model, tokenizer: CharTokenizer, dataset: date_data.DateDataset, run_dir: Path, *, beam_width: int = 3) -> dict[str, Any]:
+def evaluate(
+    model: keras.Model, tokenizer: CharTokenizer, dataset: date_data.DateDataset, run_dir: Path, *, beam_width: int = 3
+) -> dict[str, Any]:
     """Exact match, CER and BLEU on every split (beam search), greedy vs beam on test, plots; writes `<run_dir>/evaluation/`."""
     out = run_dir / "evaluation"
     out.mkdir(parents=True, exist_ok=True)
@@ -253,7 +300,9 @@ def evaluate(model: keras.Model, tokenizer: CharTokenizer, dataset: date_data.Da
     predictions: dict[str, list[str]] = {}
     for split in ("train", "dev", "test"):
         pairs = getattr(dataset, split)[:5000] if split == "train" else getattr(dataset, split)
-        predictions[split], _ = decode(graph, [pair.text for pair in pairs], beam_width=beam_width, progress=f"decoding {split}")
+        predictions[split], _ = decode(
+            graph, [pair.text for pair in pairs], beam_width=beam_width, progress=f"decoding {split}"
+        )
         report[split] = text_report(predictions[split], [pair.target for pair in pairs])
     greedy, _ = decode(graph, [pair.text for pair in dataset.test], beam_width=1, progress="decoding test (greedy)")
     report["test_greedy"] = text_report(greedy, [pair.target for pair in dataset.test])
@@ -266,7 +315,9 @@ def evaluate(model: keras.Model, tokenizer: CharTokenizer, dataset: date_data.Da
     ][:50]
     (out / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False))
     plots.plot_learning_curves(read_history(run_dir), out / "learning_curves.png")
-    plots.plot_attention_maps(attention_samples(model, tokenizer, graph, heat_map_texts(dataset.test)), out / "attention.png")
+    plots.plot_attention_maps(
+        attention_samples(model, tokenizer, graph, heat_map_texts(dataset.test)), out / "attention.png"
+    )
     return report
 
 
@@ -278,7 +329,9 @@ def heat_map_texts(pairs: list[DatePair], count: int = 6) -> list[str]:
     return list(first_by_locale.values())[:count]
 
 
-def attention_samples(model: keras.Model, tokenizer: CharTokenizer, graph: Seq2SeqGraph, texts: list[str]) -> list[tuple[str, str, np.ndarray]]:
+def attention_samples(
+    model: keras.Model, tokenizer: CharTokenizer, graph: Seq2SeqGraph, texts: list[str]
+) -> list[tuple[str, str, np.ndarray]]:
     """(normalised input, decoded output, weights (output chars × input chars)) for the attention plots."""
     outputs = graph.translate_default(tf.constant(texts))["texts"]
     source_ids = tokenizer.source_ids(tf.constant(texts))
@@ -296,7 +349,14 @@ def attention_samples(model: keras.Model, tokenizer: CharTokenizer, graph: Seq2S
 # --- export ---------------------------------------------------------------------------------------
 
 
-def export_model(model: keras.Model, tokenizer: CharTokenizer, report: dict[str, Any], config: Seq2SeqConfig, root: Path, dataset_summary: dict[str, Any]) -> Path:
+def export_model(
+    model: keras.Model,
+    tokenizer: CharTokenizer,
+    report: dict[str, Any],
+    config: Seq2SeqConfig,
+    root: Path,
+    dataset_summary: dict[str, Any],
+) -> Path:
     graph = Seq2SeqGraph(model, tokenizer, default_beam_width=config.beam_width)
     metadata = {
         "task": TASK,
@@ -305,7 +365,11 @@ def export_model(model: keras.Model, tokenizer: CharTokenizer, report: dict[str,
             "description": "human-written dates in any language or format; longer texts are refused by the server and truncated by the graph",
         },
         "output": {"max_length": config.max_output_length, "description": "ISO 8601 dates (YYYY-MM-DD)"},
-        "decoding": {"default_beam_width": config.beam_width, "max_beam_width": MAX_BEAM_WIDTH, "length_alpha": LENGTH_ALPHA},
+        "decoding": {
+            "default_beam_width": config.beam_width,
+            "max_beam_width": MAX_BEAM_WIDTH,
+            "length_alpha": LENGTH_ALPHA,
+        },
         "signatures": {"texts": "serving_default", "texts_beam_width": "translate"},
         "outputs": ["texts", "scores", "log_probabilities", "beam_texts", "beam_scores"],
         "metrics": {
@@ -321,13 +385,17 @@ def export_model(model: keras.Model, tokenizer: CharTokenizer, report: dict[str,
     return export.export_artifact(graph, signatures=graph.signatures(), root=root, name=config.name, metadata=metadata)
 
 
-def train_and_evaluate(config: Seq2SeqConfig, run_dir: Path) -> tuple[keras.Model, CharTokenizer, date_data.DateDataset, dict[str, Any]]:
+def train_and_evaluate(
+    config: Seq2SeqConfig, run_dir: Path
+) -> tuple[keras.Model, CharTokenizer, date_data.DateDataset, dict[str, Any]]:
     dataset = load_data(config)
     print(f"dataset: {dataset.summary()['sizes']} pairs")
     model, tokenizer = train(config, dataset, run_dir)
     report = evaluate(model, tokenizer, dataset, run_dir, beam_width=config.beam_width)
     test = report["test"]
-    print(f"test exact match {test['exact_match']:.4f}, CER {test['character_error_rate']:.4f}, BLEU {test['bleu']:.2f} (beam {config.beam_width})")
+    print(
+        f"test exact match {test['exact_match']:.4f}, CER {test['character_error_rate']:.4f}, BLEU {test['bleu']:.2f} (beam {config.beam_width})"
+    )
     print(f"checkpoints, logs, history and plots in {run_dir}")
     return model, tokenizer, dataset, report
 
@@ -343,30 +411,49 @@ def export_run(run_dir: Path, artifacts: Path) -> Path:
     """Export a finished training run as the next artifact version (its saved evaluation, else a fresh one)."""
     config, model, tokenizer = load_run(run_dir)
     dataset = load_data(config)
-    report = script.saved_or_fresh_report(run_dir, lambda: evaluate(model, tokenizer, dataset, run_dir, beam_width=config.beam_width))
+    report = script.saved_or_fresh_report(
+        run_dir, lambda: evaluate(model, tokenizer, dataset, run_dir, beam_width=config.beam_width)
+    )
     return export_model(model, tokenizer, report, config, artifacts, dataset.summary())
 
 
 def run(config: Seq2SeqConfig, *, run_dir: Path, artifacts: Path, register: bool = True) -> Path:
     """Train, evaluate, export and register one Seq2Seq model; returns the new artifact folder."""
     model, tokenizer, dataset, report = train_and_evaluate(config, run_dir)
-    return script.publish(export_model(model, tokenizer, report, config, artifacts, dataset.summary()), register=register)
+    return script.publish(
+        export_model(model, tokenizer, report, config, artifacts, dataset.summary()), register=register
+    )
 
 
 # --- command line ---------------------------------------------------------------------------------
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dataset", default="generated", help="generated (in memory) | tfds | tfds:CONFIG — the TFDS builder in --data-dir, config default or small (default: %(default)s)")
+    parser.add_argument(
+        "--dataset",
+        default="generated",
+        help="generated (in memory) | tfds | tfds:CONFIG — the TFDS builder in --data-dir, config default or small (default: %(default)s)",
+    )
     parser.add_argument("--data-dir", help="TFDS data_dir for --dataset tfds (built there on first use, no downloads)")
     parser.add_argument("--train-size", type=int, help="generated training pairs")
     parser.add_argument("--dev-size", type=int, default=1000)
     parser.add_argument("--test-size", type=int, default=2000)
-    parser.add_argument("--architecture", choices=sorted(MODEL_BUILDERS), help="lstm (BiLSTM encoder, Bahdanau attention) or transformer")
+    parser.add_argument(
+        "--architecture",
+        choices=sorted(MODEL_BUILDERS),
+        help="lstm (BiLSTM encoder, Bahdanau attention) or transformer",
+    )
     parser.add_argument("--embedding-dim", type=int, help="character embedding size (LSTM)")
     parser.add_argument("--units", type=int, help="LSTM units per encoder direction, or the Transformer's width")
     parser.add_argument("--dropout", type=float, default=0.0)
-    parser.add_argument("--beam-width", type=int, default=3, choices=range(1, MAX_BEAM_WIDTH + 1), metavar=f"1..{MAX_BEAM_WIDTH}", help="default beam width of the exported model (default: %(default)s)")
+    parser.add_argument(
+        "--beam-width",
+        type=int,
+        default=3,
+        choices=range(1, MAX_BEAM_WIDTH + 1),
+        metavar=f"1..{MAX_BEAM_WIDTH}",
+        help="default beam width of the exported model (default: %(default)s)",
+    )
     script.add_training_arguments(parser, profiles=PROFILES, name=TASK)
 
 
@@ -390,7 +477,12 @@ def config_from_args(args: argparse.Namespace) -> Seq2SeqConfig:
 
 def main(argv: list[str] | None = None) -> int:
     return script.pipeline_main(
-        argv, prog="python -m pipelines.seq2seq", description=__doc__, add_arguments=add_arguments, config_from_args=config_from_args, run=run
+        argv,
+        prog="python -m pipelines.seq2seq",
+        description=__doc__,
+        add_arguments=add_arguments,
+        config_from_args=config_from_args,
+        run=run,
     )
 
 

@@ -18,7 +18,7 @@ The same architecture is also trained from random weights on the same images wit
 artifact (task "classifier"), served by /classify and the TF Serving routes under its own name.
 
 The default backbone, "glyphs", is this project's own: the ResNet of `pipelines.classifier` trained on
-`pipelines.glyph_data` (62 printed characters in 22 fonts, imaged the way the handwritten digits were).
+`pipelines.data.glyph_data` (62 printed characters in 22 fonts, imaged the way the handwritten digits were).
 It is pretrained and exported as artifacts/glyphs the first time, and reused after that. The demo
 profiles fine-tune the whole backbone at 1/10 of phase 1's rate without augmentation, which measured
 best for this small backbone and an 8x8 target (README, "Transfer learning").
@@ -46,9 +46,11 @@ from models.transfer import (
     strategy_for,
     unfreeze_from,
 )
-from pipelines import classifier, export, plots, script
-from pipelines.image_data import ImageDataset, Split, load_dataset, make_tf_dataset
-from pipelines.training import TrainingConfig, fit, is_resuming, read_history
+from pipelines import classifier, script
+from pipelines.data.image_data import ImageDataset, Split, load_dataset, make_tf_dataset
+from pipelines.evaluation import plots
+from pipelines.export import artifact as export
+from pipelines.training.loop import TrainingConfig, fit, is_resuming, read_history
 
 FAMILY = "transfer"
 SOURCE = "glyphs"  # the backbone pretrained here on printed characters
@@ -57,7 +59,15 @@ LOSS = "sparse_categorical_crossentropy"
 
 # Both arms (transfer and scratch) train alike: 100 images in batches of 20, the rate decaying 3% per
 # epoch, no early stopping (a 270-image dev set would be more labels than the 100 it is about).
-DEMO = {"batch_size": 20, "learning_rate": 3e-3, "decay_rate": 0.97, "patience": 0, "transfer_strategy": "full", "fine_tune_learning_rate": 3e-4, "augment": False}
+DEMO = {
+    "batch_size": 20,
+    "learning_rate": 3e-3,
+    "decay_rate": 0.97,
+    "patience": 0,
+    "transfer_strategy": "full",
+    "fine_tune_learning_rate": 3e-4,
+    "augment": False,
+}
 PROFILES: dict[str, dict[str, Any]] = {
     "quick": {"epochs": 100, "fine_tune_epochs": 30, "source_epochs": 8, **DEMO},
     "default": {"epochs": 150, "fine_tune_epochs": 50, "source_epochs": 15, **DEMO},
@@ -71,7 +81,9 @@ class TransferConfig:
     image_size: tuple[int, int] | None = None
     channels: int = 1
     examples_per_class: int | None = 10  # None: every training image
-    split_seed: int | None = None  # seed of the train/dev/test split; None: training.seed (which always draws the few-shot sample)
+    split_seed: int | None = (
+        None  # seed of the train/dev/test split; None: training.seed (which always draws the few-shot sample)
+    )
     backbone: str = SOURCE  # a BACKBONES name, SOURCE, or the path of a classifier artifact / .keras file
     weights: str | None = "imagenet"  # named backbones only: "imagenet", a weights file, or None
     backbone_size: int | None = None
@@ -89,7 +101,11 @@ class TransferConfig:
 
     def to_dict(self) -> dict[str, Any]:
         plain = {key: value for key, value in asdict(self).items() if key != "training"}
-        return {**plain, "image_size": list(self.image_size) if self.image_size else None, "training": self.training.to_dict()}
+        return {
+            **plain,
+            "image_size": list(self.image_size) if self.image_size else None,
+            "training": self.training.to_dict(),
+        }
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "TransferConfig":
@@ -114,17 +130,27 @@ def few_shot(dataset: ImageDataset, examples_per_class: int | None, *, seed: int
     for label, name in enumerate(dataset.class_names):
         members = np.flatnonzero(dataset.train.labels == label)
         if len(members) < examples_per_class:
-            raise ValueError(f"class {name!r} has {len(members)} training images, fewer than --examples-per-class {examples_per_class}")
+            raise ValueError(
+                f"class {name!r} has {len(members)} training images, fewer than --examples-per-class {examples_per_class}"
+            )
         chosen.append(rng.choice(members, examples_per_class, replace=False))
     keep = np.sort(np.concatenate(chosen))
     train = Split(images=dataset.train.images[keep], labels=dataset.train.labels[keep])
-    return ImageDataset(f"{dataset.name}-{examples_per_class}-per-class", dataset.class_names, train, dataset.dev, dataset.test)
+    return ImageDataset(
+        f"{dataset.name}-{examples_per_class}-per-class", dataset.class_names, train, dataset.dev, dataset.test
+    )
 
 
 def load_data(config: TransferConfig) -> ImageDataset:
     """The dataset split with `split_seed` (default: the training seed), then few-shot sampled with the training seed."""
     split_seed = config.training.seed if config.split_seed is None else config.split_seed
-    full = load_dataset(config.dataset, data_dir=config.data_dir, image_size=config.image_size, channels=config.channels, seed=split_seed)
+    full = load_dataset(
+        config.dataset,
+        data_dir=config.data_dir,
+        image_size=config.image_size,
+        channels=config.channels,
+        seed=split_seed,
+    )
     return few_shot(full, config.examples_per_class, seed=config.training.seed)
 
 
@@ -139,7 +165,14 @@ def chosen_strategy(config: TransferConfig, dataset: ImageDataset) -> str:
 
 def source_config(config: TransferConfig) -> classifier.ClassifierConfig:
     """The glyph classifier whose convolutional part is the default backbone."""
-    training = TrainingConfig(epochs=config.source_epochs, batch_size=64, learning_rate=2e-3, decay_rate=0.8, patience=3, seed=config.training.seed)
+    training = TrainingConfig(
+        epochs=config.source_epochs,
+        batch_size=64,
+        learning_rate=2e-3,
+        decay_rate=0.8,
+        patience=3,
+        seed=config.training.seed,
+    )
     return classifier.ClassifierConfig(dataset="glyphs", architecture="resnet", name=SOURCE, training=training)
 
 
@@ -162,16 +195,29 @@ def own_backbone(config: TransferConfig, *, runs: Path, register: bool) -> keras
     `runs`/glyphs) when missing."""
     path = Path(config.artifacts) / SOURCE if config.backbone == SOURCE else Path(config.backbone)
     if config.backbone == SOURCE and export.latest_version(path) is None:
-        print(f"pretraining the {SOURCE} backbone on printed characters ({config.source_epochs} epochs); later runs reuse {path}")
-        classifier.run(source_config(config), run_dir=runs / SOURCE, artifacts=Path(config.artifacts), register=register)
+        print(
+            f"pretraining the {SOURCE} backbone on printed characters ({config.source_epochs} epochs); later runs reuse {path}"
+        )
+        classifier.run(
+            source_config(config), run_dir=runs / SOURCE, artifacts=Path(config.artifacts), register=register
+        )
     return convolutional_part(load_keras_classifier(path))
 
 
-def build_model(config: TransferConfig, dataset: ImageDataset, backbone: keras.Model | None, *, pretrained: bool = True) -> keras.Model:
+def build_model(
+    config: TransferConfig, dataset: ImageDataset, backbone: keras.Model | None, *, pretrained: bool = True
+) -> keras.Model:
     """The transfer classifier; with `pretrained=False` the same architecture from random weights."""
-    common = {"num_classes": dataset.num_classes, "input_shape": dataset.image_shape, "backbone_size": config.backbone_size, "dropout": config.dropout}
+    common = {
+        "num_classes": dataset.num_classes,
+        "input_shape": dataset.image_shape,
+        "backbone_size": config.backbone_size,
+        "dropout": config.dropout,
+    }
     if backbone is None:  # a keras.applications backbone
-        return build_transfer_classifier(backbone=config.backbone, weights=config.weights if pretrained else None, **common)
+        return build_transfer_classifier(
+            backbone=config.backbone, weights=config.weights if pretrained else None, **common
+        )
     if not pretrained:
         backbone = keras.models.clone_model(backbone)  # fresh random weights, same layers
         for layer in backbone.layers:  # the clone copies each layer's trainable flag, frozen by phase 1
@@ -190,7 +236,9 @@ def reusable_phases(run_dir: Path) -> set[str]:
     return {phase for phase in PHASES[:interrupted] if (run_dir / phase / "model.keras").is_file()}
 
 
-def train_phase(phase: str, build, train_ds, dev_ds, training: TrainingConfig, run_dir: Path, reuse: set[str]) -> keras.Model:
+def train_phase(
+    phase: str, build, train_ds, dev_ds, training: TrainingConfig, run_dir: Path, reuse: set[str]
+) -> keras.Model:
     phase_dir = run_dir / phase
     if phase in reuse:
         print(f"{phase}: finished before the interruption, reusing {phase_dir / 'model.keras'}")
@@ -211,15 +259,23 @@ def fine_tuned(model: keras.Model, strategy: str, fine_tune_at: int | None) -> k
     return model
 
 
-def train(config: TransferConfig, dataset: ImageDataset, run_dir: Path, *, register: bool = False) -> tuple[keras.Model, keras.Model | None, str]:
+def train(
+    config: TransferConfig, dataset: ImageDataset, run_dir: Path, *, register: bool = False
+) -> tuple[keras.Model, keras.Model | None, str]:
     """Phase 1, phase 2 (unless the strategy is freeze) and the from-scratch baseline; returns (model, scratch, strategy)."""
     strategy = chosen_strategy(config, dataset)
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "run.json").write_text(json.dumps({"family": FAMILY, "config": config.to_dict(), "dataset": dataset.summary(), "strategy": strategy}, indent=2))
+    (run_dir / "run.json").write_text(
+        json.dumps(
+            {"family": FAMILY, "config": config.to_dict(), "dataset": dataset.summary(), "strategy": strategy}, indent=2
+        )
+    )
     print(f"dataset {dataset.name}: {dataset.summary()['sizes']}, {dataset.num_classes} classes; strategy {strategy}")
     backbone = None if config.backbone in BACKBONES else own_backbone(config, runs=run_dir.parent, register=register)
     training = config.training
-    train_ds = make_tf_dataset(dataset.train, batch_size=training.batch_size, training=True, seed=training.seed, augment=config.augment)
+    train_ds = make_tf_dataset(
+        dataset.train, batch_size=training.batch_size, training=True, seed=training.seed, augment=config.augment
+    )
     dev_ds = make_tf_dataset(dataset.dev, batch_size=256, training=False)
     reuse = reusable_phases(run_dir)
 
@@ -241,7 +297,15 @@ def train(config: TransferConfig, dataset: ImageDataset, run_dir: Path, *, regis
     scratch = None
     if config.scratch:
         # Same architecture, images, augmentation, learning rate and number of epochs, from random weights.
-        scratch = train_phase("scratch", lambda: build_model(config, dataset, backbone, pretrained=False), train_ds, dev_ds, replace(training, epochs=epochs), run_dir, reuse)
+        scratch = train_phase(
+            "scratch",
+            lambda: build_model(config, dataset, backbone, pretrained=False),
+            train_ds,
+            dev_ds,
+            replace(training, epochs=epochs),
+            run_dir,
+            reuse,
+        )
     return model, scratch, strategy
 
 
@@ -262,7 +326,9 @@ def write_history(run_dir: Path, phases: list[str]) -> None:
 # --- Evaluation and export -------------------------------------------------------------------------
 
 
-def evaluate(model: keras.Model, scratch: keras.Model | None, dataset: ImageDataset, run_dir: Path, strategy: str) -> dict[str, Any]:
+def evaluate(
+    model: keras.Model, scratch: keras.Model | None, dataset: ImageDataset, run_dir: Path, strategy: str
+) -> dict[str, Any]:
     """The classifier's evaluation of the transfer model plus the comparison with the scratch baseline."""
     report = classifier.evaluate(model, dataset, run_dir)
     comparison: dict[str, Any] = {
@@ -273,11 +339,18 @@ def evaluate(model: keras.Model, scratch: keras.Model | None, dataset: ImageData
     }
     curves = {"transfer": read_history(run_dir)}
     if scratch is not None:
-        comparison["scratch_test_accuracy"] = float(np.mean(classifier.predict_ids(scratch, dataset.test) == dataset.test.labels))
+        comparison["scratch_test_accuracy"] = float(
+            np.mean(classifier.predict_ids(scratch, dataset.test) == dataset.test.labels)
+        )
         curves["from scratch"] = read_history(run_dir / "scratch")
     head_epochs = len(read_history(run_dir / "head").get("loss", []))
     marks = {"fine-tuning starts": head_epochs} if (run_dir / "fine_tune" / "history.csv").exists() else {}
-    plots.plot_compared_histories(curves, run_dir / "evaluation" / "transfer_vs_scratch.png", marks=marks, title=f"{dataset.name}: transfer vs from scratch")
+    plots.plot_compared_histories(
+        curves,
+        run_dir / "evaluation" / "transfer_vs_scratch.png",
+        marks=marks,
+        title=f"{dataset.name}: transfer vs from scratch",
+    )
     report["comparison"] = comparison
     (run_dir / "evaluation" / "report.json").write_text(json.dumps(report, indent=2))
     return report
@@ -291,12 +364,16 @@ def describe(report: dict[str, Any]) -> str:
     return f"{line} ({comparison['train_images']} training images, strategy {comparison['strategy']})"
 
 
-def export_model(model: keras.Model, dataset: ImageDataset, report: dict[str, Any], config: TransferConfig, root: Path) -> Path:
+def export_model(
+    model: keras.Model, dataset: ImageDataset, report: dict[str, Any], config: TransferConfig, root: Path
+) -> Path:
     extra = {"family": FAMILY, "backbone": config.backbone, "comparison": report["comparison"]}
     return classifier.export_model(model, dataset, report, config, root, extra_metadata=extra)
 
 
-def train_and_evaluate(config: TransferConfig, run_dir: Path, *, register: bool = False) -> tuple[keras.Model, ImageDataset, dict[str, Any]]:
+def train_and_evaluate(
+    config: TransferConfig, run_dir: Path, *, register: bool = False
+) -> tuple[keras.Model, ImageDataset, dict[str, Any]]:
     dataset = load_data(config)
     model, scratch, strategy = train(config, dataset, run_dir, register=register)
     report = evaluate(model, scratch, dataset, run_dir, strategy)
@@ -336,33 +413,81 @@ def export_run(run_dir: Path, artifacts: Path) -> Path:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dataset", default="digits", help="digits | glyphs | folder:PATH | tfds:NAME (default: %(default)s)")
+    parser.add_argument(
+        "--dataset", default="digits", help="digits | glyphs | folder:PATH | tfds:NAME (default: %(default)s)"
+    )
     parser.add_argument("--data-dir", help="TFDS data_dir holding the prepared dataset (no downloads)")
-    parser.add_argument("--image-size", type=int, nargs=2, metavar=("H", "W"), help="resize images on loading (folder and TFDS datasets)")
-    parser.add_argument("--channels", type=int, choices=(1, 3), default=1, help="1 = grayscale, 3 = RGB (default: %(default)s)")
-    parser.add_argument("--examples-per-class", type=int, help="keep only N training images per class (default: 10 for the bundled digits, the demo; every image otherwise; 0 = every image)")
+    parser.add_argument(
+        "--image-size",
+        type=int,
+        nargs=2,
+        metavar=("H", "W"),
+        help="resize images on loading (folder and TFDS datasets)",
+    )
+    parser.add_argument(
+        "--channels", type=int, choices=(1, 3), default=1, help="1 = grayscale, 3 = RGB (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--examples-per-class",
+        type=int,
+        help="keep only N training images per class (default: 10 for the bundled digits, the demo; every image otherwise; 0 = every image)",
+    )
     parser.add_argument(
         "--backbone",
         default=SOURCE,
         help=f"{' | '.join(BACKBONES)} (keras.applications) | {SOURCE} (pretrained here on printed characters) | "
         "PATH of one of this project's classifier artifacts or a .keras file (default: %(default)s)",
     )
-    parser.add_argument("--weights", default="imagenet", help="keras.applications backbones: imagenet | PATH of a weights file | none (default: %(default)s)")
-    parser.add_argument("--backbone-size", type=int, help="side the images are resized to inside the model (default: the backbone's own)")
-    parser.add_argument("--transfer-strategy", choices=("auto", *STRATEGIES), help="freeze: head only; partial: then fine-tune from --fine-tune-at; full: then fine-tune all; auto: by images per class (default: the profile's)")
-    parser.add_argument("--fine-tune-at", type=int, help="first backbone layer phase 2 trains (default: 100, or half the layers of a smaller backbone)")
+    parser.add_argument(
+        "--weights",
+        default="imagenet",
+        help="keras.applications backbones: imagenet | PATH of a weights file | none (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--backbone-size",
+        type=int,
+        help="side the images are resized to inside the model (default: the backbone's own)",
+    )
+    parser.add_argument(
+        "--transfer-strategy",
+        choices=("auto", *STRATEGIES),
+        help="freeze: head only; partial: then fine-tune from --fine-tune-at; full: then fine-tune all; auto: by images per class (default: the profile's)",
+    )
+    parser.add_argument(
+        "--fine-tune-at",
+        type=int,
+        help="first backbone layer phase 2 trains (default: 100, or half the layers of a smaller backbone)",
+    )
     parser.add_argument("--fine-tune-epochs", type=int, help="phase 2 epochs (default: the profile's)")
-    parser.add_argument("--fine-tune-learning-rate", type=float, help="phase 2 learning rate (default: the profile's, else 1/100 of --learning-rate)")
-    parser.add_argument("--source-epochs", type=int, help=f"epochs to pretrain the {SOURCE} backbone when artifacts/{SOURCE} is missing (default: the profile's)")
+    parser.add_argument(
+        "--fine-tune-learning-rate",
+        type=float,
+        help="phase 2 learning rate (default: the profile's, else 1/100 of --learning-rate)",
+    )
+    parser.add_argument(
+        "--source-epochs",
+        type=int,
+        help=f"epochs to pretrain the {SOURCE} backbone when artifacts/{SOURCE} is missing (default: the profile's)",
+    )
     parser.add_argument("--dropout", type=float, default=0.2, help="before the new Dense layer (default: %(default)s)")
-    parser.add_argument("--augment", action=argparse.BooleanOptionalAction, help="random shifts/rotations of training images (default: the profile's)")
-    parser.add_argument("--no-scratch", action="store_true", help="skip training the same architecture from random weights for comparison")
+    parser.add_argument(
+        "--augment",
+        action=argparse.BooleanOptionalAction,
+        help="random shifts/rotations of training images (default: the profile's)",
+    )
+    parser.add_argument(
+        "--no-scratch",
+        action="store_true",
+        help="skip training the same architecture from random weights for comparison",
+    )
     script.add_training_arguments(parser, profiles=PROFILES, name=FAMILY)
 
 
 def config_from_args(args: argparse.Namespace) -> TransferConfig:
     preset = PROFILES[args.profile]
-    per_class = args.examples_per_class if args.examples_per_class is not None else (10 if args.dataset == "digits" else 0)
+    per_class = (
+        args.examples_per_class if args.examples_per_class is not None else (10 if args.dataset == "digits" else 0)
+    )
     return TransferConfig(
         dataset=args.dataset,
         data_dir=args.data_dir,
@@ -388,7 +513,12 @@ def config_from_args(args: argparse.Namespace) -> TransferConfig:
 
 def main(argv: list[str] | None = None) -> int:
     return script.pipeline_main(
-        argv, prog="python -m pipelines.transfer", description=__doc__, add_arguments=add_arguments, config_from_args=config_from_args, run=run
+        argv,
+        prog="python -m pipelines.transfer",
+        description=__doc__,
+        add_arguments=add_arguments,
+        config_from_args=config_from_args,
+        run=run,
     )
 
 

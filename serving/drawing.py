@@ -8,7 +8,16 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 # One colour per class id (cycled), bright enough to read on dark and light backgrounds alike.
-PALETTE = ((255, 64, 64), (64, 224, 64), (64, 160, 255), (255, 200, 0), (255, 64, 255), (0, 224, 224), (255, 128, 0), (160, 96, 255))
+PALETTE = (
+    (255, 64, 64),
+    (64, 224, 64),
+    (64, 160, 255),
+    (255, 200, 0),
+    (255, 64, 255),
+    (0, 224, 224),
+    (255, 128, 0),
+    (160, 96, 255),
+)
 CAPTION_COLOR = (0, 0, 0)
 
 
@@ -41,7 +50,13 @@ def draw_detections(image: Image.Image, detections: Sequence[Mapping[str, Any]])
     return drawn
 
 
-def _caption(canvas: ImageDraw.ImageDraw, text: str, corner: tuple[float, float], color: tuple[int, int, int], font: ImageFont.ImageFont) -> None:
+def _caption(
+    canvas: ImageDraw.ImageDraw,
+    text: str,
+    corner: tuple[float, float],
+    color: tuple[int, int, int],
+    font: ImageFont.ImageFont,
+) -> None:
     """`text` on a filled label just above the box's top-left corner, or just inside it at the image's top edge."""
     left, top, right, bottom = canvas.textbbox((0, 0), text, font=font)
     width, height = right - left + 2, bottom - top + 2

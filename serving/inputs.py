@@ -62,11 +62,15 @@ def parse_json(body: bytes) -> Any:
     try:
         return json.loads(body, parse_constant=_reject_constant)
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise InputError(f"malformed JSON: {error}", expected="a JSON object such as {\"instances\": [...]}") from None
+        raise InputError(f"malformed JSON: {error}", expected='a JSON object such as {"instances": [...]}') from None
     except ValueError:  # an integer literal past Python's 4300-digit conversion limit
-        raise InputError("the JSON body has a number with too many digits", expected="numbers of at most 4300 digits") from None
+        raise InputError(
+            "the JSON body has a number with too many digits", expected="numbers of at most 4300 digits"
+        ) from None
     except RecursionError:  # json's parser recurses per nesting level; a small body can nest deeper than the stack
-        raise InputError("the JSON body is nested too deeply", expected="images as nested lists of depth 2 or 3") from None
+        raise InputError(
+            "the JSON body is nested too deeply", expected="images as nested lists of depth 2 or 3"
+        ) from None
 
 
 def _reject_constant(name: str) -> float:
@@ -87,7 +91,9 @@ def check_batch(instances: Any, expected: str, *, name: str = "instances") -> li
     if not instances:
         raise InputError(f"empty batch: {name!r} has no items", expected=expected)
     if len(instances) > MAX_BATCH:
-        raise InputError(f"batch of {len(instances)} {name} is over the limit of {MAX_BATCH}", expected=expected, status=413)
+        raise InputError(
+            f"batch of {len(instances)} {name} is over the limit of {MAX_BATCH}", expected=expected, status=413
+        )
     return instances
 
 
@@ -95,7 +101,9 @@ def text_batch(items: Any, *, max_length: int, name: str = "instances") -> np.nd
     """A list of strings (or TF Serving's {"b64": ...} objects) → an object array of UTF-8 bytes."""
     expected = f"{name!r}: a list of 1–{MAX_BATCH} strings, each at most {max_length} characters"
     check_batch(items, expected, name=name)
-    return np.array([_text(item, f"{name}[{index}]", max_length, expected) for index, item in enumerate(items)], dtype=object)
+    return np.array(
+        [_text(item, f"{name}[{index}]", max_length, expected) for index, item in enumerate(items)], dtype=object
+    )
 
 
 def _text(item: Any, where: str, max_length: int, expected: str) -> bytes:
@@ -107,7 +115,9 @@ def _text(item: Any, where: str, max_length: int, expected: str) -> bytes:
     else:
         raise InputError(f"{where} is a {_json_type(item)}, not a string", expected=expected)
     if length > max_length:
-        raise InputError(f"{where} has {length} characters, over the limit of {max_length}", expected=expected, status=413)
+        raise InputError(
+            f"{where} has {length} characters, over the limit of {max_length}", expected=expected, status=413
+        )
     return data
 
 
@@ -122,7 +132,11 @@ def integer_option(value: Any, name: str, *, low: int | None = None, high: int |
 def number_option(value: Any, name: str, *, low: float, high: float) -> float:
     """A finite JSON number (integer or not; not a bool, not "0.5") within [low, high]."""
     expected = _option_expected(name, "a number", low, high)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or (isinstance(value, float) and not math.isfinite(value)):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or (isinstance(value, float) and not math.isfinite(value))
+    ):
         # json reads 1e400 as inf; it is not a number anyone meant to send.
         raise InputError(f"{name!r} is {_brief(value)}, not a finite number", expected=expected)
     # Compared before float(): an integer too large for a float fails here instead of overflowing.
@@ -144,12 +158,17 @@ def form_number(text: Any, name: str, *, low: float, high: float) -> float:
 def choice_option(value: Any, name: str, choices: tuple[str, ...]) -> str:
     """One of a few fixed strings, such as a response format."""
     if not (isinstance(value, str) and value in choices):
-        raise InputError(f"{name!r} is {_brief(value)}, not a known value", expected=f"{name!r}: one of {', '.join(map(repr, choices))}")
+        raise InputError(
+            f"{name!r} is {_brief(value)}, not a known value",
+            expected=f"{name!r}: one of {', '.join(map(repr, choices))}",
+        )
     return value
 
 
 def _option_expected(name: str, kind: str, low: float | None, high: float | None) -> str:
-    return f"{name!r}: {kind}" + (f" from {_shown(low)} to {_shown(high)}" if low is not None and high is not None else "")
+    return f"{name!r}: {kind}" + (
+        f" from {_shown(low)} to {_shown(high)}" if low is not None and high is not None else ""
+    )
 
 
 def _shown(number: float) -> str:
@@ -169,7 +188,15 @@ def _brief(value: Any, limit: int = 40) -> str:
 
 
 def _json_type(value: Any) -> str:
-    names = {dict: "object", list: "list", str: "string", bool: "boolean", int: "number", float: "number", type(None): "null"}
+    names = {
+        dict: "object",
+        list: "list",
+        str: "string",
+        bool: "boolean",
+        int: "number",
+        float: "number",
+        type(None): "null",
+    }
     return names.get(type(value), type(value).__name__)
 
 
@@ -198,10 +225,13 @@ def _pixel_array(instance: Any, index: int) -> np.ndarray:
         array = np.asarray(instance, dtype=np.float32)
     except (ValueError, TypeError):
         raise InputError(
-            f"{where} is not a rectangular array of numbers (ragged rows or non-numeric values)", expected=PIXEL_INSTANCE
+            f"{where} is not a rectangular array of numbers (ragged rows or non-numeric values)",
+            expected=PIXEL_INSTANCE,
         ) from None
     except OverflowError:  # an integer too large for a float, such as 1 followed by 400 zeros
-        raise InputError(f"{where} has values outside 0–255 (a number too large for a float)", expected="pixel values 0–255") from None
+        raise InputError(
+            f"{where} has values outside 0–255 (a number too large for a float)", expected="pixel values 0–255"
+        ) from None
     if array.dtype == object or _has_non_numbers(instance):
         raise InputError(f"{where} contains non-numeric values", expected=PIXEL_INSTANCE)
     if array.ndim == 2:
@@ -267,7 +297,7 @@ def encoded_image(data: bytes, where: str = "the uploaded image") -> bytes:
 def b64_bytes(value: Any, where: str) -> bytes:
     """TF Serving's convention for binary strings: {"b64": "<base64>"}."""
     if not (isinstance(value, dict) and isinstance(value.get("b64"), str)):
-        raise InputError(f"{where} is not a {{\"b64\": ...}} object", expected="binary values as {\"b64\": \"<base64>\"}")
+        raise InputError(f'{where} is not a {{"b64": ...}} object', expected='binary values as {"b64": "<base64>"}')
     try:
         return base64.b64decode(value["b64"], validate=True)
     except ValueError:
@@ -276,4 +306,3 @@ def b64_bytes(value: Any, where: str) -> bytes:
 
 def b64_image(value: Any, where: str) -> bytes:
     return encoded_image(b64_bytes(value, where), where)
-

@@ -22,11 +22,23 @@ def free_port() -> int:
 
 @contextmanager
 def running_process(
-    command: list[str], *, port: int, env: dict[str, str] | None = None, log_path: Path | None = None, timeout: float = 120.0
+    command: list[str],
+    *,
+    port: int,
+    env: dict[str, str] | None = None,
+    log_path: Path | None = None,
+    timeout: float = 120.0,
 ) -> Iterator[str]:
     """Run an HTTP server `command` listening on loopback `port`; yield its base URL once /readyz answers 200."""
     log = open(log_path, "wb") if log_path else subprocess.DEVNULL
-    process = subprocess.Popen(command, cwd=PROJECT_ROOT, env={**os.environ, **(env or {})}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    process = subprocess.Popen(
+        command,
+        cwd=PROJECT_ROOT,
+        env={**os.environ, **(env or {})},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_ready(url, process, timeout)
@@ -47,7 +59,17 @@ def running_server(
 ):
     """Run `bentoml serve serving.service:ModelService` on a free loopback port; yield its base URL."""
     port = port or free_port()
-    command = [sys.executable, "-m", "bentoml", "serve", "serving.service:ModelService", "--host", "127.0.0.1", "--port", str(port)]
+    command = [
+        sys.executable,
+        "-m",
+        "bentoml",
+        "serve",
+        "serving.service:ModelService",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
     return running_process(command, port=port, env=env, log_path=log_path, timeout=timeout)
 
 

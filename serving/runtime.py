@@ -37,7 +37,9 @@ class ModelRuntime:
         """Call a signature on `batch`; requests with the same signature, item shape and options share batches."""
         key = (signature_name, batch.shape[1:], batch.dtype.str, tuple(sorted(options.items())))
         if key not in self._batchers:
-            self._batchers[key] = AdaptiveBatcher(lambda items: self._call(signature_name, items, options), max_batch_size=self.max_batch_size)
+            self._batchers[key] = AdaptiveBatcher(
+                lambda items: self._call(signature_name, items, options), max_batch_size=self.max_batch_size
+            )
         try:
             return await self._batchers[key](batch)
         except tf.errors.InvalidArgumentError as error:
@@ -51,7 +53,10 @@ class ModelRuntime:
         checked = _assertion(reason)
         if checked is None and signature_name == self.model.metadata["signatures"].get("image_bytes"):
             # Pillow accepts some files TensorFlow's decoders do not (a 1-bit BMP).
-            return inputs.InputError(f"the image could not be decoded by the model: {reason}", expected="a PNG, JPEG, GIF or 24/32-bit BMP file")
+            return inputs.InputError(
+                f"the image could not be decoded by the model: {reason}",
+                expected="a PNG, JPEG, GIF or 24/32-bit BMP file",
+            )
         return inputs.InputError(
             f"the model rejected the input: {checked or reason}",
             expected=f"inputs that match the signature {signature_name!r}: see GET /v1/models/{self.model.name}/metadata",
@@ -61,7 +66,10 @@ class ModelRuntime:
         function = self.model.signatures[signature_name]
         spec = self.batch_spec(signature_name)
         arguments = {spec.name: tf.constant(items, dtype=spec.dtype)}
-        arguments |= {name: tf.constant(options[name], dtype=option.dtype) for name, option in self.option_specs(signature_name).items()}
+        arguments |= {
+            name: tf.constant(options[name], dtype=option.dtype)
+            for name, option in self.option_specs(signature_name).items()
+        }
         outputs = function(**arguments)
         return {key: value.numpy() for key, value in outputs.items()}
 
@@ -79,7 +87,10 @@ class ModelRuntime:
             options = {name: payload.get(name) if named else None for name in option_specs}
         missing = [name for name, value in options.items() if value is None]
         if missing:
-            raise inputs.InputError(f"missing input {missing[0]!r} of signature {signature_name!r}", expected=f"inputs {sorted(self._input_specs(signature_name))}")
+            raise inputs.InputError(
+                f"missing input {missing[0]!r} of signature {signature_name!r}",
+                expected=f"inputs {sorted(self._input_specs(signature_name))}",
+            )
         options = {name: _scalar_option(value, name, option_specs[name].dtype) for name, value in options.items()}
         if spec.dtype == tf.string:
             return self._string_batch(signature_name, items), options
@@ -87,8 +98,10 @@ class ModelRuntime:
 
     def _string_batch(self, signature_name: str, items: Any) -> np.ndarray:
         if signature_name == self.model.metadata["signatures"].get("image_bytes"):
-            inputs.check_batch(items, "a list of {\"b64\": ...} encoded images")
-            return np.array([inputs.b64_image(item, f"instance {index}") for index, item in enumerate(items)], dtype=object)
+            inputs.check_batch(items, 'a list of {"b64": ...} encoded images')
+            return np.array(
+                [inputs.b64_image(item, f"instance {index}") for index, item in enumerate(items)], dtype=object
+            )
         return inputs.text_batch(items, max_length=self.model.metadata["input"]["max_length"])
 
     def signature_defs(self) -> dict[str, Any]:
@@ -118,7 +131,10 @@ def seq2seq_predictions(outputs: dict[str, np.ndarray]) -> list[dict[str, Any]]:
         {
             "text": texts[row],
             "score": float(outputs["scores"][row]),
-            "beams": [{"text": text, "score": float(score)} for text, score in zip(beam_texts[row], outputs["beam_scores"][row])],
+            "beams": [
+                {"text": text, "score": float(score)}
+                for text, score in zip(beam_texts[row], outputs["beam_scores"][row])
+            ],
         }
         for row in range(len(texts))
     ]
@@ -131,7 +147,10 @@ def classifier_predictions(outputs: dict[str, np.ndarray]) -> list[dict[str, Any
         {
             "label": labels[row],
             "score": float(outputs["scores"][row]),
-            "top_k": [{"label": label, "score": float(score)} for label, score in zip(top_labels[row], outputs["top_k_scores"][row])],
+            "top_k": [
+                {"label": label, "score": float(score)}
+                for label, score in zip(top_labels[row], outputs["top_k_scores"][row])
+            ],
         }
         for row in range(len(labels))
     ]
@@ -179,13 +198,19 @@ def _assertion(reason: str) -> str | None:
 
 def _reason(message: str) -> str:
     """The op's own message out of a TensorFlow graph error (which also names nodes and stack traces)."""
-    lines = [line for line in message.splitlines() if line.strip() and not line.startswith(("\t", "<", "Graph execution error", "Detected at node"))]
+    lines = [
+        line
+        for line in message.splitlines()
+        if line.strip() and not line.startswith(("\t", "<", "Graph execution error", "Detected at node"))
+    ]
     return lines[-1] if lines else message
 
 
 def _as_list(payload: Any) -> list:
     if not isinstance(payload, list):
-        raise inputs.InputError(f"'instances' is a {type(payload).__name__}, not a list", expected="a list of instances")
+        raise inputs.InputError(
+            f"'instances' is a {type(payload).__name__}, not a list", expected="a list of instances"
+        )
     return payload
 
 
@@ -194,20 +219,29 @@ def _row_option(rows: list, name: str) -> Any:
     values = [row.get(name) for row in rows if isinstance(row, dict)]
     distinct = {json.dumps(value) for value in values}
     if len(distinct) > 1:
-        raise inputs.InputError(f"instances disagree on {name!r}: {sorted(distinct)}", expected=f"one {name!r} for the whole request")
+        raise inputs.InputError(
+            f"instances disagree on {name!r}: {sorted(distinct)}", expected=f"one {name!r} for the whole request"
+        )
     return values[0] if values else None
 
 
 def _tensor_info(spec: tf.TensorSpec, name: str) -> dict[str, Any]:
     dims = [{"size": str(-1 if size is None else size), "name": ""} for size in spec.shape.as_list()]
-    return {"dtype": types_pb2.DataType.Name(spec.dtype.as_datatype_enum), "tensor_shape": {"dim": dims, "unknown_rank": False}, "name": name}
+    return {
+        "dtype": types_pb2.DataType.Name(spec.dtype.as_datatype_enum),
+        "tensor_shape": {"dim": dims, "unknown_rank": False},
+        "name": name,
+    }
 
 
 def _signature_def(name: str, function: Any) -> dict[str, Any]:
     _, kwargs = function.structured_input_signature
     return {
         "inputs": {key: _tensor_info(spec, f"{name}_{key}:0") for key, spec in kwargs.items()},
-        "outputs": {key: _tensor_info(spec, f"StatefulPartitionedCall:{index}") for index, (key, spec) in enumerate(sorted(function.structured_outputs.items()))},
+        "outputs": {
+            key: _tensor_info(spec, f"StatefulPartitionedCall:{index}")
+            for index, (key, spec) in enumerate(sorted(function.structured_outputs.items()))
+        },
         "method_name": "tensorflow/serving/predict",
     }
 

@@ -51,7 +51,9 @@ def runtimes(request: Request) -> dict[str, ModelRuntime]:
 def find_model(request: Request, name: str, version: str | None = None) -> ModelRuntime:
     runtime = runtimes(request).get(name)
     if runtime is None:
-        raise InputError(f"no model named {name!r} is served", expected=f"one of {sorted(runtimes(request))}", status=404)
+        raise InputError(
+            f"no model named {name!r} is served", expected=f"one of {sorted(runtimes(request))}", status=404
+        )
     if version is not None and version != runtime.model.version:
         raise InputError(
             f"version {version} of {name!r} is not served", expected=f"version {runtime.model.version}", status=404
@@ -66,7 +68,10 @@ def model_for_task(request: Request, task: str) -> ModelRuntime:
         runtime = find_model(request, name)
         if runtime.model.task != task:
             # Each route reads its own task's metadata (a detector's thresholds): another task's model cannot answer it.
-            raise InputError(f"model {name!r} is a {runtime.model.task}, not a {task}", expected=f"a {task}: one of {sorted(r.model.name for r in candidates)}")
+            raise InputError(
+                f"model {name!r} is a {runtime.model.task}, not a {task}",
+                expected=f"a {task}: one of {sorted(r.model.name for r in candidates)}",
+            )
         return runtime
     if candidates:
         return candidates[0]
@@ -95,7 +100,12 @@ DETECT_FORMATS = ("json", "png")
 @api.post(
     "/detect",
     response_model=None,
-    responses={200: {"content": {"image/png": {}}, "description": "the detections as JSON, or with format=png the image with its boxes drawn"}},
+    responses={
+        200: {
+            "content": {"image/png": {}},
+            "description": "the detections as JSON, or with format=png the image with its boxes drawn",
+        }
+    },
 )
 async def detect(request: Request) -> dict[str, Any] | Response:
     """Objects in images: JSON {"instances": [image, ...]} or a multipart upload in field `image`.
@@ -109,7 +119,10 @@ async def detect(request: Request) -> dict[str, Any] | Response:
     thresholds = {name: images.threshold(name, default=metadata["postprocessing"][name]) for name in THRESHOLDS}
     answer_format = requested_format(request, images)
     if answer_format == "png" and len(images.batch) != 1:
-        raise InputError(f"format=png answers one image; the request has {len(images.batch)}", expected="exactly one image with format=png")
+        raise InputError(
+            f"format=png answers one image; the request has {len(images.batch)}",
+            expected="exactly one image with format=png",
+        )
     outputs = await runtime.run(metadata["signatures"][images.role], images.batch, **thresholds)
     predictions = detector_predictions(outputs)
     if answer_format == "png":
@@ -126,8 +139,12 @@ async def translate(request: Request) -> dict[str, Any]:
     decoding = metadata["decoding"]
     expected = f'{{"texts": [string, ...], "beam_width": 1–{decoding["max_beam_width"]} (optional)}}'
     document = inputs.parse_json(await inputs.read_body(request))
-    texts = inputs.text_batch(inputs.field(document, "texts", expected), max_length=metadata["input"]["max_length"], name="texts")
-    beam_width = inputs.integer_option(document.get("beam_width", decoding["default_beam_width"]), "beam_width", low=1, high=decoding["max_beam_width"])
+    texts = inputs.text_batch(
+        inputs.field(document, "texts", expected), max_length=metadata["input"]["max_length"], name="texts"
+    )
+    beam_width = inputs.integer_option(
+        document.get("beam_width", decoding["default_beam_width"]), "beam_width", low=1, high=decoding["max_beam_width"]
+    )
     outputs = await runtime.run(metadata["signatures"]["texts_beam_width"], texts, beam_width=beam_width)
     return {"predictions": seq2seq_predictions(outputs), "model": model_tag(runtime)}
 
@@ -160,14 +177,18 @@ async def image_request(request: Request) -> ImageRequest:
         return ImageRequest("image_bytes", np.array([image], dtype=object), fields, from_form=True)
     if content_type.startswith("application/json") or not content_type:
         document = inputs.parse_json(body)
-        instances = inputs.field(document, "instances", f"{{\"instances\": [image, ...]}}, each {inputs.PIXEL_INSTANCE}")
+        instances = inputs.field(document, "instances", f'{{"instances": [image, ...]}}, each {inputs.PIXEL_INSTANCE}')
         return ImageRequest("images", inputs.pixel_batch(instances), document, from_form=False)
-    raise InputError(f"unsupported content type {content_type!r}", expected="application/json or multipart/form-data", status=415)
+    raise InputError(
+        f"unsupported content type {content_type!r}", expected="application/json or multipart/form-data", status=415
+    )
 
 
 def requested_format(request: Request, images: ImageRequest) -> str:
     """The body's `format` field, else the ?format= query parameter, else "json"."""
-    return inputs.choice_option(images.fields.get("format", request.query_params.get("format", "json")), "format", DETECT_FORMATS)
+    return inputs.choice_option(
+        images.fields.get("format", request.query_params.get("format", "json")), "format", DETECT_FORMATS
+    )
 
 
 async def read_form(request: Request, body: bytes, file_field: str) -> FormData:
@@ -175,15 +196,21 @@ async def read_form(request: Request, body: bytes, file_field: str) -> FormData:
         return {"type": "http.request", "body": body, "more_body": False}
 
     try:
-        return await Request(request.scope, replay).form(max_files=1, max_fields=16, max_part_size=inputs.MAX_PAYLOAD_BYTES)
+        return await Request(request.scope, replay).form(
+            max_files=1, max_fields=16, max_part_size=inputs.MAX_PAYLOAD_BYTES
+        )
     except Exception as error:  # Starlette raises several kinds for malformed multipart bodies
-        raise InputError(f"malformed multipart body: {error}", expected=f"a multipart/form-data file field {file_field!r}") from None
+        raise InputError(
+            f"malformed multipart body: {error}", expected=f"a multipart/form-data file field {file_field!r}"
+        ) from None
 
 
 async def form_file(form: FormData, field: str) -> bytes:
     item = form.get(field)
     if not isinstance(item, UploadFile):
-        raise InputError(f"missing file field {field!r}", expected=f"a PNG or JPEG uploaded as multipart field {field!r}")
+        raise InputError(
+            f"missing file field {field!r}", expected=f"a PNG or JPEG uploaded as multipart field {field!r}"
+        )
     return await item.read()
 
 
@@ -216,7 +243,11 @@ async def model_status(request: Request, name: str, version: str | None = None) 
     runtime = find_model(request, name, version)
     return {
         "model_version_status": [
-            {"version": runtime.model.version, "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}
+            {
+                "version": runtime.model.version,
+                "state": "AVAILABLE",
+                "status": {"error_code": "OK", "error_message": ""},
+            }
         ]
     }
 
@@ -240,14 +271,23 @@ async def tfserving_predict(request: Request, name: str, version: str | None = N
         raise InputError("the JSON body is not an object", expected='{"instances": [...]} or {"inputs": ...}')
     signature_name = document.get("signature_name", "serving_default")
     if not isinstance(signature_name, str) or signature_name not in runtime.model.signatures:
-        raise InputError(f"unknown signature_name {signature_name!r}", expected=f"one of {sorted(runtime.model.signatures)}")
+        raise InputError(
+            f"unknown signature_name {signature_name!r}", expected=f"one of {sorted(runtime.model.signatures)}"
+        )
     row_format = "instances" in document
     if row_format == ("inputs" in document):
-        raise InputError("the body must have exactly one of 'instances' or 'inputs'", expected='{"instances": [...]} or {"inputs": ...}')
-    values, options = runtime.tensor_values(signature_name, document["instances"] if row_format else document["inputs"], row_format)
+        raise InputError(
+            "the body must have exactly one of 'instances' or 'inputs'",
+            expected='{"instances": [...]} or {"inputs": ...}',
+        )
+    values, options = runtime.tensor_values(
+        signature_name, document["instances"] if row_format else document["inputs"], row_format
+    )
     outputs = await runtime.run(signature_name, values, **options)
     if row_format:
-        return {"predictions": [{key: to_json(value[row]) for key, value in outputs.items()} for row in range(len(values))]}
+        return {
+            "predictions": [{key: to_json(value[row]) for key, value in outputs.items()} for row in range(len(values))]
+        }
     return {"outputs": {key: to_json(value) for key, value in outputs.items()}}
 
 
@@ -259,14 +299,24 @@ SETTINGS = settings.current()
     # One process holds the models, so concurrent requests share batches; more workers each load every model.
     workers=SETTINGS.workers,
     traffic={"timeout": SETTINGS.timeout, "max_concurrency": SETTINGS.max_concurrency},
-    logging={"access": {"enabled": SETTINGS.access_log}},  # per-request log lines cost more than the model call at 64 clients
+    logging={
+        "access": {"enabled": SETTINGS.access_log}
+    },  # per-request log lines cost more than the model call at 64 clients
     tracing={"excluded_urls": tuning.INFERENCE_ROUTES},
 )
 @bentoml.asgi_app(api, path="/")
 class ModelService:
     def __init__(self) -> None:
         logger.setLevel(SETTINGS.log_level)
-        api.state.runtimes = {name: ModelRuntime(model) for name, model in store.load_all(SETTINGS.model_dir, SETTINGS.models).items()}
+        api.state.runtimes = {
+            name: ModelRuntime(model) for name, model in store.load_all(SETTINGS.model_dir, SETTINGS.models).items()
+        }
         for runtime in api.state.runtimes.values():
-            logger.info("serving %s:%s (%s) from %s", runtime.model.name, runtime.model.version, runtime.model.task, runtime.model.path)
+            logger.info(
+                "serving %s:%s (%s) from %s",
+                runtime.model.name,
+                runtime.model.version,
+                runtime.model.task,
+                runtime.model.path,
+            )
         tuning.settle_after_load()

@@ -55,7 +55,9 @@ def setting(default: Any, parse: Callable[[str], Any], meaning: str) -> Any:
 class Settings:
     """One field per variable: MODELSERVICE_<FIELD NAME IN CAPITALS>."""
 
-    model_dir: Path | None = setting(None, Path, "folder of artifacts (<name>/<version>/) to serve; unset: the BentoML model store")
+    model_dir: Path | None = setting(
+        None, Path, "folder of artifacts (<name>/<version>/) to serve; unset: the BentoML model store"
+    )
     models: str = setting("", str, 'which models, "classifier,seq2seq:3"; unset: every model at its latest version')
     host: str = setting("127.0.0.1", str, "bind address")
     port: int = setting(3000, port_number, "HTTP port")
@@ -82,7 +84,10 @@ class Settings:
     @classmethod
     def describe(cls) -> str:
         """Every variable with its default and meaning, for --help."""
-        rows = [f"  {PREFIX + spec.name.upper():<32} {_format(spec.default) or '(unset)':<10} {spec.metadata['meaning']}" for spec in fields(cls)]
+        rows = [
+            f"  {PREFIX + spec.name.upper():<32} {_format(spec.default) or '(unset)':<10} {spec.metadata['meaning']}"
+            for spec in fields(cls)
+        ]
         return "environment (default, meaning):\n" + "\n".join(rows)
 
     def env(self) -> dict[str, str]:

@@ -22,21 +22,39 @@ EXIT_CANNOT_START = 2
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model-dir", type=Path, help="serve this folder of artifacts (<name>/<version>/) instead of the BentoML store [MODELSERVICE_MODEL_DIR]")
-    parser.add_argument("--models", help='which models, "classifier,seq2seq:2" (default: every model, latest version) [MODELSERVICE_MODELS]')
+    parser.add_argument(
+        "--model-dir",
+        type=Path,
+        help="serve this folder of artifacts (<name>/<version>/) instead of the BentoML store [MODELSERVICE_MODEL_DIR]",
+    )
+    parser.add_argument(
+        "--models",
+        help='which models, "classifier,seq2seq:2" (default: every model, latest version) [MODELSERVICE_MODELS]',
+    )
     parser.add_argument("--host", help="bind address (default: 127.0.0.1) [MODELSERVICE_HOST]")
     parser.add_argument("--port", type=int, help="port (default: 3000) [MODELSERVICE_PORT]")
-    parser.add_argument("--workers", type=int, help="server processes, each holding every model (default: 1) [MODELSERVICE_WORKERS]")
+    parser.add_argument(
+        "--workers", type=int, help="server processes, each holding every model (default: 1) [MODELSERVICE_WORKERS]"
+    )
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
     """The environment's settings with the command line's options on top, checked alike."""
-    given = {f"{PREFIX}{spec.name.upper()}": str(getattr(args, spec.name)) for spec in fields(Settings) if getattr(args, spec.name, None) is not None}
+    given = {
+        f"{PREFIX}{spec.name.upper()}": str(getattr(args, spec.name))
+        for spec in fields(Settings)
+        if getattr(args, spec.name, None) is not None
+    }
     return Settings.from_env({**os.environ, **given})
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m serving", description=__doc__, epilog=Settings.describe(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m serving",
+        description=__doc__,
+        epilog=Settings.describe(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     add_arguments(parser)
     return serve(parser.parse_args(argv))
 
@@ -54,12 +72,25 @@ def serve(args: argparse.Namespace) -> int:
     except store.ModelLoadError as error:
         return cannot_start(error)
     source = configured.model_dir or "the BentoML store"
-    print(f"modelservice: serving {len(models)} model(s) from {source} on http://{configured.host}:{configured.port}", flush=True)
+    print(
+        f"modelservice: serving {len(models)} model(s) from {source} on http://{configured.host}:{configured.port}",
+        flush=True,
+    )
     tags = {name: f"{model.name}:{model.version}" for name, model in models.items()}
     width = max(map(len, tags.values()))
     for name, model in models.items():
         print(f"  {tags[name]:<{width}}  {model.task:<10}  {model.path}", flush=True)
-    command = [sys.executable, "-m", "bentoml", "serve", "serving.service:ModelService", "--host", configured.host, "--port", str(configured.port)]
+    command = [
+        sys.executable,
+        "-m",
+        "bentoml",
+        "serve",
+        "serving.service:ModelService",
+        "--host",
+        configured.host,
+        "--port",
+        str(configured.port),
+    ]
     os.execvpe(command[0], command, {**os.environ, **configured.env()})
 
 

@@ -1,6 +1,6 @@
 """Find and load the exported models to serve, knowing only the artifact contract.
 
-Two sources: a folder of artifacts (`<name>/<version>/`, as `pipelines.export` writes them and TF
+Two sources: a folder of artifacts (`<name>/<version>/`, as `pipelines.export.artifact` writes them and TF
 Serving reads them; MODELSERVICE_MODEL_DIR, the container's /models), or the BentoML model store
 (the default outside a container). MODELSERVICE_MODELS picks models and pins versions in either.
 """
@@ -13,8 +13,8 @@ from typing import Any
 import bentoml
 import tensorflow as tf
 
-from pipelines import export
-from pipelines.export import METADATA_FILE, versions
+from pipelines.export import artifact as export
+from pipelines.export.artifact import METADATA_FILE, versions
 
 LAYOUT = f"<name>/<version>/ folders, each with saved_model.pb, variables/ and {METADATA_FILE} (the layout `make train` writes to artifacts/)"
 METADATA_KEYS = ("name", "version", "task", "signatures")
@@ -51,7 +51,9 @@ def requested(spec: str) -> list[tuple[str, str | None]]:
 def folder_artifacts(model_dir: Path, spec: str = "") -> list[Path]:
     """The version folders to serve from an artifact root."""
     if not model_dir.is_dir():
-        raise ModelLoadError(f"model folder {model_dir} does not exist: mount one (docker run -v $PWD/artifacts:{model_dir}) or bake artifacts/ into the image")
+        raise ModelLoadError(
+            f"model folder {model_dir} does not exist: mount one (docker run -v $PWD/artifacts:{model_dir}) or bake artifacts/ into the image"
+        )
     listed = {entry.name: [str(number) for number in versions(entry)] for entry in sorted(model_dir.iterdir())}
     found = {name: numbers for name, numbers in listed.items() if numbers}  # model name -> its complete versions
     entries = requested(spec) or [(name, None) for name in found]
@@ -62,7 +64,9 @@ def folder_artifacts(model_dir: Path, spec: str = "") -> list[Path]:
         if name not in found:
             raise ModelLoadError(f"no model named {name!r} in {model_dir}: found {list(found) or 'none'}")
         if version is not None and version not in found[name]:
-            raise ModelLoadError(f"{model_dir / name} has no version {version}: found versions {', '.join(found[name])}")
+            raise ModelLoadError(
+                f"{model_dir / name} has no version {version}: found versions {', '.join(found[name])}"
+            )
         paths.append(model_dir / name / (version or found[name][-1]))
     return paths
 
@@ -92,11 +96,15 @@ def load(path: Path) -> LoadedModel:
     try:
         loaded = tf.saved_model.load(str(path))
     except Exception as error:  # TensorFlow raises many kinds for a damaged SavedModel
-        raise ModelLoadError(f"corrupt model at {path}: the SavedModel does not load ({type(error).__name__}: {_first_line(error)})") from None
+        raise ModelLoadError(
+            f"corrupt model at {path}: the SavedModel does not load ({type(error).__name__}: {_first_line(error)})"
+        ) from None
     signatures = dict(loaded.signatures)
     missing = sorted(set(metadata["signatures"].values()) - set(signatures))
     if missing:
-        raise ModelLoadError(f"corrupt model at {path}: {METADATA_FILE} names signatures {missing} that the SavedModel lacks (it has {sorted(signatures)})")
+        raise ModelLoadError(
+            f"corrupt model at {path}: {METADATA_FILE} names signatures {missing} that the SavedModel lacks (it has {sorted(signatures)})"
+        )
     return LoadedModel(
         name=metadata["name"],
         version=str(metadata["version"]),
@@ -114,7 +122,9 @@ def read_metadata(path: Path) -> dict[str, Any]:
         raise ModelLoadError(f"corrupt model at {path}: {METADATA_FILE} is missing") from None
     except ValueError as error:  # JSON and UTF-8 decoding errors
         raise ModelLoadError(f"corrupt model at {path}: {METADATA_FILE} is not valid JSON ({error})") from None
-    missing = [key for key in METADATA_KEYS if key not in metadata] if isinstance(metadata, dict) else list(METADATA_KEYS)
+    missing = (
+        [key for key in METADATA_KEYS if key not in metadata] if isinstance(metadata, dict) else list(METADATA_KEYS)
+    )
     if missing:
         raise ModelLoadError(f"corrupt model at {path}: {METADATA_FILE} lacks {', '.join(missing)}")
     return metadata

@@ -39,9 +39,11 @@ class CancellingTimeoutMiddleware(bentoml_traffic.TimeoutMiddleware):
         handler = asyncio.ensure_future(self.app(scope, receive, started), loop=loop)
         try:
             await waiter
-        except asyncio.TimeoutError:
+        except TimeoutError:
             if handler.cancel():
-                response = JSONResponse({"error": f"Not able to process the request in {self.timeout} seconds"}, status_code=504)
+                response = JSONResponse(
+                    {"error": f"Not able to process the request in {self.timeout} seconds"}, status_code=504
+                )
                 await response(scope, receive, send)
             return
         finally:

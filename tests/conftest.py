@@ -7,12 +7,12 @@ os.environ["BENTOML_HOME"] = tempfile.mkdtemp(prefix="bentoml-tests-")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("CI", "1")  # one line per epoch instead of progress bars in test logs
 
-import pytest  # noqa: E402
+import pytest
 
 
 @pytest.fixture(scope="session")
 def digits():
-    from pipelines.image_data import load_digits
+    from pipelines.data.image_data import load_digits
 
     return load_digits(seed=0)
 
@@ -21,11 +21,13 @@ def digits():
 def trained_classifier(tmp_path_factory, digits):
     """A small MLP trained on the digits and exported once per session: (model, report, artifact dir)."""
     from pipelines import classifier
-    from pipelines.export import register_in_bentoml
-    from pipelines.training import TrainingConfig
+    from pipelines.export.artifact import register_in_bentoml
+    from pipelines.training.loop import TrainingConfig
 
     root = tmp_path_factory.mktemp("classifier")
-    config = classifier.ClassifierConfig(augment=False, training=TrainingConfig(epochs=15, batch_size=32, learning_rate=2e-3, patience=0))
+    config = classifier.ClassifierConfig(
+        augment=False, training=TrainingConfig(epochs=15, batch_size=32, learning_rate=2e-3, patience=0)
+    )
     model = classifier.train(config, digits, root / "run")
     report = classifier.evaluate(model, digits, root / "run")
     artifact = classifier.export_model(model, digits, report, config, root / "artifacts")
@@ -35,7 +37,7 @@ def trained_classifier(tmp_path_factory, digits):
 
 @pytest.fixture(scope="session")
 def dates():
-    from pipelines.date_data import make_dataset
+    from pipelines.data.date_data import make_dataset
 
     return make_dataset(8000, 300, 500, seed=0)
 
@@ -44,12 +46,15 @@ def dates():
 def trained_seq2seq(tmp_path_factory, dates):
     """A small BiLSTM + attention date normaliser, trained and exported once per session: (model, tokenizer, report, artifact)."""
     from pipelines import seq2seq
-    from pipelines.export import register_in_bentoml
-    from pipelines.training import TrainingConfig
+    from pipelines.export.artifact import register_in_bentoml
+    from pipelines.training.loop import TrainingConfig
 
     root = tmp_path_factory.mktemp("seq2seq")
     config = seq2seq.Seq2SeqConfig(
-        train_size=8000, dev_size=300, test_size=500, training=TrainingConfig(epochs=3, batch_size=64, learning_rate=3e-3, patience=0)
+        train_size=8000,
+        dev_size=300,
+        test_size=500,
+        training=TrainingConfig(epochs=3, batch_size=64, learning_rate=3e-3, patience=0),
     )
     model, tokenizer = seq2seq.train(config, dates, root / "run")
     report = seq2seq.evaluate(model, tokenizer, dates, root / "run", beam_width=config.beam_width)
@@ -60,7 +65,7 @@ def trained_seq2seq(tmp_path_factory, dates):
 
 @pytest.fixture(scope="session")
 def scenes():
-    from pipelines.scene_data import make_digit_scenes
+    from pipelines.data.scene_data import make_digit_scenes
 
     return make_digit_scenes(DETECTOR_SCENES[0], DETECTOR_SCENES[1], DETECTOR_SCENES[2], seed=0)
 
@@ -72,13 +77,17 @@ DETECTOR_SCENES = (1000, 100, 100)
 def trained_detector(tmp_path_factory, scenes):
     """A small YOLO-style digit detector, trained and exported once per session: (model, anchors, report, artifact)."""
     from pipelines import detector
-    from pipelines.export import register_in_bentoml
-    from pipelines.training import TrainingConfig
+    from pipelines.export.artifact import register_in_bentoml
+    from pipelines.training.loop import TrainingConfig
 
     root = tmp_path_factory.mktemp("detector")
     config = detector.DetectorConfig(
-        train_size=DETECTOR_SCENES[0], dev_size=DETECTOR_SCENES[1], test_size=DETECTOR_SCENES[2],
-        training=TrainingConfig(epochs=10, batch_size=32, learning_rate=2e-3, decay_rate=0.9, patience=0, clip_norm=10.0),
+        train_size=DETECTOR_SCENES[0],
+        dev_size=DETECTOR_SCENES[1],
+        test_size=DETECTOR_SCENES[2],
+        training=TrainingConfig(
+            epochs=10, batch_size=32, learning_rate=2e-3, decay_rate=0.9, patience=0, clip_norm=10.0
+        ),
     )
     model, anchors = detector.train(config, scenes, root / "run")
     report = detector.evaluate(model, anchors, config, scenes, root / "run")
@@ -96,12 +105,16 @@ def trained_transfer(tmp_path_factory):
     none exists, then 10 digits per class, head + partial fine-tuning + the scratch baseline, exported
     and registered: (config, run dir, artifact dir)."""
     from pipelines import transfer
-    from pipelines.training import TrainingConfig
+    from pipelines.training.loop import TrainingConfig
 
     root = tmp_path_factory.mktemp("transfer")
     training = TrainingConfig(epochs=TRANSFER_EPOCHS[0], batch_size=20, learning_rate=3e-3, decay_rate=0.97, patience=0)
     config = transfer.TransferConfig(
-        source_epochs=1, fine_tune_epochs=TRANSFER_EPOCHS[1], transfer_strategy="partial", artifacts=str(root / "artifacts"), training=training
+        source_epochs=1,
+        fine_tune_epochs=TRANSFER_EPOCHS[1],
+        transfer_strategy="partial",
+        artifacts=str(root / "artifacts"),
+        training=training,
     )
     artifact = transfer.run(config, run_dir=root / "run", artifacts=root / "artifacts", register=True)
     return config, root / "run", artifact

@@ -1,0 +1,1 @@
+"""Data: sources, generators, loaders, TFDS builders and tf.data input pipelines."""

@@ -1,0 +1,1 @@
+"""Export: the graphs a SavedModel holds, and atomic versioned artifacts."""

@@ -1,0 +1,1 @@
+"""Training: the shared fit loop, schedules, strategies and training flags."""

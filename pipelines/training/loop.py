@@ -1,0 +1,153 @@
+"""Shared training loop: distribution strategy, learning-rate schedules, callbacks and resumable fit.
+
+Every model family trains through `fit`, so checkpoints, TensorBoard logs, the CSV history, early
+stopping and resume-after-interruption behave the same everywhere.
+"""
+
+import csv
+import os
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+SCHEDULES = ("constant", "exponential", "step", "plateau")
+STRATEGIES = ("default", "mirrored")
+
+
+@dataclass
+class TrainingConfig:
+    epochs: int = 30
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    schedule: str = "exponential"
+    decay_rate: float = 0.9  # per epoch, for "exponential"; factor per `step_epochs` for "step"
+    step_epochs: int = 10
+    patience: int = 8  # early stopping on the dev loss; 0 disables it
+    seed: int = 0
+    strategy: str = "default"
+    cpu_devices: int = 1  # split the CPU into this many logical devices (lets `mirrored` run without GPUs)
+    clip_norm: float | None = None  # clip each gradient to this global norm (tames the first steps of a detector)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def split_cpu(devices: int) -> None:
+    """Expose the CPU as `devices` logical devices; must run before TensorFlow initialises devices."""
+    if devices > 1:
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * devices)
+
+
+def make_strategy(name: str) -> tf.distribute.Strategy:
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        gpus = tf.config.list_logical_devices("GPU")
+        devices = gpus or tf.config.list_logical_devices("CPU")
+        return tf.distribute.MirroredStrategy(devices=[device.name for device in devices])
+    raise ValueError(f"unknown strategy {name!r}; choose one of {', '.join(STRATEGIES)}")
+
+
+def learning_rate(
+    config: TrainingConfig, steps_per_epoch: int
+) -> float | keras.optimizers.schedules.LearningRateSchedule:
+    """The optimizer's learning rate: a per-step schedule, or a float that callbacks adjust."""
+    if config.schedule == "exponential":
+        return keras.optimizers.schedules.ExponentialDecay(
+            config.learning_rate, decay_steps=steps_per_epoch, decay_rate=config.decay_rate
+        )
+    if config.schedule == "step":
+        # PiecewiseConstantDecay switches *after* a boundary step, so the last step of an epoch is the boundary.
+        boundaries = [
+            steps_per_epoch * epoch - 1 for epoch in range(config.step_epochs, config.epochs, config.step_epochs)
+        ]
+        values = [config.learning_rate * config.decay_rate**i for i in range(len(boundaries) + 1)]
+        return (
+            keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)
+            if boundaries
+            else config.learning_rate
+        )
+    if config.schedule in ("constant", "plateau"):
+        return config.learning_rate
+    raise ValueError(f"unknown schedule {config.schedule!r}; choose one of {', '.join(SCHEDULES)}")
+
+
+BACKUP_DIR = "backup"
+
+
+def is_resuming(run_dir: Path) -> bool:
+    """True when `run_dir` holds the backup of an interrupted run, which `fit` will continue."""
+    return (run_dir / BACKUP_DIR).exists()
+
+
+def callbacks(config: TrainingConfig, run_dir: Path) -> list[keras.callbacks.Callback]:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    chosen: list[keras.callbacks.Callback] = [
+        # Saves model, optimizer and epoch every epoch; a re-run with the same run_dir resumes from it.
+        keras.callbacks.BackupAndRestore(str(run_dir / BACKUP_DIR)),
+        keras.callbacks.ModelCheckpoint(
+            str(run_dir / "checkpoints" / "best.keras"), monitor="val_loss", save_best_only=True
+        ),
+        keras.callbacks.TensorBoard(str(run_dir / "logs")),
+        keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
+    ]
+    if config.patience > 0:
+        chosen.append(
+            keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience, restore_best_weights=True)
+        )
+    if config.schedule == "plateau":
+        chosen.append(
+            keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=max(1, config.patience // 3))
+        )
+    return chosen
+
+
+def fit(
+    build_model: Callable[[], keras.Model],
+    train: tf.data.Dataset,
+    dev: tf.data.Dataset,
+    *,
+    config: TrainingConfig,
+    run_dir: Path,
+    loss: str | keras.losses.Loss,
+    metrics: list[Any] = (),
+    weighted_metrics: list[Any] = (),
+    extra_callbacks: list[keras.callbacks.Callback] = (),
+) -> keras.Model:
+    """Build, compile and train under the configured strategy; resumes if `run_dir` holds a backup."""
+    keras.utils.set_random_seed(config.seed)
+    steps_per_epoch = int(train.cardinality())
+    if (run_dir / "history.csv").exists() and not is_resuming(run_dir):
+        os.remove(run_dir / "history.csv")  # a finished earlier run: start the history afresh
+    with make_strategy(config.strategy).scope():
+        model = build_model()
+        model.compile(
+            optimizer=keras.optimizers.Adam(learning_rate(config, steps_per_epoch), global_clipnorm=config.clip_norm),
+            loss=loss,
+            metrics=list(metrics),
+            weighted_metrics=list(weighted_metrics),  # these see the dataset's sample weights (e.g. 0 on padding)
+        )
+    model.fit(
+        train,
+        validation_data=dev,
+        epochs=config.epochs,
+        shuffle=False,  # the tf.data pipelines shuffle themselves, with their own seed
+        callbacks=[*callbacks(config, run_dir), *extra_callbacks],
+        verbose=1 if os.environ.get("CI") is None else 2,
+    )
+    return model
+
+
+def read_history(run_dir: Path) -> dict[str, list[float]]:
+    """The CSV history as columns; it spans every resumed segment of the run."""
+    path = run_dir / "history.csv"
+    if not path.exists():
+        return {}
+    with path.open() as handle:
+        rows = list(csv.DictReader(handle))
+    return {key: [float(row[key]) for row in rows] for key in (rows[0] if rows else {}) if key != "epoch"}

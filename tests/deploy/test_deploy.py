@@ -1,0 +1,66 @@
+"""deploy/kubernetes.yaml agrees with the Dockerfile: the port, the user, the probes and the writable paths."""
+
+import re
+
+import pytest
+import yaml
+
+from serving.process import PROJECT_ROOT
+
+DOCKERFILE = (PROJECT_ROOT / "Dockerfile").read_text()
+
+
+@pytest.fixture(scope="module")
+def manifests() -> dict[str, dict]:
+    return {
+        document["kind"]: document
+        for document in yaml.safe_load_all((PROJECT_ROOT / "deploy" / "kubernetes.yaml").read_text())
+    }
+
+
+def dockerfile_value(pattern: str) -> str:
+    match = re.search(pattern, DOCKERFILE)
+    assert match, pattern
+    return match.group(1)
+
+
+def test_the_deployment_runs_the_images_port_and_user(manifests):
+    pod = manifests["Deployment"]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    (port,) = container["ports"]
+    assert (
+        port["containerPort"]
+        == int(dockerfile_value(r"EXPOSE (\d+)"))
+        == int(dockerfile_value(r"MODELSERVICE_PORT=(\d+)"))
+    )
+    env = {variable["name"]: variable["value"] for variable in container["env"]}
+    assert env["MODELSERVICE_PORT"] == str(port["containerPort"])
+    assert pod["securityContext"]["runAsUser"] == int(dockerfile_value(r"useradd .*--uid (\d+)"))
+    assert pod["securityContext"]["runAsNonRoot"] is True
+
+
+def test_probes_use_the_servers_health_routes_and_shutdown_fits_the_grace_period(manifests):
+    pod = manifests["Deployment"]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    paths = {
+        probe: container[probe]["httpGet"]["path"] for probe in ("startupProbe", "readinessProbe", "livenessProbe")
+    }
+    assert paths == {"startupProbe": "/readyz", "readinessProbe": "/readyz", "livenessProbe": "/livez"}
+    assert all(container[probe]["httpGet"]["port"] == container["ports"][0]["name"] for probe in paths)
+    assert pod["terminationGracePeriodSeconds"] > 10  # the server stops within 10 s (tests/test_container.py)
+    assert "/readyz" in dockerfile_value(r"HEALTHCHECK[^\n]*\n\s*CMD (.*)")
+
+
+def test_a_read_only_root_keeps_the_places_the_server_writes_writable(manifests):
+    (container,) = manifests["Deployment"]["spec"]["template"]["spec"]["containers"]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    mounted = {mount["mountPath"] for mount in container["volumeMounts"]}
+    assert mounted == {"/tmp", dockerfile_value(r"BENTOML_HOME=(\S+)")}  # as tests/test_container.py runs it
+
+
+def test_the_service_routes_to_the_named_port(manifests):
+    service = manifests["Service"]["spec"]
+    deployment = manifests["Deployment"]["spec"]
+    assert service["selector"] == deployment["selector"]["matchLabels"] == deployment["template"]["metadata"]["labels"]
+    (port,) = service["ports"]
+    assert port["targetPort"] == deployment["template"]["spec"]["containers"][0]["ports"][0]["name"]

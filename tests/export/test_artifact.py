@@ -1,0 +1,159 @@
+"""The artifact contract: versioned atomic folders, metadata.json, signatures that run with bare TensorFlow."""
+
+import io
+import json
+import stat
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from pipelines.export import artifact as export
+
+BARE_LOAD = """
+import json, sys
+import numpy as np, tensorflow as tf
+graph = tf.saved_model.load(sys.argv[1])
+images = np.load(sys.argv[2])
+out = graph.signatures["serving_default"](images=tf.constant(images, tf.float32))
+leaked = sorted(m for m in sys.modules if m.split(".")[0] in ("models", "pipelines", "serving"))
+print(json.dumps({"probabilities": out["probabilities"].numpy().tolist(),
+                  "labels": [l.decode() for l in out["labels"].numpy()], "leaked": leaked}))
+"""
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(image.squeeze(-1)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_bare_tensorflow_load_gives_the_keras_predictions(trained_classifier, digits, tmp_path):
+    model, _, artifact = trained_classifier
+    images = digits.test.images[:20]
+    np.save(tmp_path / "images.npy", images)
+    result = subprocess.run(
+        [sys.executable, "-c", BARE_LOAD, str(artifact), str(tmp_path / "images.npy")],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=tmp_path,
+    )
+    answer = json.loads(result.stdout.strip().splitlines()[-1])
+    expected = model.predict(images.astype("float32"), verbose=0)
+    assert answer["leaked"] == []
+    np.testing.assert_allclose(answer["probabilities"], expected, atol=1e-5)
+    assert answer["labels"] == [digits.class_names[i] for i in expected.argmax(axis=1)]
+
+
+@pytest.fixture(scope="module")
+def graph(trained_classifier):
+    return tf.saved_model.load(str(trained_classifier[2]))
+
+
+def test_every_signature_agrees(graph, digits):
+    images = digits.test.images[:8]
+    floats = graph.signatures["serving_default"](images=tf.constant(images, tf.float32))
+    uint8 = graph.signatures["classify_uint8"](images=tf.constant(images))
+    encoded = graph.signatures["classify_image_bytes"](image_bytes=tf.constant([png_bytes(image) for image in images]))
+    for other in (uint8, encoded):
+        np.testing.assert_allclose(other["probabilities"].numpy(), floats["probabilities"].numpy(), atol=1e-5)
+        assert other["labels"].numpy().tolist() == floats["labels"].numpy().tolist()
+
+
+def test_outputs_have_the_documented_shapes(graph, digits):
+    out = graph.signatures["serving_default"](images=tf.constant(digits.test.images[:3], tf.float32))
+    assert out["probabilities"].shape == (3, 10)
+    np.testing.assert_allclose(out["probabilities"].numpy().sum(axis=1), 1.0, atol=1e-5)
+    assert out["top_k_labels"].shape == (3, 5) and out["top_k_scores"].shape == (3, 5)
+    assert np.all(np.diff(out["top_k_scores"].numpy(), axis=1) <= 0)
+    np.testing.assert_array_equal(out["class_ids"].numpy(), out["probabilities"].numpy().argmax(axis=1))
+
+
+def test_images_of_other_sizes_and_channels_are_fitted_in_graph(graph, digits):
+    image = digits.test.images[:1].astype("float32")
+    big = tf.image.resize(image, (32, 32), method="nearest")
+    rgb = tf.repeat(tf.constant(image), 3, axis=-1)
+    reference = graph.signatures["serving_default"](images=tf.constant(image))["labels"].numpy()
+    assert graph.signatures["serving_default"](images=rgb)["labels"].numpy().tolist() == reference.tolist()
+    assert graph.signatures["serving_default"](images=big)["probabilities"].shape == (1, 10)
+
+
+def test_metadata_records_the_contract(trained_classifier, digits):
+    _, report, artifact = trained_classifier
+    metadata = export.read_metadata(artifact)
+    assert metadata["task"] == "classifier" and metadata["name"] == "classifier"
+    assert metadata["version"] == int(artifact.name)
+    assert metadata["labels"] == [str(i) for i in range(10)]
+    assert metadata["input"]["image_shape"] == [8, 8, 1]
+    assert metadata["signatures"]["image_bytes"] == "classify_image_bytes"
+    assert metadata["metrics"]["test_accuracy"] == pytest.approx(report["test_accuracy"])
+    assert metadata["dataset"]["fingerprint"] == digits.fingerprint()
+    assert metadata["training"]["training"]["epochs"] == 15
+    assert metadata["created_at"].endswith("+00:00")
+
+
+class Saveable(tf.Module):
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.float32)])
+    def double(self, x):
+        return {"y": 2 * x}
+
+
+def test_versions_increase_and_the_latest_is_found(tmp_path):
+    module = Saveable()
+    first = export.export_artifact(
+        module, signatures={"serving_default": module.double}, root=tmp_path, name="m", metadata={"task": "t"}
+    )
+    second = export.export_artifact(
+        module, signatures={"serving_default": module.double}, root=tmp_path, name="m", metadata={"task": "t"}
+    )
+    assert (first.name, second.name) == ("1", "2")
+    assert export.versions(tmp_path / "m") == [1, 2]
+    assert export.latest_version(tmp_path / "m") == second
+    assert export.read_metadata(second)["version"] == 2
+
+
+def test_a_published_version_is_readable_by_every_user(tmp_path):
+    """The container serves artifacts as a non-root user: no private folder may hide a file from it."""
+    module = Saveable()
+    version = export.export_artifact(
+        module, signatures={"serving_default": module.double}, root=tmp_path, name="m", metadata={"task": "t"}
+    )
+    for path in [version, *version.rglob("*")]:
+        needed = 0o555 if path.is_dir() else 0o444
+        assert stat.S_IMODE(path.stat().st_mode) & needed == needed, path
+
+
+def test_a_crash_during_export_leaves_no_version_behind(tmp_path, monkeypatch):
+    module = Saveable()
+    export.export_artifact(
+        module, signatures={"serving_default": module.double}, root=tmp_path, name="m", metadata={"task": "t"}
+    )
+
+    def crash(obj, path, signatures=None):
+        (tf.io.gfile.GFile(f"{path}/saved_model.pb", "w")).write("half")
+        raise KeyboardInterrupt("killed mid-write")
+
+    monkeypatch.setattr(tf.saved_model, "save", crash)
+    with pytest.raises(KeyboardInterrupt):
+        export.export_artifact(
+            module, signatures={"serving_default": module.double}, root=tmp_path, name="m", metadata={"task": "t"}
+        )
+    assert sorted(entry.name for entry in (tmp_path / "m").iterdir()) == ["1"]
+
+
+def test_registration_in_the_bentoml_store_is_idempotent(trained_classifier):
+    import bentoml
+
+    artifact = trained_classifier[2]
+    tag = export.register_in_bentoml(artifact)
+    assert tag == f"classifier:{artifact.name}"
+    assert export.register_in_bentoml(artifact) == tag
+    stored = bentoml.models.get(tag)
+    assert stored.info.labels["task"] == "classifier"
+    assert (stored.path_of("saved_model.pb")) and json.loads(open(stored.path_of("metadata.json")).read())[
+        "version"
+    ] == int(artifact.name)

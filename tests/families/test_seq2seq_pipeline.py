@@ -1,0 +1,209 @@
+"""The Seq2Seq family end to end: training quality, evaluation outputs, the exported artifact and its CLI."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from pipelines import seq2seq
+from pipelines.data.date_data import make_dataset
+from pipelines.export.artifact import read_metadata
+
+pytestmark = pytest.mark.slow
+
+PROJECT = Path(__file__).resolve().parents[2]
+ISSUE_EXAMPLES = {
+    "Saturday, March 4th 1999": "1999-03-04",
+    "2023년 1월 20일 금요일": "2023-01-20",
+    "20.01.2023": "2023-01-20",
+    "March 4, 1999": "1999-03-04",
+}
+
+
+def test_a_short_training_run_already_normalises_most_test_dates(trained_seq2seq):
+    _, _, report, _ = trained_seq2seq
+    assert report["test"]["exact_match"] >= 0.95
+    assert report["test"]["character_error_rate"] <= 0.02
+    assert report["test"]["bleu"] >= 95.0
+    assert set(report["test_by_locale"]) >= {"en_US", "ko_KR", "ja_JP", "de_DE", "fr_FR", "es_ES", "hand"}
+    assert sum(group["count"] for group in report["test_by_locale"].values()) == 500
+
+
+def test_the_issue_examples(trained_seq2seq):
+    model, tokenizer, _, _ = trained_seq2seq
+    graph = seq2seq.Seq2SeqGraph(model, tokenizer)
+    answers = graph.translate_default(tf.constant(list(ISSUE_EXAMPLES)))["texts"].numpy()
+    assert [answer.decode() for answer in answers] == list(ISSUE_EXAMPLES.values())
+
+
+def test_evaluation_writes_report_and_plots(trained_seq2seq):
+    artifact = trained_seq2seq[3]
+    evaluation = artifact.parent.parent.parent / "run" / "evaluation"
+    saved = json.loads((evaluation / "report.json").read_text())
+    assert saved["test"] == pytest.approx(trained_seq2seq[2]["test"])
+    for name in ("attention.png", "learning_curves.png"):
+        with Image.open(evaluation / name) as image:
+            assert image.format == "PNG" and min(image.size) >= 300
+
+
+def test_beam_search_scores_are_sorted_and_the_best_is_returned(trained_seq2seq):
+    model, tokenizer, _, _ = trained_seq2seq
+    graph = seq2seq.Seq2SeqGraph(model, tokenizer)
+    outputs = graph.translate(tf.constant(["4 Mar 1999", "", "not a date at all"]), tf.constant(4))
+    beam_scores = outputs["beam_scores"].numpy()
+    assert beam_scores.shape == (3, 4)
+    assert np.all(np.diff(beam_scores, axis=1) <= 1e-6)
+    np.testing.assert_array_equal(outputs["texts"].numpy(), outputs["beam_texts"].numpy()[:, 0])
+    assert np.all(outputs["scores"].numpy() < 0)
+
+
+def test_metadata_describes_the_contract(trained_seq2seq):
+    metadata = read_metadata(trained_seq2seq[3])
+    assert metadata["task"] == "seq2seq" and metadata["name"] == "seq2seq"
+    assert metadata["signatures"] == {"texts": "serving_default", "texts_beam_width": "translate"}
+    assert metadata["decoding"] == {
+        "default_beam_width": 3,
+        "max_beam_width": seq2seq.MAX_BEAM_WIDTH,
+        "length_alpha": 0.7,
+    }
+    assert metadata["input"]["max_length"] == 64
+    assert metadata["metrics"]["test_exact_match"] == trained_seq2seq[2]["test"]["exact_match"]
+
+
+BARE_LOAD = """
+import json, sys
+import tensorflow as tf
+graph = tf.saved_model.load(sys.argv[1])
+texts = tf.constant(json.loads(sys.argv[2]))
+answers = {"default": graph.signatures["serving_default"](texts=texts)}
+for width in (1, 3):
+    answers[str(width)] = graph.signatures["translate"](texts=texts, beam_width=tf.constant(width))
+print(json.dumps({name: {"texts": [t.decode() for t in out["texts"].numpy()], "scores": out["scores"].numpy().tolist()} for name, out in answers.items()}))
+print(json.dumps(sorted(name for name in sys.modules if name.split(".")[0] in ("pipelines", "models", "serving", "keras"))))
+"""
+
+
+def test_bare_tensorflow_load_gives_the_same_answers_without_project_code(trained_seq2seq):
+    model, tokenizer, _, artifact = trained_seq2seq
+    texts = [*ISSUE_EXAMPLES, "", "😀 ??", "x" * 200]
+    result = subprocess.run(
+        [sys.executable, "-c", BARE_LOAD, str(artifact), json.dumps(texts)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd="/",
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    answers_line, modules_line = result.stdout.strip().splitlines()[-2:]
+    answers = json.loads(answers_line)
+    assert [module for module in json.loads(modules_line) if not module.startswith("keras")] == []
+    graph = seq2seq.Seq2SeqGraph(model, tokenizer)
+    for name, width in (("default", 3), ("1", 1), ("3", 3)):
+        expected = graph.translate(tf.constant(texts), tf.constant(width))
+        assert answers[name]["texts"] == [text.decode() for text in expected["texts"].numpy()]
+        np.testing.assert_allclose(answers[name]["scores"], expected["scores"].numpy(), atol=1e-4)
+
+
+def test_the_graph_refuses_a_beam_width_out_of_range(trained_seq2seq):
+    graph = tf.saved_model.load(str(trained_seq2seq[3]))
+    for width in (0, seq2seq.MAX_BEAM_WIDTH + 1):
+        with pytest.raises(tf.errors.InvalidArgumentError, match="beam_width must be an integer from 1 to"):
+            graph.signatures["translate"](texts=tf.constant(["1.1.2000"]), beam_width=tf.constant(width))
+
+
+def test_cli_predicts_texts(trained_seq2seq):
+    artifact = trained_seq2seq[3]
+    command = [
+        sys.executable,
+        "-m",
+        "pipelines.cli",
+        "predict",
+        str(artifact.parent),
+        "20.01.2023",
+        "March 4, 1999",
+        "--beam-width",
+        "2",
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=PROJECT)
+    assert result.returncode == 0, result.stderr[-2000:]
+    answers = [json.loads(line) for line in result.stdout.strip().splitlines()]
+    assert [answer["text"] for answer in answers] == ["2023-01-20", "1999-03-04"]
+    assert all(answer["score"] < 0 for answer in answers)
+
+
+def test_cli_exports_a_seq2seq_run_and_the_script_skips_an_exported_model(trained_seq2seq, tmp_path):
+    run_dir = trained_seq2seq[3].parent.parent.parent / "run"
+    exported = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipelines.cli",
+            "export",
+            "--run-dir",
+            str(run_dir),
+            "--artifacts",
+            str(tmp_path),
+            "--no-register",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=PROJECT,
+    )
+    assert exported.returncode == 0, exported.stderr[-2000:]
+    assert read_metadata(tmp_path / "seq2seq" / "1")["task"] == "seq2seq"
+    skipped = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipelines.seq2seq",
+            "--skip-if-exported",
+            "--no-register",
+            "--artifacts",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=PROJECT,
+    )
+    assert skipped.returncode == 0 and "skipping training" in skipped.stdout
+
+
+def test_tfds_dataset_feeds_the_same_pairs_as_the_generator(tmp_path):
+    config = seq2seq.Seq2SeqConfig(dataset="tfds:small", data_dir=str(tmp_path))
+    loaded = seq2seq.load_data(config)
+    generated = make_dataset(2000, 200, 200, seed=0)
+    assert loaded.test == generated.test and loaded.dev == generated.dev and loaded.train[:50] == generated.train[:50]
+
+
+def test_unknown_dataset_and_missing_data_dir_are_explained():
+    with pytest.raises(ValueError, match="needs --data-dir"):
+        seq2seq.load_data(seq2seq.Seq2SeqConfig(dataset="tfds"))
+    with pytest.raises(ValueError, match="unknown dataset 'web'"):
+        seq2seq.load_data(seq2seq.Seq2SeqConfig(dataset="web"))
+
+
+def test_an_interrupted_run_resumes_with_its_own_vocabulary_and_a_finished_one_starts_afresh(tmp_path):
+    from test_training import Interrupt, history_epochs
+
+    from pipelines.training.loop import TrainingConfig
+
+    config = seq2seq.Seq2SeqConfig(
+        units=8, embedding_dim=8, training=TrainingConfig(epochs=3, batch_size=64, patience=0)
+    )
+    first, second = make_dataset(300, 50, 50, seed=1), make_dataset(300, 50, 50, seed=2)
+    with pytest.raises(KeyboardInterrupt):
+        seq2seq.train(config, first, tmp_path, extra_callbacks=[Interrupt()])
+    vocabulary = json.loads((tmp_path / seq2seq.TOKENIZER_FILE).read_text())
+    _, resumed = seq2seq.train(config, second, tmp_path)
+    assert resumed.get_config() == vocabulary
+    assert history_epochs(tmp_path) == [0, 1, 2]
+
+    _, fresh = seq2seq.train(config, second, tmp_path)
+    assert fresh.get_config() == seq2seq.fit_tokenizer(config, second).get_config()

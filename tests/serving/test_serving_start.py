@@ -1,0 +1,267 @@
+"""Starting the server: settings from the environment, models from a folder or the store, and refusing
+to start, with a reason and exit status 2, when there is nothing sound to serve."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from pipelines.export.artifact import METADATA_FILE
+from serving import start, store
+from serving.process import PROJECT_ROOT, free_port, running_process
+from serving.settings import Settings, SettingsError
+
+# --- settings ------------------------------------------------------------------------------------
+
+
+def test_settings_default_without_environment():
+    settings = Settings.from_env({})
+    assert settings == Settings()
+    assert (settings.model_dir, settings.host, settings.port, settings.workers) == (None, "127.0.0.1", 3000, 1)
+    assert (settings.batching, settings.max_batch, settings.max_request_bytes, settings.max_instances) == (
+        True,
+        256,
+        8 * 2**20,
+        64,
+    )
+
+
+def test_settings_read_every_variable_and_round_trip():
+    environ = {
+        "MODELSERVICE_MODEL_DIR": "/models",
+        "MODELSERVICE_MODELS": "classifier,seq2seq:2",
+        "MODELSERVICE_HOST": "0.0.0.0",
+        "MODELSERVICE_PORT": "8080",
+        "MODELSERVICE_WORKERS": "2",
+        "MODELSERVICE_BATCHING": "off",
+        "MODELSERVICE_MAX_BATCH": "32",
+        "MODELSERVICE_MAX_REQUEST_BYTES": "1024",
+        "MODELSERVICE_MAX_INSTANCES": "4",
+        "MODELSERVICE_TIMEOUT": "5",
+        "MODELSERVICE_MAX_CONCURRENCY": "10",
+        "MODELSERVICE_LOG_LEVEL": "debug",
+        "MODELSERVICE_ACCESS_LOG": "yes",
+    }
+    settings = Settings.from_env(environ)
+    assert settings == Settings(
+        model_dir=Path("/models"),
+        models="classifier,seq2seq:2",
+        host="0.0.0.0",
+        port=8080,
+        workers=2,
+        batching=False,
+        max_batch=32,
+        max_request_bytes=1024,
+        max_instances=4,
+        timeout=5,
+        max_concurrency=10,
+        log_level="DEBUG",
+        access_log=True,
+    )
+    assert Settings.from_env(settings.env()) == settings
+    assert set(settings.env()) == set(environ)
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "reason"),
+    [
+        ("MODELSERVICE_PORT", "http", "must be a whole number"),
+        ("MODELSERVICE_PORT", "70000", "must be from 1 to 65535"),
+        ("MODELSERVICE_WORKERS", "0", "must be at least 1"),
+        ("MODELSERVICE_MAX_INSTANCES", "-3", "must be at least 1"),
+        ("MODELSERVICE_BATCHING", "maybe", "must be 1/true/yes/on or 0/false/no/off"),
+        ("MODELSERVICE_LOG_LEVEL", "loud", "must be one of DEBUG, INFO, WARNING, ERROR"),
+    ],
+)
+def test_a_bad_setting_names_the_variable_and_what_it_must_be(name, value, reason):
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env({name: value})
+    assert str(caught.value) == f"{name}={value!r}: {reason}"
+
+
+def test_help_lists_every_variable_with_its_default():
+    described = Settings.describe()
+    for name, default in Settings().env().items():
+        line = next(line for line in described.splitlines() if line.split()[0] == name)
+        assert (default or "(unset)") in line.split()[1]
+
+
+# --- finding models in a folder ------------------------------------------------------------------
+
+
+def make_layout(root: Path, folders: list[str]) -> Path:
+    for folder in folders:
+        (root / folder).mkdir(parents=True)
+    return root
+
+
+def test_requested_models_and_versions():
+    assert store.requested("classifier, seq2seq:3,,detector:latest ") == [
+        ("classifier", None),
+        ("seq2seq", "3"),
+        ("detector", None),
+    ]
+    assert store.requested("") == []
+
+
+def test_a_folder_serves_each_models_latest_complete_version(tmp_path):
+    root = make_layout(
+        tmp_path, ["classifier/1", "classifier/2", "classifier/10", "classifier/.staging-x1", "seq2seq/1", "notes"]
+    )
+    assert store.folder_artifacts(root) == [root / "classifier/10", root / "seq2seq/1"]
+    assert store.folder_artifacts(root, "classifier:2") == [root / "classifier/2"]
+
+
+@pytest.mark.parametrize(
+    ("folders", "spec", "message"),
+    [
+        (None, "", "model folder {root} does not exist: mount one"),
+        ([], "", "no model found in {root}: expected <name>/<version>/ folders"),
+        (["classifier/.staging-x1", "empty"], "", "no model found in {root}"),
+        (["classifier/1"], "detector", "no model named 'detector' in {root}: found ['classifier']"),
+        (["classifier/1", "classifier/2"], "classifier:7", "{root}/classifier has no version 7: found versions 1, 2"),
+    ],
+)
+def test_a_folder_without_the_models_asked_for_says_what_it_holds(tmp_path, folders, spec, message):
+    root = tmp_path / "models"
+    if folders is not None:
+        root.mkdir()
+        make_layout(root, folders)
+    with pytest.raises(store.ModelLoadError) as caught:
+        store.folder_artifacts(root, spec)
+    assert message.format(root=root) in str(caught.value)
+
+
+# --- checking a model before serving it -----------------------------------------------------------
+
+
+@pytest.fixture
+def model_dir(tmp_path, trained_classifier) -> Path:
+    """A copy of the trained classifier's artifact as models/classifier/<version>, free to damage."""
+    _, _, artifact = trained_classifier
+    root = tmp_path / "models"
+    shutil.copytree(artifact, root / "classifier" / artifact.name)
+    return root
+
+
+def only_version(model_dir: Path) -> Path:
+    (version,) = (model_dir / "classifier").iterdir()
+    return version
+
+
+def truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def rewrite_metadata(path: Path, change) -> None:
+    metadata = json.loads((path / METADATA_FILE).read_text())
+    change(metadata)
+    (path / METADATA_FILE).write_text(json.dumps(metadata))
+
+
+DAMAGES = {
+    "metadata-missing": (lambda version: (version / METADATA_FILE).unlink(), f"{METADATA_FILE} is missing"),
+    "metadata-not-json": (
+        lambda version: (version / METADATA_FILE).write_text("{'name': "),
+        f"{METADATA_FILE} is not valid JSON",
+    ),
+    "metadata-incomplete": (
+        lambda version: rewrite_metadata(version, lambda metadata: metadata.pop("task")),
+        f"{METADATA_FILE} lacks task",
+    ),
+    "saved-model-truncated": (lambda version: truncate(version / "saved_model.pb"), "the SavedModel does not load"),
+    "variables-truncated": (
+        lambda version: truncate(version / "variables" / "variables.data-00000-of-00001"),
+        "the SavedModel does not load",
+    ),
+    "signature-renamed": (
+        lambda version: rewrite_metadata(
+            version, lambda metadata: metadata["signatures"].update(images="no_such_signature")
+        ),
+        "names signatures ['no_such_signature'] that the SavedModel lacks",
+    ),
+}
+
+
+def test_a_sound_model_loads_from_a_folder(model_dir):
+    (model,) = store.load_all(model_dir).values()
+    assert (model.name, model.task, model.path) == ("classifier", "classifier", only_version(model_dir))
+    assert {"serving_default", "classify_uint8", "classify_image_bytes"} <= set(model.signatures)
+    outputs = model.signature("images")(images=np.zeros((1, 8, 8, 1), np.float32))
+    assert outputs["probabilities"].shape == (1, 10)
+
+
+@pytest.mark.parametrize("damage", DAMAGES)
+def test_a_damaged_model_is_named_with_what_is_wrong(model_dir, damage):
+    apply, reason = DAMAGES[damage]
+    version = only_version(model_dir)
+    apply(version)
+    with pytest.raises(store.ModelLoadError) as caught:
+        store.load_all(model_dir)
+    assert f"corrupt model at {version}: " in str(caught.value)
+    assert reason in str(caught.value)
+
+
+# --- python -m serving ---------------------------------------------------------------------------
+
+
+def serving_command(*options: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "serving", *options],
+        cwd=PROJECT_ROOT,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("case", "reason"),
+    [
+        ("empty-folder", "no model found in"),
+        ("corrupt-model", "the SavedModel does not load"),
+        ("bad-setting", "MODELSERVICE_MAX_BATCH='lots': must be a whole number"),
+    ],
+)
+def test_the_server_refuses_to_start_with_exit_status_2_and_says_why(model_dir, case, reason):
+    env = {"MODELSERVICE_MODEL_DIR": str(model_dir)}
+    if case == "empty-folder":
+        shutil.rmtree(model_dir / "classifier")
+    elif case == "corrupt-model":
+        truncate(only_version(model_dir) / "saved_model.pb")
+    else:
+        env["MODELSERVICE_MAX_BATCH"] = "lots"
+    finished = serving_command("--port", str(free_port()), env=env)
+    assert finished.returncode == start.EXIT_CANNOT_START, finished.stdout + finished.stderr
+    last_line = finished.stderr.strip().splitlines()[-1]  # TensorFlow may log before it
+    assert last_line.startswith("modelservice: cannot start: ")
+    assert reason in last_line
+    assert "serving" not in finished.stdout
+
+
+@pytest.mark.slow
+def test_the_server_serves_a_folder_with_limits_from_the_environment(model_dir, tmp_path, digits):
+    port = free_port()
+    log = tmp_path / "server.log"
+    command = [sys.executable, "-m", "serving", "--model-dir", str(model_dir), "--port", str(port)]
+    with running_process(command, port=port, env={"MODELSERVICE_MAX_INSTANCES": "2"}, log_path=log) as url:
+        listed = httpx.get(f"{url}/v1/models", timeout=30).json()["models"]
+        assert [(model["name"], model["versions"][0]["version"]) for model in listed] == [
+            ("classifier", only_version(model_dir).name)
+        ]
+        images = digits.test.images[:3].tolist()
+        assert httpx.post(f"{url}/classify", json={"instances": images[:2]}, timeout=30).status_code == 200
+        too_many = httpx.post(f"{url}/classify", json={"instances": images}, timeout=30)
+        assert too_many.status_code == 413
+        assert "over the limit of 2" in too_many.json()["error"]
+    started = log.read_text()
+    assert f"modelservice: serving 1 model(s) from {model_dir} on http://127.0.0.1:{port}" in started
+    assert f"classifier:{only_version(model_dir).name}" in started
