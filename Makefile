@@ -10,12 +10,13 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 # TensorFlow's GPU build when a GPU is visible, else the (smaller) CPU build.
 TF_EXTRA := $(shell nvidia-smi -L >/dev/null 2>&1 && echo gpu || echo cpu)
 
-.PHONY: help install train serve run test test-container image bench clean
+.PHONY: help install train serve run test lint test-container image bench clean
 
 help:
 	@echo "make run    create .venv, train the four model families on bundled/generated data (once), serve on http://$(HOST):$(PORT)"
 	@echo "make train  create .venv and train the four model families into artifacts/ (once), without serving"
-	@echo "make test   run the test suite"
+	@echo "make test   ruff (lint and format check), then the test suite"
+	@echo "make lint   ruff check and ruff format --check only"
 	@echo "make test-container  build the Docker image with the session's small models and run it (needs podman or docker)"
 	@echo "make image  build the image modelservice:latest from artifacts/ (train first: make train)"
 	@echo "make bench  load-test the service against a naive baseline; graph vs Python-loop beam search; graph vs NumPy NMS; transfer vs scratch over 5 seeds"
@@ -40,8 +41,12 @@ serve: install
 
 run: train serve
 
-test: install
+test: install lint
 	$(BIN)/python -m pytest
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 test-container: install
 	$(BIN)/python -m pytest -m container -rs

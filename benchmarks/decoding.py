@@ -183,7 +183,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--repeats",
         type=int,
         default=3,
-        help="minimum number of timed passes over the texts per side and setting; the fastest counts (default: %(default)s)",
+        help="minimum number of timed passes over the texts per side and setting; the fastest counts "
+        "(default: %(default)s)",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the generated test texts (default: %(default)s)")
     parser.add_argument(
@@ -209,12 +210,12 @@ def train_small_model(workdir: Path) -> tuple[Path, Path]:
     """A quickly trained model (poor accuracy, but the same architecture and output length); (run dir, artifact)."""
     run_dir, artifacts = workdir / "run", workdir / "artifacts"
     started = time.perf_counter()
-    seq2seq.main([
+    seq2seq.FAMILY.main([
         "--run-dir", str(run_dir), "--artifacts", str(artifacts), "--no-register",
         "--train-size", "3000", "--dev-size", "200", "--test-size", "200", "--epochs", "2",
     ])  # fmt: skip
     print(f"trained and exported a small model in {time.perf_counter() - started:.0f} s\n")
-    return run_dir, saved_model_dir(artifacts / seq2seq.TASK)
+    return run_dir, saved_model_dir(artifacts / seq2seq.FAMILY.name)
 
 
 def find_model(args: argparse.Namespace, workdir: Path) -> tuple[Path, Path] | None:
@@ -281,11 +282,15 @@ def measure(
 
 
 def report_text(rows: list[dict[str, Any]]) -> str:
-    header = f"{'batch':>5} {'beam':>4} {'graph str/s':>12} {'python-loop str/s':>18} {'ratio':>7} {'agreement':>10} {'max |Δscore|':>13}"
+    header = (
+        f"{'batch':>5} {'beam':>4} {'graph str/s':>12} {'python-loop str/s':>18} {'ratio':>7} {'agreement':>10} "
+        f"{'max |Δscore|':>13}"
+    )
     lines = [header]
     for row in rows:
         lines.append(
-            f"{row['batch_size']:>5} {row['beam_width']:>4} {row['graph']['strings_per_s']:>12.1f} {row['python_loop']['strings_per_s']:>18.1f} "
+            f"{row['batch_size']:>5} {row['beam_width']:>4} {row['graph']['strings_per_s']:>12.1f} "
+            f"{row['python_loop']['strings_per_s']:>18.1f} "
             f"{row['ratio']:>6.1f}x {row['agreement']:>9.1%} {row['max_score_difference']:>13.1e}"
         )
     met = all(row["ratio"] >= GOAL_SPEEDUP for row in rows)
@@ -294,7 +299,8 @@ def report_text(rows: list[dict[str, Any]]) -> str:
         "",
         f"goal: graph >= {GOAL_SPEEDUP:g}x the Python loop at every setting: {'MET' if met else 'NOT MET'} "
         f"(lowest {slowest['ratio']:.1f}x at batch {slowest['batch_size']}, beam {slowest['beam_width']})",
-        f"outputs identical on both sides: {'yes' if all(row['agreement'] == 1.0 for row in rows) else 'NO (see the agreement column)'}",
+        "outputs identical on both sides: "
+        f"{'yes' if all(row['agreement'] == 1.0 for row in rows) else 'NO (see the agreement column)'}",
     ]
     return "\n".join(lines)
 
@@ -320,7 +326,8 @@ def main(argv: list[str] | None = None) -> int:
         if (found := find_model(args, Path(workdir))) is None:
             return 2
         run_dir, artifact = found
-        config, model, tokenizer = seq2seq.load_run(run_dir)
+        trained = seq2seq.FAMILY.load_trained(run_dir)
+        config, model, tokenizer = trained.config, trained.model, trained.fitted
         saved_model = tf.saved_model.load(str(artifact))  # kept referenced: its signatures need it alive
         decoders: dict[str, Decode] = {
             "graph": graph_decoder(saved_model.signatures["translate"]),
@@ -328,7 +335,8 @@ def main(argv: list[str] | None = None) -> int:
         }
         texts = sample_texts(args.strings, args.seed)
         print(
-            f"{config.architecture} model from {run_dir}, SavedModel {artifact}; {len(texts)} test texts, fastest of >= {args.repeats} passes, {os.cpu_count()} CPUs"
+            f"{config.architecture} model from {run_dir}, SavedModel {artifact}; {len(texts)} test texts, "
+            f"fastest of >= {args.repeats} passes, {os.cpu_count()} CPUs"
         )
         rows = []
         for beam_width in args.beam_widths:
@@ -338,7 +346,8 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 row = rows[-1]
                 print(
-                    f"batch {batch_size:>3}, beam {beam_width}: graph {row['graph']['strings_per_s']:8.1f} str/s, python loop {row['python_loop']['strings_per_s']:7.1f} str/s ({row['ratio']:.1f}x)"
+                    f"batch {batch_size:>3}, beam {beam_width}: graph {row['graph']['strings_per_s']:8.1f} str/s, "
+                    f"python loop {row['python_loop']['strings_per_s']:7.1f} str/s ({row['ratio']:.1f}x)"
                 )
     text = report_text(rows)
     total = time.perf_counter() - started

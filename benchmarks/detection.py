@@ -68,12 +68,13 @@ from models.detection_graph import MAX_LOG_SCALE
 from pipelines import detector
 from pipelines.data.scene_data import make_digit_scenes
 from pipelines.evaluation.detection_metrics import Detections
-from pipelines.export.artifact import read_metadata
+from pipelines.training.flags import threshold
 from pipelines.training.loop import TrainingConfig
+from serving.contract import read_metadata
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_RUN_DIR = Path("runs") / detector.TASK
-DEFAULT_ARTIFACT = Path("artifacts") / detector.TASK
+DEFAULT_RUN_DIR = Path("runs") / detector.FAMILY.name
+DEFAULT_ARTIFACT = Path("artifacts") / detector.FAMILY.name
 LOW_SCORE_THRESHOLD = detector.EVALUATION_SCORE_THRESHOLD
 BOX_TOLERANCE = 1e-3  # pixels
 SCORE_TOLERANCE = 1e-4
@@ -144,7 +145,7 @@ def resize_bilinear(image: np.ndarray, height: int, width: int) -> np.ndarray:
 
 
 def letterbox(image: np.ndarray, height: int, width: int) -> Letterboxed:
-    """Fit (H, W, C) onto (height, width, C): scaled to fit, aspect ratio kept, centred, padded with the border's mean."""
+    "Fit (H, W, C) onto (height, width, C): scaled to fit, aspect ratio kept, centred, padded with the border's mean."
     # float32 like the graph, so the rounded size is the same even when the product lands on .5
     original = np.array(image.shape[:2], np.float32)
     target = np.array([height, width], np.float32)
@@ -172,7 +173,10 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 
 def decode_grid(raw: np.ndarray, anchors: np.ndarray, *, image_size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """Raw output (N, S_h, S_w, A, 5 + C) → boxes (N, S_h·S_w·A, 4) xyxy canvas pixels and class scores (N, S_h·S_w·A, C)."""
+    (
+        """Raw output (N, S_h, S_w, A, 5 + C) → boxes (N, S_h·S_w·A, 4) xyxy canvas pixels """
+        """and class scores (N, S_h·S_w·A, C)."""
+    )
     raw = raw.astype(np.float32, copy=False)
     batch, grid_h, grid_w, _, fields = raw.shape
     cell_size = np.array([image_size[1] / grid_w, image_size[0] / grid_h], np.float32)  # (x, y)
@@ -331,7 +335,7 @@ def threshold_or_served(text: str) -> float | None:
     """A score threshold from 0 to 1, or "served" (None) for the artifact's default."""
     if text == "served":
         return None
-    return detector.threshold(text)
+    return threshold(text)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -341,22 +345,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--run-dir",
         type=Path,
-        help=f"training run with model.keras, run.json and anchors.json, for the numpy side (default: {DEFAULT_RUN_DIR})",
+        help="training run with model.keras, run.json and anchors.json, for the numpy side "
+        f"(default: {DEFAULT_RUN_DIR})",
     )
     parser.add_argument(
         "--artifact",
         type=Path,
-        help=f"exported model: a version folder, or a model folder whose latest version is used (default: {DEFAULT_ARTIFACT})",
+        help="exported model: a version folder, or a model folder whose latest version is used "
+        f"(default: {DEFAULT_ARTIFACT})",
     )
     parser.add_argument(
         "--batch-sizes", type=int, nargs="+", default=[1, 8, 32], help="images per detector call (default: %(default)s)"
     )
     parser.add_argument(
-        "--score-thresholds", type=threshold_or_served, nargs="+", default=[None, LOW_SCORE_THRESHOLD], metavar="{served,0..1}",
-        help=f"score thresholds to measure at; 'served' = the artifact's default (default: served {LOW_SCORE_THRESHOLD})",
+        "--score-thresholds", type=threshold_or_served, nargs="+", default=[None, LOW_SCORE_THRESHOLD],
+        metavar="{served,0..1}",
+        help="score thresholds to measure at; 'served' = the artifact's default "
+        f"(default: served {LOW_SCORE_THRESHOLD})",
     )  # fmt: skip
     parser.add_argument(
-        "--iou-threshold", type=detector.threshold, help="NMS IoU threshold (default: the artifact's served one)"
+        "--iou-threshold", type=threshold, help="NMS IoU threshold (default: the artifact's served one)"
     )
     parser.add_argument(
         "--images", type=int, default=64, help="test scenes detected per pass and setting (default: %(default)s)"
@@ -366,7 +374,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         nargs=2,
         metavar=("HEIGHT", "WIDTH"),
-        help="resize the test scenes to this before PNG encoding, so both sides letterbox (default: as generated, 128 128)",
+        help="resize the test scenes to this before PNG encoding, so both sides letterbox "
+        "(default: as generated, 128 128)",
     )
     parser.add_argument(
         "--repeats",
@@ -377,8 +386,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0, help="seed of the generated test scenes (default: %(default)s)")
     parser.add_argument(
         "--train-if-missing", action="store_true",
-        help="when the run or the artifact is missing, train a small model (a minute or two) into --run-dir and export it into "
-        "--artifact; a location not given on the command line is a temporary folder, so a toy model never lands in runs/ or artifacts/",
+        help="when the run or the artifact is missing, train a small model (a minute or two) into --run-dir and "
+        "export it into --artifact; a location not given on the command line is a temporary folder, so a toy model "
+        "never lands in runs/ or artifacts/",
     )  # fmt: skip
     parser.add_argument(
         "--out",
@@ -395,18 +405,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def is_run(run_dir: Path) -> bool:
-    return all((run_dir / name).is_file() for name in ("model.keras", "run.json", detector.ANCHORS_FILE))
+    return all((run_dir / name).is_file() for name in ("model.keras", "run.json", detector.FAMILY.side_file))
 
 
 def train_small_model(run_dir: Path, model_folder: Path) -> Path:
     """Train and export a small model (or export the finished run already in run_dir); returns the new version."""
     started = time.perf_counter()
     if is_run(run_dir):
-        artifact = detector.export_run(run_dir, model_folder.parent)
+        artifact = detector.FAMILY.export_run(run_dir, model_folder.parent)
         print(f"exported the run in {run_dir} as {artifact}\n")
         return artifact
     config = detector.DetectorConfig(**SMALL_MODEL, name=model_folder.name, training=TrainingConfig(**SMALL_TRAINING))
-    artifact = detector.run(config, run_dir=run_dir, artifacts=model_folder.parent, register=False)
+    artifact = detector.FAMILY.run(config, run_dir=run_dir, artifacts=model_folder.parent, register=False)
     print(f"trained and exported a small model in {time.perf_counter() - started:.0f} s\n")
     return artifact
 
@@ -418,10 +428,10 @@ def find_model(args: argparse.Namespace, workdir: Path) -> tuple[Path, Path] | N
         return run_dir, artifact
     if args.train_if_missing:
         run_dir = args.run_dir or workdir / "run"
-        return run_dir, train_small_model(run_dir, args.artifact or workdir / "artifacts" / detector.TASK)
+        return run_dir, train_small_model(run_dir, args.artifact or workdir / "artifacts" / detector.FAMILY.name)
     missing = []
     if not is_run(run_dir):
-        missing.append(f"a finished run in {run_dir} (model.keras, run.json, {detector.ANCHORS_FILE})")
+        missing.append(f"a finished run in {run_dir} (model.keras, run.json, {detector.FAMILY.side_file})")
     if artifact is None:
         missing.append(f"an exported version in {args.artifact or DEFAULT_ARTIFACT}")
     print(
@@ -500,14 +510,15 @@ def measure(
 
 def report_text(rows: list[dict[str, Any]]) -> str:
     header = (
-        f"{'score':>5} {'batch':>5} {'graph img/s':>12} {'numpy img/s':>12} {'ratio':>7} {'numpy: pillow/predict/post':>27} "
-        f"{'det/img':>7} {'agreement':>10} {'max |Δbox|':>11} {'max |Δscore|':>13}"
+        f"{'score':>5} {'batch':>5} {'graph img/s':>12} {'numpy img/s':>12} {'ratio':>7} "
+        f"{'numpy: pillow/predict/post':>27} {'det/img':>7} {'agreement':>10} {'max |Δbox|':>11} {'max |Δscore|':>13}"
     )
     lines = [header]
     for row in rows:
         shares = "/".join(f"{100 * row['numpy']['stage_shares'][stage]:.0f}" for stage in STAGES) + " %"
         lines.append(
-            f"{row['score_threshold']:>5.2f} {row['batch_size']:>5} {row['graph']['images_per_s']:>12.1f} {row['numpy']['images_per_s']:>12.1f} "
+            f"{row['score_threshold']:>5.2f} {row['batch_size']:>5} {row['graph']['images_per_s']:>12.1f} "
+            f"{row['numpy']['images_per_s']:>12.1f} "
             f"{row['ratio']:>6.1f}x {shares:>27} {row['detections_per_image']:>7.1f} {row['agreement']:>9.1%} "
             f"{row['max_box_difference_px']:>8.1e} px {row['max_score_difference']:>13.1e}"
         )
@@ -515,9 +526,11 @@ def report_text(rows: list[dict[str, Any]]) -> str:
     agree = all(row["agreement"] == 1.0 for row in rows)
     lines += [
         "",
-        f"ratio graph / numpy: {lowest['ratio']:.1f}x (batch {lowest['batch_size']}, score {lowest['score_threshold']:g}) "
-        f"to {highest['ratio']:.1f}x (batch {highest['batch_size']}, score {highest['score_threshold']:g})",
-        f"detections agree on both sides (within {BOX_TOLERANCE:g} px, {SCORE_TOLERANCE:g} score): {'yes' if agree else 'NO (see the agreement column)'}",
+        f"ratio graph / numpy: {lowest['ratio']:.1f}x (batch {lowest['batch_size']}, "
+        f"score {lowest['score_threshold']:g}) to {highest['ratio']:.1f}x (batch {highest['batch_size']}, "
+        f"score {highest['score_threshold']:g})",
+        f"detections agree on both sides (within {BOX_TOLERANCE:g} px, {SCORE_TOLERANCE:g} score): "
+        f"{'yes' if agree else 'NO (see the agreement column)'}",
     ]
     empty = sorted({row["score_threshold"] for row in rows if row["detections_per_image"] == 0})
     if empty:
@@ -552,27 +565,28 @@ def main(argv: list[str] | None = None) -> int:
         if (found := find_model(args, Path(workdir))) is None:
             return 2
         run_dir, artifact = found
-        config, model, anchors = detector.load_run(run_dir)
-        served = read_metadata(artifact)["postprocessing"]
-        if not np.allclose(served["anchors"], anchors, atol=1e-3):
+        trained = detector.FAMILY.load_trained(run_dir)
+        config, model, anchors = trained.config, trained.model, trained.fitted
+        served = read_metadata(artifact).postprocessing
+        if not np.allclose(served.anchors, anchors, atol=1e-3):
             print(
                 f"warning: the anchors of {artifact} are not those of {run_dir}: the two sides run different models",
                 file=sys.stderr,
             )
         saved_model = tf.saved_model.load(str(artifact))  # kept referenced: its signatures need it alive
         graph = graph_detector(saved_model.signatures["detect_image_bytes"])
-        baseline = NumpyDetector(model, anchors, max_detections=served["max_detections"])
+        baseline = NumpyDetector(model, anchors, max_detections=served.max_detections)
         images = sample_images(args.images, args.seed, args.image_size)
-        iou_threshold = served["iou_threshold"] if args.iou_threshold is None else args.iou_threshold
+        iou_threshold = served.iou_threshold if args.iou_threshold is None else args.iou_threshold
         size = "×".join(map(str, args.image_size)) if args.image_size else "128×128"
         print(
-            f"detector from {run_dir} (input {config.image_size}×{config.image_size}×{config.channels}), SavedModel {artifact}; "
-            f"{len(images)} test scenes of {size} px, IoU {iou_threshold:g}, at most {served['max_detections']} detections; "
-            f"fastest of >= {args.repeats} passes, {os.cpu_count()} CPUs"
+            f"detector from {run_dir} (input {config.image_size}×{config.image_size}×{config.channels}), "
+            f"SavedModel {artifact}; {len(images)} test scenes of {size} px, IoU {iou_threshold:g}, "
+            f"at most {served.max_detections} detections; fastest of >= {args.repeats} passes, {os.cpu_count()} CPUs"
         )
         rows = []
         for score_threshold in dict.fromkeys(
-            served["score_threshold"] if value is None else value for value in args.score_thresholds
+            served.score_threshold if value is None else value for value in args.score_thresholds
         ):
             for batch_size in args.batch_sizes:
                 row = measure(
@@ -586,8 +600,10 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 rows.append(row)
                 print(
-                    f"score {score_threshold:g}, batch {batch_size:>3}: graph {row['graph']['images_per_s']:7.1f} img/s, "
-                    f"numpy {row['numpy']['images_per_s']:6.1f} img/s ({row['ratio']:.1f}x), {row['detections_per_image']:.1f} detections/image, agreement {row['agreement']:.0%}"
+                    f"score {score_threshold:g}, batch {batch_size:>3}: "
+                    f"graph {row['graph']['images_per_s']:7.1f} img/s, "
+                    f"numpy {row['numpy']['images_per_s']:6.1f} img/s ({row['ratio']:.1f}x), "
+                    f"{row['detections_per_image']:.1f} detections/image, agreement {row['agreement']:.0%}"
                 )
     text = report_text(rows)
     total = time.perf_counter() - started
@@ -598,8 +614,8 @@ def main(argv: list[str] | None = None) -> int:
             "run_dir": str(run_dir),
             "artifact": str(artifact),
             "input_shape": [config.image_size, config.image_size, config.channels],
-            "served": {key: served[key] for key in ("score_threshold", "iou_threshold", "max_detections")},
-        },  # fmt: skip
+            "served": {key: getattr(served, key) for key in ("score_threshold", "iou_threshold", "max_detections")},
+        },
         "tolerances": {"box_px": BOX_TOLERANCE, "score": SCORE_TOLERANCE},
         "environment": environment(),
         "results": rows,

@@ -68,8 +68,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, trans
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         allow_abbrev=False,  # unknown flags go to the pipeline's parser, so no prefix of them may match ours
-        epilog="Any other flag of `python -m pipelines.transfer` (e.g. --epochs, --fine-tune-epochs, --fine-tune-learning-rate, "
-        "--source-epochs, --dropout, --augment, --backbone) overrides the profile, for both arms alike.",
+        epilog="Any other flag of `python -m pipelines.transfer` (e.g. --epochs, --fine-tune-epochs, "
+        "--fine-tune-learning-rate, --source-epochs, --dropout, --augment, --backbone) overrides the profile, "
+        "for both arms alike.",
     )
     parser.add_argument(
         "--seeds",
@@ -115,9 +116,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, trans
     if len(set(args.seeds)) != len(args.seeds):
         parser.error("--seeds must be distinct")
     pipeline = argparse.ArgumentParser(prog="python -m benchmarks.transfer [pipeline flags]", allow_abbrev=False)
-    transfer.add_arguments(pipeline)
+    transfer.FAMILY.add_arguments(pipeline)
     chosen = pipeline.parse_args([*pipeline_flags, "--profile", args.profile, "--artifacts", str(args.artifacts)])
-    config = replace(transfer.config_from_args(chosen), split_seed=args.split_seed)
+    config = replace(transfer.FAMILY.config_from_args(chosen), split_seed=args.split_seed)
     args.pipeline_flags = pipeline_flags
     return args, config
 
@@ -148,7 +149,7 @@ def run_seed(config: transfer.TransferConfig, run_dir: Path) -> tuple[dict[str, 
     if run_dir.exists():
         shutil.rmtree(run_dir)  # measure a fresh run, never resume one trained with other settings
     started = time.perf_counter()
-    _, dataset, report = transfer.train_and_evaluate(config, run_dir)
+    _, dataset, report = transfer.FAMILY.train_and_evaluate(config, run_dir)
     comparison = report["comparison"]
     transfer_accuracy, scratch_accuracy = comparison["transfer_test_accuracy"], comparison["scratch_test_accuracy"]
     row = {
@@ -198,17 +199,20 @@ def report_text(rows: list[dict[str, Any]], summary: dict[str, Any]) -> str:
     for row in rows:
         ratio = "inf" if row["error_ratio"] is None else f"{row['error_ratio']:.2f}x"
         lines.append(
-            f"{row['seed']:>4} {row['transfer_test_accuracy']:>9.4f} {row['scratch_test_accuracy']:>8.4f} {row['difference']:>+11.4f} {ratio:>12}"
+            f"{row['seed']:>4} {row['transfer_test_accuracy']:>9.4f} {row['scratch_test_accuracy']:>8.4f} "
+            f"{row['difference']:>+11.4f} {ratio:>12}"
         )
     transfer_arm, scratch_arm, difference = summary["transfer"], summary["scratch"], summary["difference"]
     lines += [
         "",
-        f"test accuracy over {summary['seeds']} seeds (mean ± sample std): transfer {transfer_arm['mean']:.4f} ± {transfer_arm['std']:.4f}, "
+        f"test accuracy over {summary['seeds']} seeds (mean ± sample std): "
+        f"transfer {transfer_arm['mean']:.4f} ± {transfer_arm['std']:.4f}, "
         f"scratch {scratch_arm['mean']:.4f} ± {scratch_arm['std']:.4f}",
-        f"mean difference transfer - scratch: {difference['mean']:+.4f} ± {difference['std']:.4f}; transfer won {summary['wins']} of {summary['seeds']} seeds",
+        f"mean difference transfer - scratch: {difference['mean']:+.4f} ± {difference['std']:.4f}; "
+        f"transfer won {summary['wins']} of {summary['seeds']} seeds",
         f"test error rate scratch / transfer: {ratio_text(summary['error_ratio'])}",
-        f"clear win (ahead on every seed, mean ahead by > {CLEAR_MARGIN:g} std of either arm = {summary['clear_margin']:.4f}): "
-        f"{'YES' if summary['clear_win'] else 'NO'}",
+        f"clear win (ahead on every seed, mean ahead by > {CLEAR_MARGIN:g} std of either arm = "
+        f"{summary['clear_margin']:.4f}): {'YES' if summary['clear_win'] else 'NO'}",
     ]
     return "\n".join(lines)
 
@@ -288,11 +292,11 @@ def quiet_keras() -> Iterator[None]:
 def run_seeds(args: argparse.Namespace, config: transfer.TransferConfig) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Pretrain the glyph backbone if missing, then one run per seed; (rows, the test split they all share)."""
     print(
-        f"transfer vs scratch on {config.dataset}, {config.examples_per_class or 'all'} per class, profile {args.profile}"
-        f"{' ' + ' '.join(args.pipeline_flags) if args.pipeline_flags else ''}; seeds {args.seeds}, split seed {args.split_seed}"
+        f"transfer vs scratch on {config.dataset}, {config.examples_per_class or 'all'} per class, "
+        f"profile {args.profile}{' ' + ' '.join(args.pipeline_flags) if args.pipeline_flags else ''}; "
+        f"seeds {args.seeds}, split seed {args.split_seed}"
     )
-    if config.backbone not in transfer.BACKBONES:
-        transfer.own_backbone(config, runs=args.runs, register=False)  # pretrains the glyph backbone once if missing
+    transfer.ensure_source(config, runs=args.runs, register=False)  # pretrains the glyph backbone once if missing
     rows: list[dict[str, Any]] = []
     test_split: dict[str, Any] | None = None
     for index, seed in enumerate(args.seeds, 1):
@@ -311,7 +315,8 @@ def run_seeds(args: argparse.Namespace, config: transfer.TransferConfig) -> tupl
         rows.append(row)
         wins = sum(done["difference"] > 0 for done in rows)
         print(
-            f"seed {seed} ({index}/{len(args.seeds)}): transfer {row['transfer_test_accuracy']:.4f}, scratch {row['scratch_test_accuracy']:.4f} "
+            f"seed {seed} ({index}/{len(args.seeds)}): transfer {row['transfer_test_accuracy']:.4f}, "
+            f"scratch {row['scratch_test_accuracy']:.4f} "
             f"({row['difference']:+.4f}) in {row['seconds']:.0f} s; transfer ahead on {wins}/{index} so far"
         )
     return rows, test_split
@@ -337,7 +342,10 @@ def main(argv: list[str] | None = None) -> int:
         "summary": summary,
         "total_seconds": round(total, 1),
     }
-    title = f"{config.dataset}: transfer vs from scratch, {rows[0]['train_images']} training images per seed, the same {test_split['images']} test images"
+    title = (
+        f"{config.dataset}: transfer vs from scratch, {rows[0]['train_images']} training images per seed, "
+        f"the same {test_split['images']} test images"
+    )
     save_results(args.out, "transfer", results, lambda path: plot(rows, summary, title, path))
     return 0
 

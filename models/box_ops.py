@@ -1,15 +1,15 @@
-"""Box geometry shared by the object detector: areas, IoU, GIoU and k-means anchor fitting.
+"""Box geometry shared by the object detector: areas, IoU and k-means anchor fitting.
 
 Boxes are `[x1, y1, x2, y2]` in pixels (corner format), as floats. There is no "+1" pixel convention: a box
-from 1 to 3 is 2 pixels wide, so IoU((1,1,3,3), (2,2,4,4)) = 1 / (4 + 4 - 1) = 1/7, the notes' worked example.
+from 1 to 3 is 2 pixels wide, so IoU((1,1,3,3), (2,2,4,4)) = 1 / (4 + 4 - 1) = 1/7, as pycocotools computes it
+on the same boxes in `[x, y, w, h]` form.
 
 Degenerate boxes (x2 <= x1 or y2 <= y1) have area 0, and any IoU whose union is empty is defined as 0 rather
-than NaN: a collapsed predicted box must not poison a loss or a metric.
+than NaN: a collapsed predicted box must not poison a metric.
 
-The NumPy functions serve data preparation and evaluation; `iou_tf` and `giou_tf` are the differentiable
-versions for the training losses. Anchors are fitted as in YOLOv2: k-means on the (width, height) of the
-training boxes with distance 1 - IoU, so that large boxes do not dominate the way they would under a
-Euclidean distance.
+The NumPy functions serve data preparation and evaluation; `wh_iou_tf` picks each box's anchor inside tf.data.
+Anchors are fitted as in YOLOv2: k-means on the (width, height) of the training boxes with distance 1 - IoU, so
+that large boxes do not dominate the way they would under a Euclidean distance.
 """
 
 import numpy as np
@@ -40,42 +40,6 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     intersection = overlap[..., 0] * overlap[..., 1]
     union = box_area(a)[:, None] + box_area(b)[None, :] - intersection
     return _safe_divide(intersection, union)
-
-
-def _tf_area(boxes: tf.Tensor) -> tf.Tensor:
-    widths = tf.nn.relu(boxes[..., 2] - boxes[..., 0])
-    heights = tf.nn.relu(boxes[..., 3] - boxes[..., 1])
-    return widths * heights
-
-
-def _tf_intersection_and_union(a: tf.Tensor, b: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-    overlap = tf.nn.relu(tf.minimum(a[..., 2:], b[..., 2:]) - tf.maximum(a[..., :2], b[..., :2]))
-    intersection = overlap[..., 0] * overlap[..., 1]
-    return intersection, _tf_area(a) + _tf_area(b) - intersection
-
-
-def iou_tf(a: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
-    """Elementwise IoU of `(..., 4)` boxes with broadcasting, shape `(...)`; 0 (not NaN) for empty unions."""
-    a, b = tf.convert_to_tensor(a), tf.convert_to_tensor(b)
-    b = tf.cast(b, a.dtype)
-    intersection, union = _tf_intersection_and_union(a, b)
-    return tf.math.divide_no_nan(intersection, union)
-
-
-def giou_tf(a: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
-    """Elementwise generalized IoU (Rezatofighi et al., 2019) with broadcasting, in [-1, 1].
-
-    GIoU = IoU - (C - U) / C, where C is the area of the smallest box enclosing both and U their union. Unlike
-    IoU it keeps decreasing as disjoint boxes move apart, so `1 - GIoU` still gives a gradient when a
-    predicted box does not overlap its target.
-    """
-    a, b = tf.convert_to_tensor(a), tf.convert_to_tensor(b)
-    b = tf.cast(b, a.dtype)
-    intersection, union = _tf_intersection_and_union(a, b)
-    enclosing = tf.concat([tf.minimum(a[..., :2], b[..., :2]), tf.maximum(a[..., 2:], b[..., 2:])], axis=-1)
-    enclosing_area = _tf_area(enclosing)
-    iou = tf.math.divide_no_nan(intersection, union)
-    return iou - tf.math.divide_no_nan(enclosing_area - union, enclosing_area)
 
 
 def wh_iou(wh_a: np.ndarray, wh_b: np.ndarray) -> np.ndarray:

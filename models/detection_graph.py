@@ -11,14 +11,15 @@ Per grid cell (column i, row j, `cell` pixels a side) and anchor (w_a, h_a), the
     score per class = sigmoid(objectness) * softmax(class logits)
 
 The exported graph letterboxes an image of any size onto the model's input (scaled to fit, aspect ratio
-kept (antialiased bilinear), centred, the rest filled with the mean of the image's border, as `scene_data.augment` fills), then
-maps the detected boxes back to the pixels of the original image.
+kept (antialiased bilinear), centred, the rest filled with `image_graph.border_mean`, as `scene_data.augment`
+fills), then maps the detected boxes back to the pixels of the original image.
 """
 
 import tensorflow as tf
 
 from models.box_ops import wh_iou_tf
 from models.detector import TARGET_FIELDS
+from models.image_graph import border_mean
 
 # exp() of a raw scale prediction above this would make a box 150 times its anchor: clamped, so an
 # untrained or confused model cannot produce infinite boxes.
@@ -34,7 +35,6 @@ def encode_targets(
     whose shape overlaps it most (best-anchor IoU). If two boxes claim the same cell and anchor, the
     later one wins; with cells a few digits wide that is rare.
     """
-    height, width = image_size
     grid_h, grid_w = grid
     anchors = tf.cast(anchors, tf.float32)
     boxes = tf.cast(boxes, tf.float32)
@@ -65,7 +65,8 @@ def _cell_size(image_size: tuple[int, int], grid: tuple[int, int]) -> tf.Tensor:
 def decode_predictions(
     raw: tf.Tensor, anchors: tf.Tensor, *, image_size: tuple[int, int]
 ) -> tuple[tf.Tensor, tf.Tensor]:
-    """Raw model output (N, S_h, S_w, A, 5 + C) → boxes (N, S_h·S_w·A, 4) xyxy pixels and class scores (N, S_h·S_w·A, C)."""
+    """Raw model output (N, S_h, S_w, A, 5 + C) → boxes (N, S_h·S_w·A, 4) xyxy pixels and class scores
+    (N, S_h·S_w·A, C)."""
     raw = tf.cast(raw, tf.float32)
     grid_h, grid_w, num_anchors = raw.shape[1], raw.shape[2], raw.shape[3]
     columns, rows = tf.meshgrid(tf.range(grid_w, dtype=tf.float32), tf.range(grid_h, dtype=tf.float32))
@@ -111,12 +112,6 @@ def non_max_suppression(
         "classes": tf.cast(nmsed.nmsed_classes, tf.int32),
         "count": nmsed.valid_detections,
     }
-
-
-def border_mean(images: tf.Tensor) -> tf.Tensor:
-    """Mean value of each image's outermost pixels, (N, H, W, C) → (N,): the colour that pads like background."""
-    border = tf.concat([images[:, 0], images[:, -1], images[:, :, 0], images[:, :, -1]], axis=1)
-    return tf.reduce_mean(border, axis=[1, 2])
 
 
 def letterbox(images: tf.Tensor, height: int, width: int) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:

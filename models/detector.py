@@ -164,7 +164,8 @@ class YoloLoss(keras.losses.Loss):
         }
 
 
-# The loss terms (at the default weights) as Keras metrics, so the training history and its plot show which part is still high.
+# The loss terms (at the default weights) as Keras metrics, so the training history and its plot show which part
+# is still high.
 @keras.saving.register_keras_serializable(package="modelservice")
 def box_loss(y_true, y_pred):
     return YoloLoss().components(y_true, y_pred)["box"]

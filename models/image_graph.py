@@ -23,6 +23,16 @@ def to_channels(images: tf.Tensor, channels: int) -> tf.Tensor:
     return tf.ensure_shape(converted, [None, None, None, channels])
 
 
+def border_mean(images: tf.Tensor) -> tf.Tensor:
+    """Mean value of each image's outermost pixels, (N, H, W, C) → (N,): the colour that pads like background.
+
+    Areas an image does not cover (letterbox bars, what a zoom or shift uncovers) are filled with it, so they
+    look like the image's own background rather than a black frame the model could learn from.
+    """
+    border = tf.concat([images[:, 0], images[:, -1], images[:, :, 0], images[:, :, -1]], axis=1)
+    return tf.reduce_mean(border, axis=[1, 2])
+
+
 def fit_images(images: tf.Tensor, height: int, width: int, channels: int) -> tf.Tensor:
     """Cast to float32 (values stay 0–255), fix the channel count and resize to the model's input."""
     images = to_channels(tf.cast(images, tf.float32), channels)

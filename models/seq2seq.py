@@ -41,7 +41,8 @@ class BahdanauAttention(layers.Layer):
         self.score.build((*values_shape[:-1], self.units))
 
     def call(self, query, values, values_mask):
-        """query (N, Tq, Dq), values (N, Tx, Dv), values_mask (N, Tx) bool → context (N, Tq, Dv), weights (N, Tq, Tx)."""
+        """query (N, Tq, Dq), values (N, Tx, Dv), values_mask (N, Tx) bool
+        → context (N, Tq, Dv), weights (N, Tq, Tx)."""
         projected_query = ops.expand_dims(self.query_projection(query), 2)  # (N, Tq, 1, units)
         projected_values = ops.expand_dims(self.value_projection(values), 1)  # (N, 1, Tx, units)
         scores = ops.squeeze(self.score(ops.tanh(projected_query + projected_values)), -1)  # (N, Tq, Tx)

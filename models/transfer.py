@@ -1,4 +1,4 @@
-"""Transfer learning: a pretrained convolutional backbone with a new classification head (chapter 27).
+"""Transfer learning: a pretrained convolutional backbone with a new classification head.
 
 `build_transfer_classifier` returns a Functional `keras.Model`:
 
@@ -13,7 +13,8 @@ while it is fine-tuned, so they keep their pretrained statistics: with a small t
 would wreck the features the transfer is for.
 
 Training is two-phase (`freeze_backbone`, then `unfreeze_from`), and `strategy_for` picks how much of the
-backbone to train from the amount of labelled data, as in the notes.
+backbone to train from the amount of labelled data: the fewer labelled images, the fewer weights can be trained
+without overfitting them.
 """
 
 from collections.abc import Callable
@@ -22,6 +23,8 @@ from pathlib import Path
 
 import keras
 from keras import layers
+
+from models import image_graph
 
 
 @dataclass(frozen=True)
@@ -48,21 +51,15 @@ class WeightsUnavailable(RuntimeError):
 
 @keras.saving.register_keras_serializable(package="modelservice")
 class ToChannels(layers.Layer):
-    """Images converted to the backbone's channel count: gray repeated to RGB, or RGB to luminance."""
+    """Images converted to the backbone's channel count by `image_graph.to_channels`: gray repeated to RGB, or RGB
+    to luminance."""
 
     def __init__(self, channels: int, **kwargs):
         super().__init__(**kwargs)
         self.channels = channels
 
     def call(self, images):
-        have = images.shape[-1]
-        if have == self.channels:
-            return images
-        if self.channels == 3:
-            return keras.ops.repeat(images[..., :1], 3, axis=-1)
-        return keras.ops.sum(
-            images[..., :3] * keras.ops.convert_to_tensor([0.2989, 0.5870, 0.1140]), axis=-1, keepdims=True
-        )
+        return image_graph.to_channels(images, self.channels)
 
     def get_config(self):
         return {**super().get_config(), "channels": self.channels}
@@ -107,7 +104,8 @@ def load_backbone(name: str, *, input_size: int | None = None, weights: str | Pa
             f"(~/.keras/models, or $KERAS_HOME/models) and could not be downloaded: {error}. "
             "On a machine with internet, run the same command once (Keras caches the file), then copy "
             "~/.keras/models to this machine; or pass --weights PATH to a weights file "
-            "(e.g. one saved with backbone.save_weights('x.weights.h5')), or --weights none to start from random weights."
+            "(e.g. one saved with backbone.save_weights('x.weights.h5')), "
+            "or --weights none to start from random weights."
         ) from None
 
 
@@ -175,7 +173,9 @@ def freeze_backbone(model: keras.Model) -> None:
 
 
 def default_fine_tune_at(backbone: keras.Model) -> int:
-    """Layer 100, the notes' choice for MobileNetV2 (154 layers); the second half of a backbone with fewer layers."""
+    """Layer 100 for MobileNetV2 (154 layers), as in TensorFlow's transfer-learning tutorial; the second half of a
+    backbone with fewer layers. Either way the later layers, whose features are the most specific to the source
+    task, adapt, while the early, generic ones (edges, textures) stay as pretrained."""
     count = len(backbone.layers)
     return DEFAULT_FINE_TUNE_AT if count > DEFAULT_FINE_TUNE_AT else count // 2
 
@@ -189,7 +189,8 @@ def unfreeze_from(model: keras.Model, fine_tune_at: int = DEFAULT_FINE_TUNE_AT) 
     backbone = backbone_of(model)
     if not 0 <= fine_tune_at < len(backbone.layers):
         raise ValueError(
-            f"fine_tune_at must be in 0..{len(backbone.layers) - 1}: {backbone.name} has {len(backbone.layers)} layers, got {fine_tune_at}"
+            f"fine_tune_at must be in 0..{len(backbone.layers) - 1}: {backbone.name} has {len(backbone.layers)} "
+            f"layers, got {fine_tune_at}"
         )
     backbone.trainable = True
     for index, layer in enumerate(backbone.layers):
@@ -202,7 +203,8 @@ STRATEGIES = ("freeze", "partial", "full")
 
 
 def strategy_for(examples_per_class: float, *, small: float = 100, large: float = 1000) -> str:
-    """The notes' rule: little data → freeze the whole backbone; some → fine-tune its later layers; a lot → retrain all."""
+    """How much of the backbone to train: little data → freeze all of it (training its millions of weights on a
+    few images would overfit them); some → fine-tune its later layers; a lot → retrain all."""
     if examples_per_class < small:
         return "freeze"
     return "partial" if examples_per_class < large else "full"

@@ -13,46 +13,33 @@ modelservice predict artifacts/detector scene.png [more.png ...] [--score-thresh
 """
 
 import argparse
-import importlib
 import json
 import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
-FAMILIES = ("classifier", "seq2seq", "detector", "transfer")
-
-
-def family_module(name: str) -> ModuleType:
-    return importlib.import_module(f"pipelines.{name}")
-
-
-def run_family(run_dir: Path) -> ModuleType:
-    """The family module that trained `run_dir` (runs from before families were recorded are classifiers)."""
-    recorded = json.loads((run_dir / "run.json").read_text()).get("family", "classifier")
-    return family_module(recorded)
+from pipelines.family import NAMES, SUMMARIES, RunFolder, family
+from pipelines.training.flags import threshold
 
 
 def _train(args: argparse.Namespace) -> int:
-    from pipelines.training.loop import split_cpu
-
-    family = family_module(args.family)
-    config = family.config_from_args(args)
-    split_cpu(config.training.cpu_devices)
-    family.train_and_evaluate(config, args.run_dir or Path("runs") / config.name)
+    chosen = family(args.family)
+    chosen.train_and_evaluate(chosen.prepared(args), args.run_dir or Path("runs") / args.name)
     return 0
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    print(json.dumps(run_family(args.run_dir).evaluate_run(args.run_dir), indent=2, ensure_ascii=False))
-    print(f"plots in {args.run_dir / 'evaluation'}")
+    report = family(RunFolder(args.run_dir).family_name()).evaluate_run(args.run_dir)
+    print(json.dumps(report, indent=2, ensure_ascii=False))
+    print(f"plots in {RunFolder(args.run_dir).evaluation}")
     return 0
 
 
 def _export(args: argparse.Namespace) -> int:
-    from pipelines import script
+    from pipelines.family import publish
 
-    script.publish(run_family(args.run_dir).export_run(args.run_dir, args.artifacts), register=not args.no_register)
+    artifact = family(RunFolder(args.run_dir).family_name()).export_run(args.run_dir, args.artifacts)
+    publish(artifact, register=not args.no_register)
     return 0
 
 
@@ -65,52 +52,54 @@ def _serve(args: argparse.Namespace) -> int:
 def _predict(args: argparse.Namespace) -> int:
     import tensorflow as tf
 
-    from pipelines.export.artifact import latest_version, read_metadata
+    from serving.contract import Task, latest_version, read_metadata
 
     artifact = latest_version(args.model) or args.model
     graph = tf.saved_model.load(str(artifact))
     metadata = read_metadata(artifact)
-    predict = {"seq2seq": _predict_texts, "detector": _predict_detections}.get(metadata["task"], _predict_labels)
+    predict = {Task.SEQ2SEQ: _predict_texts, Task.DETECTOR: _predict_detections}.get(metadata.task, _predict_labels)
     for line in predict(graph, metadata, args):
         print(json.dumps(line, ensure_ascii=False))
     return 0
 
 
-def _predict_texts(graph: Any, metadata: dict[str, Any], args: argparse.Namespace) -> list[dict[str, Any]]:
+def _predict_texts(graph: Any, metadata: Any, args: argparse.Namespace) -> list[dict[str, Any]]:
     import tensorflow as tf
 
-    beam_width = tf.constant(args.beam_width or metadata["decoding"]["default_beam_width"])
-    outputs = graph.signatures[metadata["signatures"]["texts_beam_width"]](
-        texts=tf.constant(args.inputs), beam_width=beam_width
-    )
+    from serving.contract import Role
+
+    beam_width = tf.constant(args.beam_width or metadata.decoding.default_beam_width)
+    outputs = graph.signatures[metadata.signature(Role.TEXTS)](texts=tf.constant(args.inputs), beam_width=beam_width)
     return [
         {"input": text, "text": answer.decode(), "score": round(float(score), 4)}
         for text, answer, score in zip(args.inputs, outputs["texts"].numpy(), outputs["scores"].numpy())
     ]
 
 
-def _predict_labels(graph: Any, metadata: dict[str, Any], args: argparse.Namespace) -> list[dict[str, Any]]:
-    outputs = graph.signatures[metadata["signatures"]["image_bytes"]](image_bytes=_image_files(args.inputs))
+def _predict_labels(graph: Any, metadata: Any, args: argparse.Namespace) -> list[dict[str, Any]]:
+    from serving.contract import Role
+
+    outputs = graph.signatures[metadata.signature(Role.IMAGE_BYTES)](image_bytes=_image_files(args.inputs))
     return [
         {"file": path, "label": label.decode(), "score": round(float(score), 4)}
         for path, label, score in zip(args.inputs, outputs["labels"].numpy(), outputs["scores"].numpy())
     ]
 
 
-def _predict_detections(graph: Any, metadata: dict[str, Any], args: argparse.Namespace) -> list[dict[str, Any]]:
+def _predict_detections(graph: Any, metadata: Any, args: argparse.Namespace) -> list[dict[str, Any]]:
     import tensorflow as tf
 
+    from serving.contract import Role
     from serving.runtime import detector_predictions  # the server's answer format, so both print the same
 
-    defaults = metadata["postprocessing"]
+    defaults = metadata.postprocessing
     thresholds = {
-        name: tf.constant(defaults[name] if value is None else value, tf.float32)
+        name: tf.constant(getattr(defaults, name) if value is None else value, tf.float32)
         for name, value in (("score_threshold", args.score_threshold), ("iou_threshold", args.iou_threshold))
     }
     # The signature letterboxes each encoded image at its own size, so files of different sizes share one call.
-    outputs = graph.signatures[metadata["signatures"]["image_bytes"]](
-        image_bytes=_image_files(args.inputs), **thresholds
-    )
+    signature = graph.signatures[metadata.signature(Role.IMAGE_BYTES)]
+    outputs = signature(image_bytes=_image_files(args.inputs), **thresholds)
     predictions = detector_predictions({key: value.numpy() for key, value in outputs.items()})
     return [{"file": path, **prediction} for path, prediction in zip(args.inputs, predictions)]
 
@@ -121,7 +110,8 @@ def _image_files(paths: list[str]) -> Any:
     return tf.constant([Path(path).read_bytes() for path in paths])
 
 
-def parser() -> argparse.ArgumentParser:
+def parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The command line; a family's own flags are added only when `argv` trains that family."""
     from serving import start  # light: its TensorFlow imports wait until it serves
 
     top = argparse.ArgumentParser(
@@ -131,15 +121,13 @@ def parser() -> argparse.ArgumentParser:
 
     train = verbs.add_parser("train", help="train a model and evaluate it (checkpoints, logs, plots in runs/<name>)")
     families = train.add_subparsers(dest="family", required=True, metavar="FAMILY")
-    for name in FAMILIES:
-        module = family_module(name)
-        sub = families.add_parser(
-            name,
-            help=module.__doc__.splitlines()[0],
-            description=module.__doc__,
-            formatter_class=argparse.RawDescriptionHelpFormatter,
-        )
-        module.add_arguments(sub)
+    argv = sys.argv[1:] if argv is None else argv
+    chosen = argv[1] if len(argv) > 1 and argv[0] == "train" else None
+    for name in NAMES:
+        sub = families.add_parser(name, help=SUMMARIES[name], formatter_class=argparse.RawDescriptionHelpFormatter)
+        if name == chosen:  # importing a family loads its training code: only the one asked for
+            sub.description = family(name).description
+            family(name).add_arguments(sub)
         sub.set_defaults(handler=_train)
 
     for verb, handler, text in (
@@ -179,7 +167,6 @@ def parser() -> argparse.ArgumentParser:
         help="image files (PNG/JPEG/GIF/BMP) for a classifier or detector, texts for a seq2seq model",
     )
     predict.add_argument("--beam-width", type=int, help="seq2seq only (default: the model's)")
-    threshold = family_module("detector").threshold
     predict.add_argument(
         "--score-threshold",
         type=threshold,
@@ -193,7 +180,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    args = parser(argv).parse_args(argv)
     return args.handler(args)
 
 

@@ -10,7 +10,8 @@
 Phase 1 trains the new head on a frozen backbone. Phase 2, unless the strategy is "freeze", unfreezes
 the backbone from layer `--fine-tune-at` ("partial") or entirely ("full") and trains on at a learning
 rate 1/100 of phase 1's, BatchNormalization layers staying in inference mode. `--transfer-strategy auto`
-picks by labelled images per class, as in the notes: < 100 freeze, < 1000 partial, else full.
+picks by labelled images per class: < 100 freeze, < 1000 partial, else full (the fewer the labels, the
+fewer weights they can retrain without overfitting).
 
 The same architecture is also trained from random weights on the same images with the same budget
 (skip with `--no-scratch`), so the report says what the pretraining was worth, and
@@ -26,9 +27,9 @@ best for this small backbone and an 8x8 target (README, "Transfer learning").
 
 import argparse
 import csv
-import json
 import sys
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -46,13 +47,16 @@ from models.transfer import (
     strategy_for,
     unfreeze_from,
 )
-from pipelines import classifier, script
+from pipelines.classifier import FAMILY as CLASSIFIER
+from pipelines.classifier import ClassifierConfig, predict_ids
 from pipelines.data.image_data import ImageDataset, Split, load_dataset, make_tf_dataset
 from pipelines.evaluation import plots
-from pipelines.export import artifact as export
+from pipelines.export.classifier_graph import ClassifierGraph
+from pipelines.family import Config, Family, RunFolder, Trained
+from pipelines.training import flags
 from pipelines.training.loop import TrainingConfig, fit, is_resuming, read_history
+from serving.contract import KERAS_MODEL_FILE, ArtifactMetadata, latest_version
 
-FAMILY = "transfer"
 SOURCE = "glyphs"  # the backbone pretrained here on printed characters
 PHASES = ("head", "fine_tune", "scratch")
 LOSS = "sparse_categorical_crossentropy"
@@ -75,7 +79,7 @@ PROFILES: dict[str, dict[str, Any]] = {
 
 
 @dataclass
-class TransferConfig:
+class TransferConfig(Config):
     dataset: str = "digits"
     data_dir: str | None = None
     image_size: tuple[int, int] | None = None
@@ -95,30 +99,22 @@ class TransferConfig:
     scratch: bool = True
     dropout: float = 0.2
     augment: bool = True
-    name: str = FAMILY
+    name: str = "transfer"
     artifacts: str = "artifacts"
     training: TrainingConfig = field(default_factory=TrainingConfig)
-
-    def to_dict(self) -> dict[str, Any]:
-        plain = {key: value for key, value in asdict(self).items() if key != "training"}
-        return {
-            **plain,
-            "image_size": list(self.image_size) if self.image_size else None,
-            "training": self.training.to_dict(),
-        }
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "TransferConfig":
-        plain = {key: value for key, value in values.items() if key not in ("training", "image_size")}
-        image_size = tuple(values["image_size"]) if values.get("image_size") else None
-        return cls(**plain, image_size=image_size, training=TrainingConfig(**values["training"]))
 
     @property
     def fine_tune_rate(self) -> float:
         return self.fine_tune_learning_rate or self.training.learning_rate / 100
 
 
-# --- Data ------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TransferPlan:
+    """What a run is built around: the strategy its images per class choose, and its own backbone (None for
+    a keras.applications one, which the builder makes)."""
+
+    strategy: str
+    backbone: keras.Model | None = None
 
 
 def few_shot(dataset: ImageDataset, examples_per_class: int | None, *, seed: int) -> ImageDataset:
@@ -131,7 +127,8 @@ def few_shot(dataset: ImageDataset, examples_per_class: int | None, *, seed: int
         members = np.flatnonzero(dataset.train.labels == label)
         if len(members) < examples_per_class:
             raise ValueError(
-                f"class {name!r} has {len(members)} training images, fewer than --examples-per-class {examples_per_class}"
+                f"class {name!r} has {len(members)} training images, "
+                f"fewer than --examples-per-class {examples_per_class}"
             )
         chosen.append(rng.choice(members, examples_per_class, replace=False))
     keep = np.sort(np.concatenate(chosen))
@@ -141,29 +138,13 @@ def few_shot(dataset: ImageDataset, examples_per_class: int | None, *, seed: int
     )
 
 
-def load_data(config: TransferConfig) -> ImageDataset:
-    """The dataset split with `split_seed` (default: the training seed), then few-shot sampled with the training seed."""
-    split_seed = config.training.seed if config.split_seed is None else config.split_seed
-    full = load_dataset(
-        config.dataset,
-        data_dir=config.data_dir,
-        image_size=config.image_size,
-        channels=config.channels,
-        seed=split_seed,
-    )
-    return few_shot(full, config.examples_per_class, seed=config.training.seed)
-
-
 def chosen_strategy(config: TransferConfig, dataset: ImageDataset) -> str:
     if config.transfer_strategy != "auto":
         return config.transfer_strategy
     return strategy_for(float(np.bincount(dataset.train.labels).min()))
 
 
-# --- Backbones -------------------------------------------------------------------------------------
-
-
-def source_config(config: TransferConfig) -> classifier.ClassifierConfig:
+def source_config(config: TransferConfig) -> ClassifierConfig:
     """The glyph classifier whose convolutional part is the default backbone."""
     training = TrainingConfig(
         epochs=config.source_epochs,
@@ -173,38 +154,42 @@ def source_config(config: TransferConfig) -> classifier.ClassifierConfig:
         patience=3,
         seed=config.training.seed,
     )
-    return classifier.ClassifierConfig(dataset="glyphs", architecture="resnet", name=SOURCE, training=training)
+    return ClassifierConfig(dataset="glyphs", architecture="resnet", name=SOURCE, training=training)
 
 
 def load_keras_classifier(path: Path) -> keras.Model:
     """The Keras model of a classifier artifact (latest version of a model folder, or one version) or a .keras file."""
     if path.suffix == ".keras":
         return keras.saving.load_model(path)
-    version = export.latest_version(path) or path
-    model_file = version / export.KERAS_MODEL_FILE
+    version = latest_version(path) or path
+    model_file = version / KERAS_MODEL_FILE
     if not model_file.is_file():
         raise FileNotFoundError(
-            f"{path} holds no {export.KERAS_MODEL_FILE}: give a classifier artifact (artifacts/NAME or artifacts/NAME/VERSION), "
+            f"{path} holds no {KERAS_MODEL_FILE}: "
+            "give a classifier artifact (artifacts/NAME or artifacts/NAME/VERSION), "
             f"a .keras file, or one of {', '.join(BACKBONES)}"
         )
     return keras.saving.load_model(model_file)
 
 
-def own_backbone(config: TransferConfig, *, runs: Path, register: bool) -> keras.Model:
-    """The convolutional part of one of this project's classifiers; the glyph source is pretrained (in
-    `runs`/glyphs) when missing."""
-    path = Path(config.artifacts) / SOURCE if config.backbone == SOURCE else Path(config.backbone)
-    if config.backbone == SOURCE and export.latest_version(path) is None:
+def source_path(config: TransferConfig) -> Path:
+    return Path(config.artifacts) / SOURCE if config.backbone == SOURCE else Path(config.backbone)
+
+
+def ensure_source(config: TransferConfig, *, runs: Path, register: bool) -> None:
+    """Pretrain the glyph backbone (in `runs`/glyphs) and export it when it is the backbone and missing."""
+    path = source_path(config)
+    if config.backbone == SOURCE and latest_version(path) is None:
         print(
-            f"pretraining the {SOURCE} backbone on printed characters ({config.source_epochs} epochs); later runs reuse {path}"
+            f"pretraining the {SOURCE} backbone on printed characters ({config.source_epochs} epochs); "
+            f"later runs reuse {path}"
         )
-        classifier.run(
+        CLASSIFIER.run(
             source_config(config), run_dir=runs / SOURCE, artifacts=Path(config.artifacts), register=register
         )
-    return convolutional_part(load_keras_classifier(path))
 
 
-def build_model(
+def build_transfer_model(
     config: TransferConfig, dataset: ImageDataset, backbone: keras.Model | None, *, pretrained: bool = True
 ) -> keras.Model:
     """The transfer classifier; with `pretrained=False` the same architecture from random weights."""
@@ -223,9 +208,6 @@ def build_model(
         for layer in backbone.layers:  # the clone copies each layer's trainable flag, frozen by phase 1
             layer.trainable = True
     return build_transfer_classifier(backbone=backbone, **common)
-
-
-# --- Training --------------------------------------------------------------------------------------
 
 
 def reusable_phases(run_dir: Path) -> set[str]:
@@ -250,63 +232,14 @@ def train_phase(
 
 
 def fine_tuned(model: keras.Model, strategy: str, fine_tune_at: int | None) -> keras.Model:
-    """Phase 2's model: "full" unfreezes the whole backbone, "partial" from `fine_tune_at` (default: default_fine_tune_at)."""
+    """Phase 2's model: "full" unfreezes the whole backbone, "partial" from `fine_tune_at`
+    (default: default_fine_tune_at)."""
     if strategy == "full":
         fine_tune_at = 0
     elif fine_tune_at is None:
         fine_tune_at = default_fine_tune_at(backbone_of(model))
     unfreeze_from(model, fine_tune_at)
     return model
-
-
-def train(
-    config: TransferConfig, dataset: ImageDataset, run_dir: Path, *, register: bool = False
-) -> tuple[keras.Model, keras.Model | None, str]:
-    """Phase 1, phase 2 (unless the strategy is freeze) and the from-scratch baseline; returns (model, scratch, strategy)."""
-    strategy = chosen_strategy(config, dataset)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "run.json").write_text(
-        json.dumps(
-            {"family": FAMILY, "config": config.to_dict(), "dataset": dataset.summary(), "strategy": strategy}, indent=2
-        )
-    )
-    print(f"dataset {dataset.name}: {dataset.summary()['sizes']}, {dataset.num_classes} classes; strategy {strategy}")
-    backbone = None if config.backbone in BACKBONES else own_backbone(config, runs=run_dir.parent, register=register)
-    training = config.training
-    train_ds = make_tf_dataset(
-        dataset.train, batch_size=training.batch_size, training=True, seed=training.seed, augment=config.augment
-    )
-    dev_ds = make_tf_dataset(dataset.dev, batch_size=256, training=False)
-    reuse = reusable_phases(run_dir)
-
-    def frozen() -> keras.Model:
-        model = build_model(config, dataset, backbone)
-        freeze_backbone(model)
-        return model
-
-    model = train_phase("head", frozen, train_ds, dev_ds, training, run_dir, reuse)
-    epochs = training.epochs
-    if strategy != "freeze":
-        fine = replace(training, epochs=config.fine_tune_epochs, learning_rate=config.fine_tune_rate)
-        head_model = run_dir / "head" / "model.keras"
-        build = lambda: fine_tuned(keras.saving.load_model(head_model), strategy, config.fine_tune_at)  # noqa: E731
-        model = train_phase("fine_tune", build, train_ds, dev_ds, fine, run_dir, reuse)
-        epochs += config.fine_tune_epochs
-    write_history(run_dir, [phase for phase in PHASES[:2] if (run_dir / phase / "history.csv").exists()])
-    model.save(run_dir / "model.keras")
-    scratch = None
-    if config.scratch:
-        # Same architecture, images, augmentation, learning rate and number of epochs, from random weights.
-        scratch = train_phase(
-            "scratch",
-            lambda: build_model(config, dataset, backbone, pretrained=False),
-            train_ds,
-            dev_ds,
-            replace(training, epochs=epochs),
-            run_dir,
-            reuse,
-        )
-    return model, scratch, strategy
 
 
 def write_history(run_dir: Path, phases: list[str]) -> None:
@@ -323,25 +256,18 @@ def write_history(run_dir: Path, phases: list[str]) -> None:
                 epoch += 1
 
 
-# --- Evaluation and export -------------------------------------------------------------------------
-
-
-def evaluate(
-    model: keras.Model, scratch: keras.Model | None, dataset: ImageDataset, run_dir: Path, strategy: str
-) -> dict[str, Any]:
-    """The classifier's evaluation of the transfer model plus the comparison with the scratch baseline."""
-    report = classifier.evaluate(model, dataset, run_dir)
+def compare(trained: Trained, dataset: ImageDataset, run_dir: Path, report: dict[str, Any]) -> dict[str, Any]:
+    """The classifier's `report` of the transfer model with the comparison to the scratch baseline added."""
+    scratch = trained.baseline
     comparison: dict[str, Any] = {
-        "strategy": strategy,
+        "strategy": trained.fitted.strategy,
         "train_images": len(dataset.train.labels),
         "test_images": len(dataset.test.labels),
         "transfer_test_accuracy": report["test_accuracy"],
     }
     curves = {"transfer": read_history(run_dir)}
     if scratch is not None:
-        comparison["scratch_test_accuracy"] = float(
-            np.mean(classifier.predict_ids(scratch, dataset.test) == dataset.test.labels)
-        )
+        comparison["scratch_test_accuracy"] = float(np.mean(predict_ids(scratch, dataset.test) == dataset.test.labels))
         curves["from scratch"] = read_history(run_dir / "scratch")
     head_epochs = len(read_history(run_dir / "head").get("loss", []))
     marks = {"fine-tuning starts": head_epochs} if (run_dir / "fine_tune" / "history.csv").exists() else {}
@@ -352,175 +278,241 @@ def evaluate(
         title=f"{dataset.name}: transfer vs from scratch",
     )
     report["comparison"] = comparison
-    (run_dir / "evaluation" / "report.json").write_text(json.dumps(report, indent=2))
+    RunFolder(run_dir).save_report(report)
     return report
 
 
-def describe(report: dict[str, Any]) -> str:
-    comparison = report["comparison"]
-    line = f"test accuracy: transfer {comparison['transfer_test_accuracy']:.4f}"
-    if "scratch_test_accuracy" in comparison:
-        line += f", same architecture from scratch {comparison['scratch_test_accuracy']:.4f}"
-    return f"{line} ({comparison['train_images']} training images, strategy {comparison['strategy']})"
+# Transfer learning goes through the classifier family for its evaluation, exported graph and metadata, and
+# adds the comparison with the same architecture trained from scratch. (No class docstring: `description`
+# below is the module's.)
+class TransferFamily(Family[TransferConfig, ImageDataset, TransferPlan]):
+
+    name = "transfer"
+    config_type = TransferConfig
+    profiles = PROFILES
+    description = __doc__
+    keeps_keras_model = True
+
+    def load_data(self, config: TransferConfig) -> ImageDataset:
+        """The dataset split with `split_seed` (default: the training seed), then few-shot sampled with the
+        training seed."""
+        split_seed = config.training.seed if config.split_seed is None else config.split_seed
+        full = load_dataset(
+            config.dataset,
+            data_dir=config.data_dir,
+            image_size=config.image_size,
+            channels=config.channels,
+            seed=split_seed,
+        )
+        return few_shot(full, config.examples_per_class, seed=config.training.seed)
+
+    def fit_preprocessing(self, config: TransferConfig, data: ImageDataset) -> TransferPlan:
+        backbone = (
+            None if config.backbone in BACKBONES else convolutional_part(load_keras_classifier(source_path(config)))
+        )
+        return TransferPlan(chosen_strategy(config, data), backbone)
+
+    def record_extra(self, fitted: TransferPlan) -> dict[str, Any]:
+        return {"strategy": fitted.strategy}
+
+    def build_model(self, config: TransferConfig, data: ImageDataset, fitted: TransferPlan) -> keras.Model:
+        """Phase 1's model: the pretrained backbone, frozen, under a new head."""
+        model = build_transfer_model(config, data, fitted.backbone)
+        freeze_backbone(model)
+        return model
+
+    def fit(
+        self,
+        config: TransferConfig,
+        data: ImageDataset,
+        fitted: TransferPlan,
+        run_dir: Path,
+        extra_callbacks: Sequence = (),
+    ) -> keras.Model:
+        """Phase 1 (the head on the frozen backbone), then phase 2 unless the strategy is freeze."""
+        print(f"{data.num_classes} classes, {len(data.train.labels)} training images; strategy {fitted.strategy}")
+        phase = self._phase_runner(config, data, run_dir)
+        model = phase("head", lambda: self.build_model(config, data, fitted), config.training)
+        if fitted.strategy != "freeze":
+            fine = replace(config.training, epochs=config.fine_tune_epochs, learning_rate=config.fine_tune_rate)
+            head_model = run_dir / "head" / "model.keras"
+            model = phase(
+                "fine_tune",
+                lambda: fine_tuned(keras.saving.load_model(head_model), fitted.strategy, config.fine_tune_at),
+                fine,
+            )
+        write_history(run_dir, [phase for phase in PHASES[:2] if (run_dir / phase / "history.csv").exists()])
+        return model
+
+    def train(
+        self, config: TransferConfig, data: ImageDataset, run_dir: Path, extra_callbacks: Sequence = ()
+    ) -> Trained:
+        """Both phases, then (unless `scratch` is off) the same architecture from random weights, with the same
+        images, augmentation, learning rate and number of epochs."""
+        ensure_source(config, runs=run_dir.parent, register=False)
+        trained = super().train(config, data, run_dir, extra_callbacks)
+        if not config.scratch:
+            return trained
+        epochs = config.training.epochs + (config.fine_tune_epochs if trained.fitted.strategy != "freeze" else 0)
+        scratch = self._phase_runner(config, data, run_dir)(
+            "scratch",
+            lambda: build_transfer_model(config, data, trained.fitted.backbone, pretrained=False),
+            replace(config.training, epochs=epochs),
+        )
+        return replace(trained, baseline=scratch)
+
+    def _phase_runner(self, config: TransferConfig, data: ImageDataset, run_dir: Path) -> Callable[..., keras.Model]:
+        training = config.training
+        train_ds = make_tf_dataset(
+            data.train, batch_size=training.batch_size, training=True, seed=training.seed, augment=config.augment
+        )
+        dev_ds = make_tf_dataset(data.dev, batch_size=256, training=False)
+        reuse = reusable_phases(run_dir)
+        return lambda phase, build, phase_training: train_phase(
+            phase, build, train_ds, dev_ds, phase_training, run_dir, reuse
+        )
+
+    def load_trained(self, run_dir: Path) -> Trained:
+        run = RunFolder(run_dir)
+        recorded = run.recorded()
+        config = TransferConfig.from_dict(recorded["config"])
+        scratch_file = run_dir / "scratch" / "model.keras"
+        scratch = keras.saving.load_model(scratch_file) if config.scratch and scratch_file.is_file() else None
+        return Trained(config, run.load_model(), TransferPlan(recorded["strategy"]), baseline=scratch)
+
+    def evaluate(self, trained: Trained, data: ImageDataset, run_dir: Path) -> dict[str, Any]:
+        return compare(trained, data, run_dir, CLASSIFIER.evaluate(trained, data, run_dir))
+
+    def headline(self, report: dict[str, Any]) -> dict[str, Any]:
+        return {"test_accuracy": report["test_accuracy"], "comparison": report["comparison"]}
+
+    def describe(self, report: dict[str, Any]) -> str:
+        comparison = report["comparison"]
+        line = f"test accuracy: transfer {comparison['transfer_test_accuracy']:.4f}"
+        if "scratch_test_accuracy" in comparison:
+            line += f", same architecture from scratch {comparison['scratch_test_accuracy']:.4f}"
+        return f"{line} ({comparison['train_images']} training images, strategy {comparison['strategy']})"
+
+    def served_graph(self, trained: Trained, data: ImageDataset) -> ClassifierGraph:
+        return CLASSIFIER.served_graph(trained, data)
+
+    def artifact_metadata(self, trained: Trained, data: ImageDataset, report: dict[str, Any]) -> ArtifactMetadata:
+        """A classifier artifact (served by /classify) that says it was transfer-learned, from what, and how it
+        compares."""
+        metadata = CLASSIFIER.artifact_metadata(trained, data, report)
+        extra = {"backbone": trained.config.backbone, "comparison": report["comparison"]}
+        return replace(metadata, family=self.name, extra=extra)
+
+    def run(self, config: TransferConfig, *, run_dir: Path, artifacts: Path, register: bool = True) -> Path:
+        """Pretrain the glyph backbone first if needed (registering it too), then train, evaluate and export."""
+        config = replace(config, artifacts=str(artifacts))
+        ensure_source(config, runs=run_dir.parent, register=register)
+        return super().run(config, run_dir=run_dir, artifacts=artifacts, register=register)
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument(
+            "--dataset", default="digits", help="digits | glyphs | folder:PATH | tfds:NAME (default: %(default)s)"
+        )
+        parser.add_argument("--data-dir", help="TFDS data_dir holding the prepared dataset (no downloads)")
+        parser.add_argument(
+            "--image-size",
+            type=int,
+            nargs=2,
+            metavar=("H", "W"),
+            help="resize images on loading (folder and TFDS datasets)",
+        )
+        parser.add_argument(
+            "--channels", type=int, choices=(1, 3), default=1, help="1 = grayscale, 3 = RGB (default: %(default)s)"
+        )
+        parser.add_argument(
+            "--examples-per-class",
+            type=int,
+            help="keep only N training images per class "
+            "(default: 10 for the bundled digits, the demo; every image otherwise; 0 = every image)",
+        )
+        parser.add_argument(
+            "--backbone",
+            default=SOURCE,
+            help=f"{' | '.join(BACKBONES)} (keras.applications) | {SOURCE} (pretrained here on printed characters) | "
+            "PATH of one of this project's classifier artifacts or a .keras file (default: %(default)s)",
+        )
+        parser.add_argument(
+            "--weights",
+            default="imagenet",
+            help="keras.applications backbones: imagenet | PATH of a weights file | none (default: %(default)s)",
+        )
+        parser.add_argument(
+            "--backbone-size",
+            type=int,
+            help="side the images are resized to inside the model (default: the backbone's own)",
+        )
+        parser.add_argument(
+            "--transfer-strategy",
+            choices=("auto", *STRATEGIES),
+            help="freeze: head only; partial: then fine-tune from --fine-tune-at; full: then fine-tune all; "
+            "auto: by images per class (default: the profile's)",
+        )
+        parser.add_argument(
+            "--fine-tune-at",
+            type=int,
+            help="first backbone layer phase 2 trains (default: 100, or half the layers of a smaller backbone)",
+        )
+        parser.add_argument("--fine-tune-epochs", type=int, help="phase 2 epochs (default: the profile's)")
+        parser.add_argument(
+            "--fine-tune-learning-rate",
+            type=float,
+            help="phase 2 learning rate (default: the profile's, else 1/100 of --learning-rate)",
+        )
+        parser.add_argument(
+            "--source-epochs",
+            type=int,
+            help=f"epochs to pretrain the {SOURCE} backbone when artifacts/{SOURCE} is missing "
+            "(default: the profile's)",
+        )
+        parser.add_argument(
+            "--dropout", type=float, default=0.2, help="before the new Dense layer (default: %(default)s)"
+        )
+        parser.add_argument(
+            "--augment",
+            action=argparse.BooleanOptionalAction,
+            help="random shifts/rotations of training images (default: the profile's)",
+        )
+        parser.add_argument(
+            "--no-scratch",
+            action="store_true",
+            help="skip training the same architecture from random weights for comparison",
+        )
+        flags.add_training_arguments(parser, profiles=self.profiles, name=self.name)
+
+    def config_from_args(self, args: argparse.Namespace) -> TransferConfig:
+        preset = self.profiles[args.profile]
+        per_class = (
+            args.examples_per_class if args.examples_per_class is not None else (10 if args.dataset == "digits" else 0)
+        )
+        return TransferConfig(
+            dataset=args.dataset,
+            data_dir=args.data_dir,
+            image_size=tuple(args.image_size) if args.image_size else None,
+            channels=args.channels,
+            examples_per_class=per_class or None,
+            backbone=args.backbone,
+            weights=None if args.weights == "none" else args.weights,
+            backbone_size=args.backbone_size,
+            transfer_strategy=flags.preset_value(args, preset, "transfer_strategy"),
+            fine_tune_at=args.fine_tune_at,
+            fine_tune_epochs=flags.preset_value(args, preset, "fine_tune_epochs"),
+            fine_tune_learning_rate=flags.preset_value(args, preset, "fine_tune_learning_rate"),
+            source_epochs=flags.preset_value(args, preset, "source_epochs"),
+            scratch=not args.no_scratch,
+            dropout=args.dropout,
+            augment=flags.preset_value(args, preset, "augment"),
+            name=args.name,
+            artifacts=str(args.artifacts),
+            training=flags.training_config(args, preset),
+        )
 
 
-def export_model(
-    model: keras.Model, dataset: ImageDataset, report: dict[str, Any], config: TransferConfig, root: Path
-) -> Path:
-    extra = {"family": FAMILY, "backbone": config.backbone, "comparison": report["comparison"]}
-    return classifier.export_model(model, dataset, report, config, root, extra_metadata=extra)
-
-
-def train_and_evaluate(
-    config: TransferConfig, run_dir: Path, *, register: bool = False
-) -> tuple[keras.Model, ImageDataset, dict[str, Any]]:
-    dataset = load_data(config)
-    model, scratch, strategy = train(config, dataset, run_dir, register=register)
-    report = evaluate(model, scratch, dataset, run_dir, strategy)
-    print(describe(report))
-    print(f"checkpoints, logs, history and plots in {run_dir}")
-    return model, dataset, report
-
-
-def run(config: TransferConfig, *, run_dir: Path, artifacts: Path, register: bool = True) -> Path:
-    """Train (pretraining the glyph backbone first if needed), evaluate, export and register; returns the artifact."""
-    model, dataset, report = train_and_evaluate(replace(config, artifacts=str(artifacts)), run_dir, register=register)
-    return script.publish(export_model(model, dataset, report, config, artifacts), register=register)
-
-
-def load_run(run_dir: Path) -> tuple[TransferConfig, ImageDataset, keras.Model, keras.Model | None, str]:
-    recorded = json.loads((run_dir / "run.json").read_text())
-    config = TransferConfig.from_dict(recorded["config"])
-    scratch_file = run_dir / "scratch" / "model.keras"
-    scratch = keras.saving.load_model(scratch_file) if config.scratch and scratch_file.is_file() else None
-    return config, load_data(config), keras.saving.load_model(run_dir / "model.keras"), scratch, recorded["strategy"]
-
-
-def evaluate_run(run_dir: Path) -> dict[str, Any]:
-    """Re-evaluate a finished run; returns the headline figures."""
-    config, dataset, model, scratch, strategy = load_run(run_dir)
-    report = evaluate(model, scratch, dataset, run_dir, strategy)
-    return {"test_accuracy": report["test_accuracy"], "comparison": report["comparison"]}
-
-
-def export_run(run_dir: Path, artifacts: Path) -> Path:
-    config, dataset, model, scratch, strategy = load_run(run_dir)
-    report = script.saved_or_fresh_report(run_dir, lambda: evaluate(model, scratch, dataset, run_dir, strategy))
-    return export_model(model, dataset, report, config, artifacts)
-
-
-# --- Command line ----------------------------------------------------------------------------------
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--dataset", default="digits", help="digits | glyphs | folder:PATH | tfds:NAME (default: %(default)s)"
-    )
-    parser.add_argument("--data-dir", help="TFDS data_dir holding the prepared dataset (no downloads)")
-    parser.add_argument(
-        "--image-size",
-        type=int,
-        nargs=2,
-        metavar=("H", "W"),
-        help="resize images on loading (folder and TFDS datasets)",
-    )
-    parser.add_argument(
-        "--channels", type=int, choices=(1, 3), default=1, help="1 = grayscale, 3 = RGB (default: %(default)s)"
-    )
-    parser.add_argument(
-        "--examples-per-class",
-        type=int,
-        help="keep only N training images per class (default: 10 for the bundled digits, the demo; every image otherwise; 0 = every image)",
-    )
-    parser.add_argument(
-        "--backbone",
-        default=SOURCE,
-        help=f"{' | '.join(BACKBONES)} (keras.applications) | {SOURCE} (pretrained here on printed characters) | "
-        "PATH of one of this project's classifier artifacts or a .keras file (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--weights",
-        default="imagenet",
-        help="keras.applications backbones: imagenet | PATH of a weights file | none (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--backbone-size",
-        type=int,
-        help="side the images are resized to inside the model (default: the backbone's own)",
-    )
-    parser.add_argument(
-        "--transfer-strategy",
-        choices=("auto", *STRATEGIES),
-        help="freeze: head only; partial: then fine-tune from --fine-tune-at; full: then fine-tune all; auto: by images per class (default: the profile's)",
-    )
-    parser.add_argument(
-        "--fine-tune-at",
-        type=int,
-        help="first backbone layer phase 2 trains (default: 100, or half the layers of a smaller backbone)",
-    )
-    parser.add_argument("--fine-tune-epochs", type=int, help="phase 2 epochs (default: the profile's)")
-    parser.add_argument(
-        "--fine-tune-learning-rate",
-        type=float,
-        help="phase 2 learning rate (default: the profile's, else 1/100 of --learning-rate)",
-    )
-    parser.add_argument(
-        "--source-epochs",
-        type=int,
-        help=f"epochs to pretrain the {SOURCE} backbone when artifacts/{SOURCE} is missing (default: the profile's)",
-    )
-    parser.add_argument("--dropout", type=float, default=0.2, help="before the new Dense layer (default: %(default)s)")
-    parser.add_argument(
-        "--augment",
-        action=argparse.BooleanOptionalAction,
-        help="random shifts/rotations of training images (default: the profile's)",
-    )
-    parser.add_argument(
-        "--no-scratch",
-        action="store_true",
-        help="skip training the same architecture from random weights for comparison",
-    )
-    script.add_training_arguments(parser, profiles=PROFILES, name=FAMILY)
-
-
-def config_from_args(args: argparse.Namespace) -> TransferConfig:
-    preset = PROFILES[args.profile]
-    per_class = (
-        args.examples_per_class if args.examples_per_class is not None else (10 if args.dataset == "digits" else 0)
-    )
-    return TransferConfig(
-        dataset=args.dataset,
-        data_dir=args.data_dir,
-        image_size=tuple(args.image_size) if args.image_size else None,
-        channels=args.channels,
-        examples_per_class=per_class or None,
-        backbone=args.backbone,
-        weights=None if args.weights == "none" else args.weights,
-        backbone_size=args.backbone_size,
-        transfer_strategy=script.preset_value(args, preset, "transfer_strategy"),
-        fine_tune_at=args.fine_tune_at,
-        fine_tune_epochs=script.preset_value(args, preset, "fine_tune_epochs"),
-        fine_tune_learning_rate=script.preset_value(args, preset, "fine_tune_learning_rate"),
-        source_epochs=script.preset_value(args, preset, "source_epochs"),
-        scratch=not args.no_scratch,
-        dropout=args.dropout,
-        augment=script.preset_value(args, preset, "augment"),
-        name=args.name,
-        artifacts=str(args.artifacts),
-        training=script.training_config(args, preset),
-    )
-
-
-def main(argv: list[str] | None = None) -> int:
-    return script.pipeline_main(
-        argv,
-        prog="python -m pipelines.transfer",
-        description=__doc__,
-        add_arguments=add_arguments,
-        config_from_args=config_from_args,
-        run=run,
-    )
-
+FAMILY = TransferFamily()
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(FAMILY.main())

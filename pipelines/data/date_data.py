@@ -46,6 +46,7 @@ import random
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import ClassVar
 
 import tensorflow as tf
 import tensorflow_datasets as tfds
@@ -273,17 +274,6 @@ def styles() -> list[str]:
     return sorted({style.style for style in _styles()})
 
 
-def render_style(date: datetime.date, locale: str, style: str, rng: random.Random) -> str | None:
-    """The text one style gives for `date`, before noise; None where the style is not allowed for it.
-
-    `locale` and `style` are as in `DatePair`, e.g. ("de_DE", "babel:medium") or ("hand", "ordinal").
-    """
-    for candidate in _styles():
-        if (candidate.locale, candidate.style) == (locale, style):
-            return candidate.render(date, rng)
-    raise KeyError(f"no style {style!r} for locale {locale!r}")
-
-
 # --- Noise and sampling -------------------------------------------------------------------
 
 
@@ -392,7 +382,7 @@ def as_tf_dataset(pairs: list[DatePair]) -> tf.data.Dataset:
 class DateNormalization(generated_tfds.GeneratedDatasetBuilder):
     """Human-written dates in several languages paired with ISO 8601 dates, generated with Babel."""
 
-    BUILDER_CONFIGS = [
+    BUILDER_CONFIGS: ClassVar[list[generated_tfds.SplitSizes]] = [
         generated_tfds.SplitSizes(
             name="default", description="60000 / 2000 / 5000 pairs.", train_size=60000, dev_size=2000, test_size=5000
         ),

@@ -10,7 +10,7 @@ import argparse
 import dataclasses
 import inspect
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, ClassVar
 
 import tensorflow as tf
 import tensorflow_datasets as tfds
@@ -31,7 +31,7 @@ class GeneratedDatasetBuilder(tfds.core.GeneratorBasedBuilder):
     """Splits train, validation (the project's dev split) and test, in generation order."""
 
     VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "Initial release."}
+    RELEASE_NOTES: ClassVar[dict[str, str]] = {"1.0.0": "Initial release."}
     DEFAULT_CONFIG_NAME = "default"
 
     def __init_subclass__(cls, **kwargs):

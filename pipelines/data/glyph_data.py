@@ -64,6 +64,7 @@ import string
 import time
 from pathlib import Path
 from types import SimpleNamespace
+from typing import ClassVar
 
 import matplotlib
 import numpy as np
@@ -137,7 +138,8 @@ def transform_about_centre(image: Image.Image, matrix: np.ndarray) -> Image.Imag
 
 
 def draw_character(rng: np.random.Generator, label: int) -> Image.Image:
-    """Steps 1-2: the character in a random font, stroked and randomly transformed, on the black CANVAS x CANVAS "L" image."""
+    """Steps 1-2: the character in a random font, stroked and randomly transformed, on the black CANVAS x CANVAS
+    "L" image."""
     canvas = Image.new("L", (CANVAS, CANVAS), 0)
     ImageDraw.Draw(canvas).text(
         (CANVAS // 2, CANVAS // 2),
@@ -231,9 +233,10 @@ def make_glyph_dataset(
 
 
 class GeneratedGlyphs(generated_tfds.GeneratedDatasetBuilder):
-    """62 classes of printed characters (0-9, A-Z, a-z) in 22 fonts, imaged as 8x8 block counts like the UCI digits, generated offline."""
+    """62 classes of printed characters (0-9, A-Z, a-z) in 22 fonts, imaged as 8x8 block counts like the UCI
+    digits, generated offline."""
 
-    BUILDER_CONFIGS = [
+    BUILDER_CONFIGS: ClassVar[list[generated_tfds.SplitSizes]] = [
         generated_tfds.SplitSizes(
             name="default",
             description="30000 / 2000 / 2000 images of 8x8.",
@@ -285,18 +288,6 @@ def load_tfds(split: str, *, data_dir: str, config: str = "default") -> tf.data.
     return generated_tfds.load_split(GeneratedGlyphs, split, data_dir=data_dir, config=config)
 
 
-def split_from_tfds(dataset: tf.data.Dataset) -> Split:
-    """A `load_tfds` split back as a Split of arrays."""
-    images, labels = [], []
-    for example in dataset.as_numpy_iterator():
-        images.append(example["image"])
-        labels.append(example["label"])
-    return Split(
-        images=np.stack(images) if images else np.zeros((0, IMAGE_SIZE, IMAGE_SIZE, 1), np.uint8),
-        labels=np.array(labels, np.int64),
-    )
-
-
 # --- CLI -----------------------------------------------------------------------------------------
 
 
@@ -304,8 +295,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m pipelines.data.glyph_data",
         description=(
-            "Generate printed characters (62 classes, 0-9, A-Z and a-z in 22 fonts, 8x8 grayscale made like the UCI digits: "
-            "a 32x32 bitmap reduced to 4x4 block counts) as a source task for transfer learning to digits."
+            "Generate printed characters (62 classes, 0-9, A-Z and a-z in 22 fonts, 8x8 grayscale made like the UCI "
+            "digits: a 32x32 bitmap reduced to 4x4 block counts) as a source task for transfer learning to digits."
         ),
         epilog=(
             "examples: python -m pipelines.data.glyph_data --samples 48 --out glyphs.png; "
@@ -323,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.samples is not None:
         if args.out is None:
             parser.error("--samples needs --out PNG")
-        from pipelines.evaluation.plots import plot_image_gallery  # matplotlib is only needed here
+        from pipelines.data.figures import plot_image_gallery  # matplotlib is only needed here
 
         start = time.perf_counter()
         split = make_split(np.random.default_rng([args.seed, 0]), args.samples)

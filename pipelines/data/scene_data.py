@@ -40,17 +40,22 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 from PIL import Image
 
+from models.image_graph import border_mean
 from pipelines.data import generated_tfds
 from pipelines.data.image_data import Split, load_digits, read_image
 
 DIGIT_NAMES = [str(digit) for digit in range(10)]
-SPEC_FORMS = '"digit-scenes", "tfds:CONFIG" (digit_scenes/CONFIG), "coco:DIR" (DIR/annotations.json + DIR/images/) or "voc:DIR" (VOC layout)'
+SPEC_FORMS = (
+    '"digit-scenes", "tfds:CONFIG" (digit_scenes/CONFIG), "coco:DIR" (DIR/annotations.json + DIR/images/) '
+    'or "voc:DIR" (VOC layout)'
+)
 
 # Pixels of an upscaled digit below this are dropped: bicubic filtering leaves a faint halo
 # that nobody would count as ink, and keeping it would make boxes looser than the digit.
@@ -379,13 +384,12 @@ def augment(
     # The transform maps output pixel indices to input ones; index i is centred at edge i + 0.5.
     to_input = (0.5 - offset - 0.5 * scale) / scale
     transform = tf.stack([1 / scale, 0.0, to_input[1], 0.0, 1 / scale, to_input[0], 0.0, 0.0])[tf.newaxis]
-    pixels = tf.cast(image, tf.float32)
-    border = tf.concat([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]], axis=0)
+    pixels = tf.cast(image, tf.float32)[tf.newaxis]
     warped = tf.raw_ops.ImageProjectiveTransformV3(
-        images=pixels[tf.newaxis],
+        images=pixels,
         transforms=transform,
         output_shape=tf.shape(image)[:2],
-        fill_value=tf.reduce_mean(border),
+        fill_value=border_mean(pixels)[0],
         interpolation="BILINEAR",
         fill_mode="CONSTANT",
     )[0]
@@ -416,7 +420,7 @@ class DigitScenesConfig(generated_tfds.SplitSizes):
 class DigitScenes(generated_tfds.GeneratedDatasetBuilder):
     """Scenes of 1-6 scikit-learn handwritten digits with exact boxes, generated offline."""
 
-    BUILDER_CONFIGS = [
+    BUILDER_CONFIGS: ClassVar[list[DigitScenesConfig]] = [
         DigitScenesConfig(
             name="default",
             description="2000 / 200 / 400 scenes of 128x128.",
@@ -488,13 +492,8 @@ def load_tfds(split: str, *, data_dir: str, config: str = "default") -> tf.data.
 
 def save_contact_sheet(scenes: list[Scene], class_names: list[str], path: Path, *, columns: int = 4) -> Path:
     """A PNG grid of scenes with their boxes and class names drawn on."""
-    from pipelines.evaluation.plots import (
-        GROUND_TRUTH_COLOR,
-        draw_boxes,
-        plt,
-        save_figure,
-        show_image,
-    )  # matplotlib is only needed here
+    # matplotlib is only needed here, so importing this module does not load it.
+    from pipelines.data.figures import GROUND_TRUTH_COLOR, draw_boxes, plt, save_figure, show_image
 
     rows = max(1, math.ceil(len(scenes) / columns))
     fig, axes = plt.subplots(rows, columns, figsize=(3 * columns, 3 * rows), squeeze=False)
@@ -525,9 +524,8 @@ def main(argv: list[str] | None = None) -> int:
         rng = np.random.default_rng(args.seed)
         digits = load_digits(seed=args.seed).train
         scenes = [render_scene(rng, digits, size=args.size) for _ in range(args.samples)]
-        print(
-            f"{len(scenes)} scenes, {sum(len(s.classes) for s in scenes)} digits -> {save_contact_sheet(scenes, DIGIT_NAMES, args.out)}"
-        )
+        path = save_contact_sheet(scenes, DIGIT_NAMES, args.out)
+        print(f"{len(scenes)} scenes, {sum(len(s.classes) for s in scenes)} digits -> {path}")
         return 0
 
     return generated_tfds.build_and_report(DigitScenes, args.build_tfds, args.config)

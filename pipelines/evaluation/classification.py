@@ -29,18 +29,6 @@ def _scores(tp: float, fp: float, fn: float) -> tuple[float, float, float]:
     return precision, recall, _ratio(2 * precision * recall, precision + recall)
 
 
-def precision_recall_f1(y_true, y_pred, *, positive=1) -> tuple[float, float, float]:
-    """Precision, recall and F1 of the `positive` label, from true positives, false positives and false negatives."""
-    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
-    if y_true.shape != y_pred.shape:
-        raise ValueError(f"y_true and y_pred differ in shape: {y_true.shape} vs {y_pred.shape}")
-    actual, predicted = y_true == positive, y_pred == positive
-    tp = np.sum(actual & predicted)
-    fp = np.sum(~actual & predicted)
-    fn = np.sum(actual & ~predicted)
-    return _scores(tp, fp, fn)
-
-
 def confusion_matrix(y_true, y_pred, num_classes: int) -> np.ndarray:
     """Counts of (true, predicted) label pairs: rows are true labels, columns predicted ones."""
     y_true, y_pred = np.asarray(y_true, dtype=np.int64), np.asarray(y_pred, dtype=np.int64)

@@ -1,12 +1,12 @@
-"""COCO-style evaluation of object detections: mAP@0.5, mAP@0.75 and mAP@[.5:.95].
+"""COCO-style evaluation of object detections: mAP@0.5, mAP@0.75 and mAP@[.5:.95], computed by pycocotools.
 
-The rules are those of pycocotools' `COCOeval` for bounding boxes, area range "all" and maxDets 100, which
-the tests use as the reference (agreement within 0.001):
+The boxes go to pycocotools' `COCOeval` for bounding boxes, area range "all" and at most `max_detections`
+detections per image and class. Its rules, which the reports therefore follow:
 
 * per image and class, detections are sorted by score (stable, so ties keep their input order) and only the
-  best `max_detections` are kept: the cap applies per image *and class*, as in pycocotools;
+  best `max_detections` are kept: the cap applies per image *and class*;
 * at each IoU threshold, each detection in turn takes the unmatched ground truth box it overlaps most, if
-  that IoU reaches the threshold (on equal IoUs the later ground-truth box wins, as in pycocotools' loop);
+  that IoU reaches the threshold (on equal IoUs the later ground-truth box wins);
 * per class, the detections of all images are merged, again stably sorted by score, and precision is made
   monotone (the "envelope") and read at 101 recall points 0, 0.01, ..., 1; AP is their mean;
 * classes without ground truth have no AP and are left out of the means.
@@ -15,17 +15,20 @@ There are no crowd regions or area ranges. Boxes are `[x1, y1, x2, y2]` pixels w
 which is what pycocotools computes on the equivalent `[x, y, w, h]` boxes.
 """
 
+import contextlib
+import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
 
-from models.box_ops import iou_matrix
+from models.box_ops import box_area
 
-# linspace rather than arange: arange's accumulated rounding puts e.g. 0.7000000000000001 on the grid, and a
-# threshold must be exactly the one pycocotools uses for an IoU that lands on it to be judged the same way.
+# linspace rather than arange: arange's accumulated rounding puts e.g. 0.7000000000000001 on the grid, and an
+# IoU that lands exactly on a threshold must be judged against exactly that threshold.
 COCO_IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)
-RECALL_POINTS = np.linspace(0.0, 1.0, 101)
 
 
 @dataclass(frozen=True)
@@ -69,89 +72,69 @@ def _checked_boxes(
     return boxes, classes.astype(int)
 
 
-def match_detections(ious: np.ndarray, iou_threshold: float) -> np.ndarray:
-    """Greedy COCO matching for one image and class: which detections are true positives.
-
-    `ious` is (D, G) with detections already in descending score order. Returns a boolean (D,) array.
-    """
-    # pycocotools caps the threshold so that a perfect IoU of 1 still matches at threshold 1.
-    threshold = min(iou_threshold, 1 - 1e-10)
-    matched_truths = np.zeros(ious.shape[1], dtype=bool)
-    true_positive = np.zeros(ious.shape[0], dtype=bool)
-    for detection, overlaps in enumerate(ious):
-        candidates = np.where(matched_truths, -np.inf, overlaps)
-        if not len(candidates) or candidates.max() < threshold:
-            continue
-        # The last of equally good boxes, as pycocotools' `>=` scan over the ground truth picks it.
-        best = len(candidates) - 1 - int(np.argmax(candidates[::-1]))
-        matched_truths[best] = True
-        true_positive[detection] = True
-    return true_positive
+def _coco_annotations(boxes: np.ndarray, classes: np.ndarray, image_id: int, first_id: int) -> list[dict]:
+    # Degenerate boxes get width or height 0 rather than a negative one, so their area and IoU are 0 as in
+    # `box_ops`; they still count as objects.
+    sizes = np.clip(boxes[:, 2:] - boxes[:, :2], 0.0, None)
+    return [
+        {
+            # Ids start at 1: pycocotools records matches by annotation id and would read an id of 0 as "unmatched".
+            "id": first_id + index,
+            "image_id": image_id,
+            "category_id": int(label) + 1,
+            "bbox": [float(box[0]), float(box[1]), float(size[0]), float(size[1])],
+            "area": float(area),
+            "iscrowd": 0,
+        }
+        for index, (box, size, area, label) in enumerate(zip(boxes, sizes, box_area(boxes), classes))
+    ]
 
 
-def precision_at_recall_points(scores: np.ndarray, true_positive: np.ndarray, num_truths: int) -> np.ndarray:
-    """Interpolated precision of one class at the 101 COCO recall points.
-
-    `scores` and `true_positive` hold every detection of the class over all images, in image order; they are
-    sorted here by descending score with a stable sort. Recall points beyond the highest recall reached get
-    precision 0.
-    """
-    if num_truths < 1:
-        raise ValueError("precision is undefined for a class without ground truth")
-    order = np.argsort(-np.asarray(scores, dtype=float), kind="mergesort")
-    hits = np.asarray(true_positive, dtype=bool)[order]
-    tp = np.cumsum(hits).astype(float)
-    fp = np.cumsum(~hits).astype(float)
-    recall = tp / num_truths
-    # pycocotools adds the spacing term; kept so that results agree with it to the last bit.
-    precision = tp / (tp + fp + np.spacing(1))
-    envelope = np.maximum.accumulate(precision[::-1])[::-1]
-    indices = np.searchsorted(recall, RECALL_POINTS, side="left")
-    reached = indices < len(envelope)
-    interpolated = np.zeros(len(RECALL_POINTS))
-    interpolated[reached] = envelope[indices[reached]]
-    return interpolated
+def _coco(annotations: list[dict], num_images: int, num_classes: int) -> COCO:
+    """An in-memory pycocotools dataset (`loadRes` would fail on an empty detection list)."""
+    dataset = COCO()
+    dataset.dataset = {
+        "images": [{"id": image + 1} for image in range(num_images)],
+        "categories": [{"id": label + 1} for label in range(num_classes)],
+        "annotations": annotations,
+    }
+    dataset.createIndex()
+    return dataset
 
 
-def average_precision(scores: np.ndarray, true_positive: np.ndarray, num_truths: int) -> float:
-    """COCO's 101-point interpolated AP of one class at one IoU threshold (see `precision_at_recall_points`)."""
-    return float(precision_at_recall_points(scores, true_positive, num_truths).mean())
-
-
-def _image_class_results(
-    prediction: Detections, truth: GroundTruth, label: int, thresholds: np.ndarray, max_detections: int
-) -> tuple[np.ndarray, np.ndarray, int]:
-    """Scores (D,), true-positive flags (T, D) and ground-truth count of one image and class."""
-    mine = prediction.classes == label
-    boxes, scores = prediction.boxes[mine], prediction.scores[mine]
-    order = np.argsort(-scores, kind="mergesort")[:max_detections]
-    boxes, scores = boxes[order], scores[order]
-    ious = iou_matrix(boxes, truth.boxes[truth.classes == label])
-    hits = np.array([match_detections(ious, t) for t in thresholds]).reshape(len(thresholds), len(scores))
-    return scores, hits, int(np.sum(truth.classes == label))
-
-
-def _precision_table(
+def _evaluated(
     predictions: Sequence[Detections],
     truths: Sequence[GroundTruth],
     num_classes: int,
-    thresholds: np.ndarray,
+    iou_thresholds: np.ndarray,
     max_detections: int,
-) -> np.ndarray:
-    """Interpolated precision (T, 101, K); NaN for classes without ground truth."""
+) -> COCOeval:
+    """pycocotools' per-image evaluation of the data set (image i is `predictions[i]` and `truths[i]`)."""
+    if len(predictions) != len(truths):
+        raise ValueError(f"{len(predictions)} prediction sets but {len(truths)} ground-truth sets")
     predictions = [_checked_detections(p, num_classes) for p in predictions]
     truths = [_checked_truth(t, num_classes) for t in truths]
-    table = np.full((len(thresholds), len(RECALL_POINTS), num_classes), np.nan)
-    for label in range(num_classes):
-        results = [_image_class_results(p, t, label, thresholds, max_detections) for p, t in zip(predictions, truths)]
-        num_truths = sum(count for _, _, count in results)
-        if num_truths == 0:
-            continue
-        scores = np.concatenate([s for s, _, _ in results])
-        hits = np.concatenate([h for _, h, _ in results], axis=1)
-        for t in range(len(thresholds)):
-            table[t, :, label] = precision_at_recall_points(scores, hits[t], num_truths)
-    return table
+    truth_annotations, detection_annotations = [], []
+    for image, (prediction, truth) in enumerate(zip(predictions, truths)):
+        truth_annotations += _coco_annotations(truth.boxes, truth.classes, image + 1, len(truth_annotations) + 1)
+        found = _coco_annotations(prediction.boxes, prediction.classes, image + 1, len(detection_annotations) + 1)
+        for annotation, score in zip(found, prediction.scores):
+            annotation["score"] = float(score)
+        detection_annotations += found
+    # pycocotools reports its progress on stdout.
+    with contextlib.redirect_stdout(io.StringIO()):
+        evaluator = COCOeval(
+            _coco(truth_annotations, len(truths), num_classes),
+            _coco(detection_annotations, len(truths), num_classes),
+            iouType="bbox",
+        )
+        evaluator.params.iouThrs = np.asarray(iou_thresholds, dtype=float)
+        evaluator.params.maxDets = [max_detections]
+        # Only the area range "all": adding the small, medium and large ones would do the work four times over.
+        evaluator.params.areaRng = evaluator.params.areaRng[:1]
+        evaluator.params.areaRngLbl = evaluator.params.areaRngLbl[:1]
+        evaluator.evaluate()
+    return evaluator
 
 
 def _threshold_index(thresholds: np.ndarray, value: float) -> int:
@@ -176,13 +159,15 @@ def evaluate_detections(
     101-point precision at IoU 0.5 averaged over classes, for plotting a PR curve. Raises ValueError if no
     image has any ground truth.
     """
-    if len(predictions) != len(truths):
-        raise ValueError(f"{len(predictions)} prediction sets but {len(truths)} ground-truth sets")
     thresholds = np.asarray(iou_thresholds, dtype=float).reshape(-1)
     index_50, index_75 = _threshold_index(thresholds, 0.5), _threshold_index(thresholds, 0.75)
-
-    table = _precision_table(predictions, truths, num_classes, thresholds, max_detections)
-    present = ~np.isnan(table[0, 0])
+    evaluator = _evaluated(predictions, truths, num_classes, thresholds, max_detections)
+    with contextlib.redirect_stdout(io.StringIO()):
+        evaluator.accumulate()
+    # Precision is (IoU thresholds, recall points, classes, area ranges, maxDets), -1 for classes without ground
+    # truth; there is one area range and one maxDets.
+    table = evaluator.eval["precision"][:, :, :, 0, 0]
+    present = table[0, 0] > -1
     if not present.any():
         raise ValueError("no ground truth boxes: mAP is undefined")
     ap = table[:, :, present].mean(axis=1)  # (T, classes with ground truth)
@@ -192,7 +177,7 @@ def evaluate_detections(
         "map_50_95": float(ap.mean()),
         "per_class_ap_50": [float(v) if ok else None for v, ok in zip(table[index_50].mean(axis=0), present)],
         "precision_recall_50": {
-            "recall": RECALL_POINTS.tolist(),
+            "recall": evaluator.params.recThrs.tolist(),
             "precision": table[index_50][:, present].mean(axis=1).tolist(),
         },
     }
@@ -211,17 +196,16 @@ def precision_recall_at(
     A detection is correct when it takes an unmatched ground-truth box of its class with IoU at least
     `iou_threshold` (the same greedy matching as the mAP).
     """
-    true_positives = detections = objects = 0
-    for prediction, truth in zip(predictions, truths):
-        prediction, truth = _checked_detections(prediction, num_classes), _checked_truth(truth, num_classes)
-        kept = prediction.scores > score_threshold
-        objects += len(truth.classes)
-        detections += int(kept.sum())
-        for label in np.unique(prediction.classes[kept]):
-            mine = kept & (prediction.classes == label)
-            order = np.argsort(-prediction.scores[mine], kind="mergesort")
-            ious = iou_matrix(prediction.boxes[mine][order], truth.boxes[truth.classes == label])
-            true_positives += int(match_detections(ious, iou_threshold).sum())
+    kept = []
+    for prediction in predictions:
+        prediction = _checked_detections(prediction, num_classes)
+        above = prediction.scores > score_threshold
+        kept.append(Detections(prediction.boxes[above], prediction.scores[above], prediction.classes[above]))
+    detections = sum(len(prediction.scores) for prediction in kept)
+    objects = sum(len(np.reshape(truth.classes, -1)) for truth in truths)
+    # Every detection takes part: no cap.
+    evaluator = _evaluated(kept, truths, num_classes, np.array([iou_threshold]), max(1, detections))
+    true_positives = sum(int((result["dtMatches"][0] > 0).sum()) for result in evaluator.evalImgs if result)
     return {
         "precision": true_positives / detections if detections else 1.0,
         "recall": true_positives / objects if objects else 1.0,

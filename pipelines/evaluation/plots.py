@@ -1,30 +1,26 @@
-"""PNG plots for training reports: learning curves, confusion matrices, image galleries and attention maps."""
+"""PNG plots for training reports: learning curves, confusion matrices, detections, precision-recall curves and
+attention maps, drawn with the primitives of `pipelines.data.figures` (which also draws the image galleries)."""
 
 import functools
 import math
 from collections.abc import Collection, Sequence
 from pathlib import Path
 
-import matplotlib
-
-# Training runs headless (servers, CI, containers), so never ask for a display.
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib import font_manager
 from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
 from matplotlib.ticker import MaxNLocator
 
-
-def save_figure(fig: plt.Figure, path: Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png", dpi=100)
-    # Figures live in pyplot's global registry until closed; long runs would leak them.
-    plt.close(fig)
-    return path
+# figures chooses the headless backend before pyplot loads, so plt comes from there.
+from pipelines.data.figures import (
+    GROUND_TRUTH_COLOR,
+    PREDICTION_COLOR,
+    draw_boxes,
+    plt,
+    save_figure,
+    show_image,
+)
 
 
 def plot_learning_curves(
@@ -119,68 +115,7 @@ def plot_confusion_matrix(matrix, class_names: list[str], path: Path, *, normali
     return save_figure(fig, path)
 
 
-def plot_image_gallery(
-    images: np.ndarray,
-    titles: list[str],
-    path: Path,
-    *,
-    columns: int = 8,
-    title: str = "",
-    max_images: int = 64,
-) -> Path:
-    """Draws (N, H, W, C) uint8 images in a grid, each with its title, e.g. "true→pred" for dev errors.
-
-    Only the first `max_images` are drawn: a weak model can have thousands of errors, and a figure with
-    thousands of axes is slow to render and unreadable anyway.
-    """
-    images = np.asarray(images)
-    if len(images) != len(titles):
-        raise ValueError(f"{len(images)} images but {len(titles)} titles")
-    if len(images) > max_images:
-        title = f"{title} (first {max_images} of {len(images)})".strip()
-        images, titles = images[:max_images], titles[:max_images]
-    if len(images) == 0:
-        fig, ax = plt.subplots(figsize=(4, 2))
-        ax.text(0.5, 0.5, "no misclassified images", ha="center", va="center")
-        ax.axis("off")
-        if title:
-            fig.suptitle(title)
-        return save_figure(fig, path)
-
-    cols = min(columns, len(images))
-    rows = math.ceil(len(images) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(1.6 * cols, 1.8 * rows), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for ax, image, image_title in zip(axes.flat, images, titles):
-        if image.shape[-1] == 1:
-            ax.imshow(image[..., 0], cmap="gray", vmin=0, vmax=255)
-        else:
-            ax.imshow(image)
-        ax.set_title(image_title, fontsize=8)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    return save_figure(fig, path)
-
-
 # --- object detection -------------------------------------------------------------------------------
-
-GROUND_TRUTH_COLOR = "lime"
-PREDICTION_COLOR = "orangered"
-
-
-def show_image(axis: plt.Axes, image: np.ndarray) -> None:
-    axis.imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray", vmin=0, vmax=255)
-    axis.axis("off")
-
-
-def draw_boxes(axis: plt.Axes, boxes: np.ndarray, captions: Sequence[str], *, color: str) -> None:
-    """Outline `[x1, y1, x2, y2]` pixel-edge boxes over an image drawn with `show_image`, each with its caption."""
-    for (x1, y1, x2, y2), caption in zip(np.asarray(boxes).reshape(-1, 4), captions):
-        # imshow puts pixel i's centre at i, so edge coordinates shift by half a pixel.
-        axis.add_patch(plt.Rectangle((x1 - 0.5, y1 - 0.5), x2 - x1, y2 - y1, fill=False, edgecolor=color, linewidth=1))
-        axis.text(x1 - 0.5, y1 - 1.5, caption, color=color, fontsize=7)
 
 
 def plot_detections(

@@ -1,22 +1,19 @@
 """String-to-string evaluation metrics for Seq2Seq models: exact match, character error rate and BLEU.
 
-BLEU follows Papineni et al. (2002) as in the lecture notes: clipped ("modified") n-gram precisions p_n for
+BLEU (Papineni et al., 2002) is computed by sacrebleu: clipped ("modified") n-gram precisions p_n for
 n = 1..N, combined as a geometric mean and scaled by a brevity penalty,
 
     BLEU = BP * exp(sum_n w_n * log p_n),   w_n = 1/N,   BP = min(1, exp(1 - r/c)).
 
-(The notes print `exp(1/4 * sum p_n)`; that is a typo: the mean is over the *logs* of the precisions.)
-Statistics are summed over the corpus before any division, and every detail (tokenisation, closest reference
-length, smoothing of zero counts) matches sacrebleu's `corpus_bleu`, which the tests use as the reference.
+The mean is over the *logs* of the precisions, a geometric mean (not over the p_n themselves): without
+smoothing, one order without any match makes the score 0. Statistics are summed over the corpus before any
+division, so long sentences weigh more than short ones.
 """
 
-import math
-from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
 
-SMOOTHING_METHODS = ("none", "exp")
-TOKENIZERS = ("char", "none")
+import sacrebleu
+from sacrebleu.metrics.bleu import BLEU, BLEUScore
 
 
 def _check_parallel(predictions: Sequence[str], references: Sequence[str]) -> None:
@@ -67,110 +64,16 @@ def character_error_rate(predictions: Sequence[str], references: Sequence[str]) 
     return sum(edit_distance(p, r) for p, r in zip(predictions, references)) / reference_chars
 
 
-def tokenize(text: str, mode: str) -> list[str]:
-    """Splits a string into BLEU tokens.
-
-    "char": every non-whitespace character is a token (sacrebleu's tokenize="char"; whitespace is dropped, so
-    spacing errors cost nothing). "none": whitespace-separated words, with no punctuation splitting.
-    """
-    if mode == "char":
-        return [char for char in text if not char.isspace()]
-    if mode == "none":
-        return text.split()
-    raise ValueError(f"unknown tokenize mode {mode!r}, expected one of {TOKENIZERS}")
-
-
-def _ngrams(tokens: Sequence[str], n: int) -> Counter:
-    return Counter(tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1))
-
-
-def _max_reference_counts(references: Sequence[Sequence[str]], n: int) -> Counter:
-    # A candidate n-gram is credited at most as often as it occurs in any *single* reference.
-    counts: Counter = Counter()
-    for reference in references:
-        for ngram, count in _ngrams(reference, n).items():
-            counts[ngram] = max(counts[ngram], count)
-    return counts
-
-
-def modified_precision(candidate: Sequence[str], references: Sequence[Sequence[str]], n: int) -> tuple[int, int]:
-    """Clipped n-gram matches and the number of candidate n-grams, for one tokenised candidate.
-
-    Returned as counts rather than a ratio because corpus BLEU sums both over all sentences before dividing.
-    """
-    if n < 1:
-        raise ValueError(f"n-gram order must be at least 1, got {n}")
-    max_counts = _max_reference_counts(references, n)
-    candidate_counts = _ngrams(candidate, n)
-    clipped = sum(min(count, max_counts[ngram]) for ngram, count in candidate_counts.items())
-    return clipped, sum(candidate_counts.values())
-
-
-def _closest_length(hypothesis_length: int, reference_lengths: Sequence[int]) -> int:
-    # Ties go to the shorter reference, which gives the milder brevity penalty (sacrebleu's rule).
-    return min(reference_lengths, key=lambda length: (abs(length - hypothesis_length), length))
-
-
-def _reference_sets(references: Sequence[str] | Sequence[Sequence[str]], size: int) -> list[tuple[str, ...]]:
-    """Turns either reference layout into one tuple of references per prediction."""
+def _reference_streams(references: Sequence[str] | Sequence[Sequence[str]], size: int) -> list[Sequence[str]]:
+    """Either reference layout as sacrebleu's list of streams, each holding one string per prediction."""
     if not references:
         raise ValueError("no references given")
-    streams = [references] if isinstance(references[0], str) else references
+    streams = [references] if isinstance(references[0], str) else list(references)
     for stream in streams:
+        # sacrebleu zips the streams with the predictions, so a short stream would silently drop sentences.
         if isinstance(stream, str) or len(stream) != size:
             raise ValueError(f"every reference stream must hold one string per prediction ({size})")
-    return list(zip(*streams))
-
-
-@dataclass(frozen=True)
-class Bleu:
-    """A corpus BLEU score and its parts, on sacrebleu's 0-100 scale."""
-
-    score: float
-    precisions: list[float]  # per n-gram order, percent (smoothed where a count was zero)
-    brevity_penalty: float
-    hypothesis_length: int  # tokens over the corpus
-    reference_length: int  # sum of the closest reference lengths
-
-
-def _corpus_statistics(
-    predictions: Sequence[str], reference_sets: Sequence[Sequence[str]], mode: str, max_order: int
-) -> tuple[list[int], list[int], int, int]:
-    """Clipped matches and totals per order, hypothesis length and closest reference length, over the corpus."""
-    matches, totals = [0] * max_order, [0] * max_order
-    hypothesis_length = reference_length = 0
-    for prediction, reference_set in zip(predictions, reference_sets):
-        candidate = tokenize(prediction, mode)
-        tokenized_references = [tokenize(reference, mode) for reference in reference_set]
-        hypothesis_length += len(candidate)
-        reference_length += _closest_length(len(candidate), [len(r) for r in tokenized_references])
-        for order in range(1, max_order + 1):
-            matched, total = modified_precision(candidate, tokenized_references, order)
-            matches[order - 1] += matched
-            totals[order - 1] += total
-    return matches, totals, hypothesis_length, reference_length
-
-
-def _brevity_penalty(hypothesis_length: int, reference_length: int) -> float:
-    if hypothesis_length >= reference_length:
-        return 1.0
-    return math.exp(1 - reference_length / hypothesis_length) if hypothesis_length else 0.0
-
-
-def _precisions(matches: list[int], totals: list[int], smooth: str) -> list[float]:
-    precisions = [0.0] * len(totals)
-    exp_divisor = 1
-    for order, (matched, total) in enumerate(zip(matches, totals)):
-        if total == 0:
-            # No hypothesis is long enough for this order: sacrebleu leaves it (and all higher orders) at 0.
-            break
-        if matched:
-            precisions[order] = 100.0 * matched / total
-        elif smooth == "exp":
-            # NIST/mteval smoothing: the k-th order without any match counts as 1 / 2^k matches.
-            exp_divisor *= 2
-            precisions[order] = 100.0 / (exp_divisor * total)
-    return precisions
+    return streams
 
 
 def corpus_bleu(
@@ -178,35 +81,27 @@ def corpus_bleu(
     references: Sequence[str] | Sequence[Sequence[str]],
     *,
     tokenize: str = "char",
-    max_order: int = 4,
     smooth: str = "exp",
-) -> Bleu:
-    """Corpus-level BLEU of `predictions`, equal to sacrebleu's `corpus_bleu` with the same settings.
+) -> BLEUScore:
+    """Corpus-level BLEU of `predictions` with n-grams up to 4: sacrebleu's `corpus_bleu`, on its 0-100 scale.
 
     `references` is either one reference string per prediction (`references[i]` for `predictions[i]`), or,
     as in sacrebleu, a list of reference streams: `references[k][i]` is the k-th reference for prediction i.
     With several references, n-gram counts are clipped by their maximum count in any one reference, and the
     brevity penalty uses the reference length closest to the prediction's (ties: the shorter).
 
-    `smooth="none"` scores 0 as soon as one order has no match; "exp" (sacrebleu's default) replaces such
-    zero precisions by 1 / (2^k * total). An order no prediction is long enough for scores 0 either way.
+    `tokenize` is a sacrebleu tokenizer: "char" makes every non-whitespace character a token (whitespace is
+    dropped, so spacing errors cost nothing), "none" splits on whitespace only. `smooth="none"` scores 0 as soon
+    as one order has no match; "exp" (sacrebleu's default) replaces such zero precisions by 1 / (2^k * total).
+    An order no prediction is long enough for scores 0 either way. The result has `score`, `precisions`
+    (percent per order), `bp` (the brevity penalty), `sys_len` and `ref_len` (tokens over the corpus), and the
+    clipped `counts` and `totals` per order.
     """
-    if smooth not in SMOOTHING_METHODS:
-        raise ValueError(f"unknown smoothing {smooth!r}, expected one of {SMOOTHING_METHODS}")
-    if max_order < 1:
-        raise ValueError(f"max_order must be at least 1, got {max_order}")
+    if tokenize not in BLEU.TOKENIZERS:
+        raise ValueError(f"unknown tokenize mode {tokenize!r}, expected one of {', '.join(BLEU.TOKENIZERS)}")
+    if smooth not in BLEU.SMOOTH_DEFAULTS:
+        raise ValueError(f"unknown smoothing {smooth!r}, expected one of {', '.join(BLEU.SMOOTH_DEFAULTS)}")
     if not predictions:
         raise ValueError("no predictions to score")
-    reference_sets = _reference_sets(references, len(predictions))
-    matches, totals, hypothesis_length, reference_length = _corpus_statistics(
-        predictions, reference_sets, tokenize, max_order
-    )
-    brevity_penalty = _brevity_penalty(hypothesis_length, reference_length)
-    if not any(matches):
-        return Bleu(0.0, [0.0] * max_order, brevity_penalty, hypothesis_length, reference_length)
-    precisions = _precisions(matches, totals, smooth)
-    if not all(precisions):
-        score = 0.0  # log 0 = -inf: a geometric mean with a zero factor is zero
-    else:
-        score = brevity_penalty * math.exp(sum(math.log(p) for p in precisions) / max_order)
-    return Bleu(score, precisions, brevity_penalty, hypothesis_length, reference_length)
+    streams = _reference_streams(references, len(predictions))
+    return sacrebleu.corpus_bleu(list(predictions), streams, tokenize=tokenize, smooth_method=smooth)

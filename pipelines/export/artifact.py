@@ -1,15 +1,14 @@
-"""Write a trained model as a versioned, self-contained artifact: `<root>/<name>/<version>/`.
+"""Write a trained model as the next version of its artifact, `<root>/<name>/<version>/`, atomically.
 
-The folder is the contract between training and serving: a TensorFlow SavedModel (its signatures hold
-all pre- and post-processing) plus `metadata.json`. Image classifiers also carry their Keras model
-(`model.keras`), so a later transfer-learning run can take its convolutional part as a backbone;
-serving never reads it. Versions are increasing integers, the layout TF
-Serving expects, and a version appears only once complete: it is written to a hidden staging folder
-and renamed into place, so a crash never leaves a half-written version behind.
+The folder's contents are defined in `serving.contract`: a SavedModel whose signatures hold all pre- and
+post-processing, and `metadata.json`. Image classifiers also carry their Keras model (`model.keras`), so a
+later transfer-learning run can take its convolutional part as a backbone; serving never reads it. A
+version appears only once complete: it is written to a hidden staging folder and renamed into place, so a
+crash never leaves a half-written version behind.
 """
 
+import dataclasses
 import datetime as dt
-import json
 import os
 import shutil
 import tempfile
@@ -18,38 +17,13 @@ from typing import Any
 
 import tensorflow as tf
 
-METADATA_FILE = "metadata.json"
-KERAS_MODEL_FILE = "model.keras"
+from serving.contract import KERAS_MODEL_FILE, ArtifactMetadata, read_metadata, versions, write_metadata
 
 
-def versions(model_root: Path) -> list[int]:
-    """The complete versions under `model_root`, oldest first (staging folders are hidden)."""
-    if not model_root.is_dir():
-        return []
-    return sorted(int(entry.name) for entry in model_root.iterdir() if entry.name.isdigit())
-
-
-def latest_version(model_root: Path) -> Path | None:
-    found = versions(model_root)
-    return model_root / str(found[-1]) if found else None
-
-
-def read_metadata(artifact_dir: Path) -> dict[str, Any]:
-    return json.loads((Path(artifact_dir) / METADATA_FILE).read_text())
-
-
-def export_artifact(
-    module: tf.Module,
-    *,
-    signatures: dict[str, Any],
-    root: Path,
-    name: str,
-    metadata: dict[str, Any],
-    keras_model: Any = None,
-) -> Path:
-    """Save `module` with `signatures` and `metadata` (and `keras_model` as model.keras, when given) as the
-    next version of `name`; return its folder."""
-    model_root = Path(root) / name
+def export_artifact(module: tf.Module, *, root: Path, metadata: ArtifactMetadata, keras_model: Any = None) -> Path:
+    """Save `module` with its `signatures()` and `metadata` (and `keras_model` as model.keras, when given) as the
+    next version of `metadata.name`; return its folder."""
+    model_root = Path(root) / metadata.name
     model_root.mkdir(parents=True, exist_ok=True)
     # Staging inside model_root keeps the final rename on one filesystem, which is what makes it atomic.
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=model_root))
@@ -57,25 +31,22 @@ def export_artifact(
     # user (the container's is not root), like the files TensorFlow writes inside it.
     staging.chmod(0o755)
     try:
-        tf.saved_model.save(module, str(staging), signatures=signatures)
+        tf.saved_model.save(module, str(staging), signatures=module.signatures())
         if keras_model is not None:
             keras_model.save(staging / KERAS_MODEL_FILE)
-        return _publish(staging, model_root, name, metadata)
+        return _publish(staging, model_root, metadata)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _publish(staging: Path, model_root: Path, name: str, metadata: dict[str, Any]) -> Path:
+def _publish(staging: Path, model_root: Path, metadata: ArtifactMetadata) -> Path:
     while True:
         version = (versions(model_root) or [0])[-1] + 1
-        full_metadata = {
-            **metadata,
-            "name": name,
-            "version": version,
-            "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            "framework": {"tensorflow": tf.__version__},
-        }
-        (staging / METADATA_FILE).write_text(json.dumps(full_metadata, indent=2, sort_keys=True))
+        created_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+        framework = {"tensorflow": tf.__version__}
+        write_metadata(
+            staging, dataclasses.replace(metadata, version=version, created_at=created_at, framework=framework)
+        )
         target = model_root / str(version)
         try:
             os.rename(staging, target)
@@ -91,18 +62,15 @@ def register_in_bentoml(artifact_dir: Path) -> str:
     import bentoml
 
     metadata = read_metadata(artifact_dir)
-    tag = f"{metadata['name']}:{metadata['version']}"
+    tag = f"{metadata.name}:{metadata.version}"
     try:
         bentoml.models.get(tag)
         return tag
     except bentoml.exceptions.NotFound:
         pass
-    labels = {"task": metadata["task"], "version": str(metadata["version"])}
-    with bentoml.models.create(tag, labels=labels, metadata=_flat_metadata(metadata)) as model:
+    labels = {"task": str(metadata.task), "version": str(metadata.version)}
+    # BentoML keeps model metadata as YAML scalars; the full document travels inside the model folder.
+    summary = {"task": str(metadata.task), "name": metadata.name, "version": metadata.version}
+    with bentoml.models.create(tag, labels=labels, metadata=summary | {"created_at": metadata.created_at}) as model:
         shutil.copytree(artifact_dir, model.path, dirs_exist_ok=True)
     return tag
-
-
-def _flat_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
-    # BentoML keeps model metadata as YAML scalars; the full document travels inside the model folder.
-    return {key: metadata[key] for key in ("task", "name", "version", "created_at") if key in metadata}

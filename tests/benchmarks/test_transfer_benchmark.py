@@ -18,7 +18,9 @@ from pipelines.training.loop import TrainingConfig
 
 def test_the_split_seed_fixes_the_test_split_while_the_seed_draws_the_training_sample():
     def data(seed: int, split_seed: int | None) -> transfer.ImageDataset:
-        return transfer.load_data(transfer.TransferConfig(split_seed=split_seed, training=TrainingConfig(seed=seed)))
+        return transfer.FAMILY.load_data(
+            transfer.TransferConfig(split_seed=split_seed, training=TrainingConfig(seed=seed))
+        )
 
     first, second = data(0, 0), data(1, 0)
     np.testing.assert_array_equal(first.test.images, second.test.images)

@@ -189,7 +189,7 @@ def test_image_folder_errors(tmp_path, image_folder):
         load_image_folder(image_folder, channels=2)
 
     (image_folder / "square" / "broken.png").write_bytes(b"definitely not a png")
-    with pytest.raises(ValueError, match="broken.png"):
+    with pytest.raises(ValueError, match=r"broken\.png"):
         load_image_folder(image_folder)
 
 
@@ -307,10 +307,10 @@ def test_load_tfds_never_downloads(tmp_path, monkeypatch):
     empty = tmp_path / "empty"
     empty.mkdir()
     # Known to this process but not prepared in data_dir.
-    with pytest.raises(FileNotFoundError, match="not found in .*downloads are disabled"):
+    with pytest.raises(FileNotFoundError, match=r"not found in .*downloads are disabled"):
         load_tfds("image_data_test_tiny_shapes", data_dir=empty)
     # Unknown everywhere.
-    with pytest.raises(FileNotFoundError, match="image_data_test_nowhere.*not found"):
+    with pytest.raises(FileNotFoundError, match=r"image_data_test_nowhere.*not found"):
         load_dataset("tfds:image_data_test_nowhere", data_dir=empty)
     assert list(empty.iterdir()) == []
 

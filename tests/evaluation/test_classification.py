@@ -9,31 +9,31 @@ from pipelines.evaluation.classification import (
     classification_report,
     confusion_matrix,
     diagnose_bias_variance,
-    precision_recall_f1,
 )
 
 
-def test_precision_recall_f1_lecture_example():
-    # Chapter 23: two positives, one found, one false alarm.
+def positive_class_scores(y_true, y_pred) -> tuple[float, float, float]:
+    """Precision, recall and F1 of label 1 in a two-class report."""
+    scores = classification_report(y_true, y_pred, ["negative", "positive"])["per_class"]["positive"]
+    return scores["precision"], scores["recall"], scores["f1"]
+
+
+def test_precision_recall_f1_hand_example():
+    # Two positives, one found, one false alarm: 1 true positive, 1 false positive, 1 false negative.
     y_true = [0, 1, 0, 0, 1, 0, 0, 0, 0, 0]
     y_pred = [0, 1, 0, 0, 0, 1, 0, 0, 0, 0]
-    assert precision_recall_f1(y_true, y_pred) == pytest.approx((0.5, 0.5, 0.5))
+    assert positive_class_scores(y_true, y_pred) == pytest.approx((0.5, 0.5, 0.5))
 
 
 def test_predicting_all_positive_is_punished_by_f1():
-    # Chapter 23: 1% positives and a model that always says "positive".
+    # 1% positives and a model that always says "positive": its recall is perfect, but F1, the harmonic mean of
+    # precision and recall, stays near the poor precision, so always answering "positive" does not pay.
     y_true = np.zeros(100, dtype=int)
     y_true[0] = 1
-    precision, recall, f1 = precision_recall_f1(y_true, np.ones(100, dtype=int))
+    precision, recall, f1 = positive_class_scores(y_true, np.ones(100, dtype=int))
     assert (precision, recall) == pytest.approx((0.01, 1.0))
     assert f1 == pytest.approx(2 * 0.01 / 1.01)
     assert f1 == pytest.approx(0.0198, abs=1e-4)
-
-
-def test_precision_recall_f1_positive_label():
-    y_true = ["cat", "dog", "dog", "cat"]
-    y_pred = ["cat", "cat", "dog", "dog"]
-    assert precision_recall_f1(y_true, y_pred, positive="dog") == pytest.approx((0.5, 0.5, 0.5))
 
 
 @pytest.mark.parametrize(
@@ -44,14 +44,14 @@ def test_precision_recall_f1_positive_label():
     ],
 )
 def test_zero_division_scores_zero(y_true, y_pred):
-    scores = precision_recall_f1(y_true, y_pred)
+    scores = positive_class_scores(y_true, y_pred)
     assert scores == (0.0, 0.0, 0.0)
     assert not any(np.isnan(scores))
 
 
-def test_precision_recall_f1_rejects_mismatched_lengths():
+def test_classification_report_rejects_mismatched_lengths():
     with pytest.raises(ValueError):
-        precision_recall_f1([0, 1], [0, 1, 1])
+        classification_report([0, 1], [0, 1, 1], ["a", "b"])
 
 
 def test_confusion_matrix_hand_example():
@@ -104,12 +104,12 @@ def test_classification_report_agrees_with_sklearn():
 @pytest.mark.parametrize(
     "errors, diagnosis",
     [
-        # Chapter 12 (human error 0%).
+        # Human error 0%: avoidable bias is the train error, variance the dev - train gap.
         ({"train_error": 0.01, "dev_error": 0.11}, "high variance"),
         ({"train_error": 0.15, "dev_error": 0.16}, "high bias"),
         ({"train_error": 0.15, "dev_error": 0.30}, "high bias and high variance"),
         ({"train_error": 0.005, "dev_error": 0.01}, "good fit"),
-        # Chapter 26: a train-dev split separates variance from data mismatch.
+        # A train-dev split (train's distribution, not trained on) separates variance from data mismatch.
         ({"train_error": 0.01, "train_dev_error": 0.09, "dev_error": 0.10}, "high variance"),
         ({"train_error": 0.01, "train_dev_error": 0.015, "dev_error": 0.10}, "data mismatch"),
         # Test much worse than dev with everything else fine.
@@ -117,7 +117,7 @@ def test_classification_report_agrees_with_sklearn():
         ({"train_error": 0.01, "dev_error": 0.015, "test_error": 0.02}, "good fit"),
     ],
 )
-def test_lecture_diagnoses(errors, diagnosis):
+def test_diagnoses(errors, diagnosis):
     assert diagnose_bias_variance(**errors).diagnosis == diagnosis
 
 
@@ -133,7 +133,7 @@ def test_diagnosis_gaps_and_actions():
 
 
 def test_human_error_sets_the_bias_baseline():
-    # Chapter 12 FAQ: 15% train error is not high bias when humans also get 15% wrong.
+    # 15% train error is not high bias when humans also get 15% wrong: only the gap to human error is avoidable.
     result = diagnose_bias_variance(train_error=0.15, dev_error=0.16, human_error=0.15)
     assert result.diagnosis == "good fit"
     assert result.avoidable_bias == pytest.approx(0.0)

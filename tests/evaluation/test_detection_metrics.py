@@ -1,20 +1,9 @@
-"""COCO detection metrics: agreement with pycocotools on random scenarios, plus cases computed by hand."""
-
-import contextlib
-import io
+"""COCO detection metrics: known values on random scenarios, plus cases computed by hand."""
 
 import numpy as np
 import pytest
-from pycocotools.coco import COCO
-from pycocotools.cocoeval import COCOeval
 
-from pipelines.evaluation.detection_metrics import (
-    Detections,
-    GroundTruth,
-    average_precision,
-    evaluate_detections,
-    match_detections,
-)
+from pipelines.evaluation.detection_metrics import Detections, GroundTruth, evaluate_detections, precision_recall_at
 
 
 def random_boxes(rng: np.random.Generator, count: int, image_size: float = 200.0) -> np.ndarray:
@@ -60,77 +49,63 @@ def random_scenario(seed: int, tied_scores: bool = False) -> tuple[list[Detectio
     return predictions, truths, num_classes
 
 
-def xywh(box: np.ndarray) -> list[float]:
-    return [float(box[0]), float(box[1]), float(box[2] - box[0]), float(box[3] - box[1])]
+# (mAP@[.5:.95], mAP@0.5, mAP@0.75) of `random_scenario(seed)`, and with tied scores. The hand-written evaluation
+# this project used before pycocotools computed them, and agreed with pycocotools 2.0.11 to within 1e-16.
+KNOWN_MAPS = {
+    0: (0.157016295380, 0.321936881188, 0.119080033003),
+    1: (0.160676567657, 0.264404440444, 0.174053405341),
+    2: (0.195544849128, 0.370081918906, 0.182178217822),
+    3: (0.148586358636, 0.223679867987, 0.150715071507),
+    4: (0.152764686987, 0.247465818010, 0.161645450259),
+    5: (0.163234323432, 0.284394153701, 0.150447901933),
+    6: (0.205943444344, 0.336285628563, 0.203531353135),
+    7: (0.174110744408, 0.327970297030, 0.174465660852),
+}
+KNOWN_TIED_MAPS = {
+    100: (0.137875854550, 0.247209453088, 0.128415252240),
+    101: (0.182413366337, 0.293935643564, 0.200671852900),
+    102: (0.109698255540, 0.201791607732, 0.096534653465),
+}
 
 
-def pycocotools_maps(predictions, truths, num_classes: int, max_detections: int = 100) -> tuple[float, float, float]:
-    """pycocotools' mAP@[.5:.95], mAP@0.5 and mAP@0.75 for the same data, area range "all"."""
-    # Ids start at 1: pycocotools records matches by ground-truth id and would read an id of 0 as "unmatched".
-    annotations = []
-    for image, truth in enumerate(truths):
-        for box, label in zip(truth.boxes, truth.classes):
-            annotations.append(
-                {
-                    "id": len(annotations) + 1,
-                    "image_id": image + 1,
-                    "category_id": int(label) + 1,
-                    "bbox": xywh(box),
-                    "area": float(np.prod(box[2:] - box[:2])),
-                    "iscrowd": 0,
-                }
-            )
-    dataset = {
-        "images": [{"id": image + 1} for image in range(len(truths))],
-        "categories": [{"id": label + 1} for label in range(num_classes)],
-        "annotations": annotations,
-    }
-    results = [
-        {"image_id": image + 1, "category_id": int(label) + 1, "bbox": xywh(box), "score": float(score)}
-        for image, prediction in enumerate(predictions)
-        for box, score, label in zip(prediction.boxes, prediction.scores, prediction.classes)
-    ]
-    with contextlib.redirect_stdout(io.StringIO()):
-        ground_truth = COCO()
-        ground_truth.dataset = dataset
-        ground_truth.createIndex()
-        evaluator = COCOeval(ground_truth, ground_truth.loadRes(results), iouType="bbox")
-        evaluator.params.maxDets = [1, min(10, max_detections), max_detections]
-        evaluator.evaluate()
-        evaluator.accumulate()
-    # What `summarize` averages, read directly because this pycocotools' `summarize` always asks for maxDets 100:
-    # precision is (iou thresholds, recall points, classes, area ranges, maxDets), -1 for classes without ground truth.
-    precision = evaluator.eval["precision"][:, :, :, 0, -1]
-    at_50, at_75 = (precision[np.isclose(evaluator.params.iouThrs, t)] for t in (0.5, 0.75))
-    return tuple(float(np.mean(p[p > -1])) for p in (precision, at_50, at_75))
-
-
-def assert_agrees_with_pycocotools(predictions, truths, num_classes: int, max_detections: int = 100) -> dict:
-    ours = evaluate_detections(predictions, truths, num_classes=num_classes, max_detections=max_detections)
-    reference = pycocotools_maps(predictions, truths, num_classes, max_detections)
-    assert ours["map_50_95"] == pytest.approx(reference[0], abs=1e-3)
-    assert ours["map_50"] == pytest.approx(reference[1], abs=1e-3)
-    assert ours["map_75"] == pytest.approx(reference[2], abs=1e-3)
-    return ours
+def assert_maps(result: dict, maps: tuple[float, float, float]) -> None:
+    assert (result["map_50_95"], result["map_50"], result["map_75"]) == pytest.approx(maps, abs=1e-9)
 
 
 @pytest.mark.parametrize("seed", range(8))
-def test_agrees_with_pycocotools_on_random_scenarios(seed):
-    ours = assert_agrees_with_pycocotools(*random_scenario(seed))
-    assert 0.0 < ours["map_50_95"] < ours["map_50"] < 1.0
+def test_known_maps_of_random_scenarios(seed):
+    predictions, truths, num_classes = random_scenario(seed)
+    result = evaluate_detections(predictions, truths, num_classes=num_classes)
+    assert_maps(result, KNOWN_MAPS[seed])
+    assert 0.0 < result["map_50_95"] < result["map_50"] < 1.0
 
 
 @pytest.mark.parametrize("seed", [100, 101, 102])
-def test_agrees_with_pycocotools_when_scores_tie(seed):
-    assert_agrees_with_pycocotools(*random_scenario(seed, tied_scores=True))
+def test_known_maps_when_scores_tie(seed):
+    predictions, truths, num_classes = random_scenario(seed, tied_scores=True)
+    assert_maps(evaluate_detections(predictions, truths, num_classes=num_classes), KNOWN_TIED_MAPS[seed])
 
 
-def test_agrees_with_pycocotools_when_detections_are_capped():
+def test_known_maps_when_detections_are_capped():
     # Keeping only the best detection per image and class drops true positives, so the cap changes the result.
     predictions, truths, num_classes = random_scenario(7)
-    capped = assert_agrees_with_pycocotools(predictions, truths, num_classes, max_detections=1)
+    capped = evaluate_detections(predictions, truths, num_classes=num_classes, max_detections=1)
+    assert_maps(capped, (0.135121012101, 0.271635496883, 0.123945727906))
     uncapped = evaluate_detections(predictions, truths, num_classes=num_classes)
     assert capped["map_50"] < uncapped["map_50"]
+
+
+def test_known_per_class_ap_and_precision_recall_curve():
+    predictions, truths, num_classes = random_scenario(0)
+    result = evaluate_detections(predictions, truths, num_classes=num_classes)
+    per_class = [0.0, 0.422442244224, 0.320544554455, 0.428571428571, 0.331683168317]
+    per_class += [0.264497878359, 0.222772277228, 0.58498349835, None]
+    assert result["per_class_ap_50"] == [None if ap is None else pytest.approx(ap, abs=1e-9) for ap in per_class]
+    curve = result["precision_recall_50"]
+    assert curve["recall"] == pytest.approx(np.linspace(0, 1, 101))
+    every_tenth = [0.584821428571, 0.584821428571, 0.584821428571, 0.441369047619, 0.441369047619, 0.343154761905]
+    every_tenth += [0.256696428571, 0.183779761905, 0.136904761905, 0.053571428571, 0.053571428571]
+    assert curve["precision"][::10] == pytest.approx(every_tenth, abs=1e-9)
 
 
 def test_classes_without_ground_truth_are_left_out():
@@ -171,7 +146,6 @@ def test_hand_computed_single_class_ap():
     assert result["map_50"] == pytest.approx(expected)
     assert result["map_50_95"] == pytest.approx(expected)
     assert result["per_class_ap_50"] == [pytest.approx(expected)]
-    assert average_precision(np.array([0.9, 0.8, 0.7]), np.array([True, False, True]), 2) == pytest.approx(expected)
 
 
 def test_iou_between_thresholds_counts_only_at_the_lower_ones():
@@ -185,10 +159,50 @@ def test_iou_between_thresholds_counts_only_at_the_lower_ones():
 
 
 def test_greedy_matching_takes_best_unmatched_truth():
-    ious = np.array([[0.6, 0.9], [0.55, 0.95], [0.7, 0.4]])
-    # First detection takes truth 1 (0.9); the second's best, truth 1, is taken, so it falls to truth 0.
-    np.testing.assert_array_equal(match_detections(ious, 0.5), [True, True, False])
-    np.testing.assert_array_equal(match_detections(ious, 0.6), [True, False, True])
+    # Boxes 10 high, so IoU is the overlap of the x ranges over their union. Truths [0, 10] and [2, 12]; detections,
+    # best first: [2, 12] (IoU 1 with truth 1, 2/3 with truth 0), [1.5, 11.5] (0.905 with truth 1, 0.739 with
+    # truth 0) and [0, 10] (1 with truth 0, 2/3 with truth 1).
+    truth = GroundTruth(np.array([[0.0, 0.0, 10.0, 10.0], [2.0, 0.0, 12.0, 10.0]]), np.array([0, 0]))
+    boxes = np.array([[2.0, 0.0, 12.0, 10.0], [1.5, 0.0, 11.5, 10.0], [0.0, 0.0, 10.0, 10.0]])
+    prediction = Detections(boxes, np.array([0.9, 0.8, 0.7]), np.array([0, 0, 0]))
+    result = evaluate_detections([prediction], [truth], num_classes=1)
+    # At 0.5 the first detection takes truth 1; the second's best, truth 1, is taken, so it falls to truth 0, and
+    # the third finds both taken: hits, hit, miss, so AP 1.
+    assert result["map_50"] == pytest.approx(1.0)
+    # At 0.75 the second cannot take truth 0 (0.739), so the third does: hit, miss, hit, the AP of
+    # `test_hand_computed_single_class_ap`. Thresholds 0.5-0.7 give AP 1, 0.75-0.95 this one.
+    assert result["map_75"] == pytest.approx((51 + 100 / 3) / 101)
+    assert result["map_50_95"] == pytest.approx((5 + 5 * (51 + 100 / 3) / 101) / 10)
+    for iou_threshold in (0.5, 0.75):
+        counts = precision_recall_at(
+            [prediction], [truth], num_classes=1, score_threshold=0.0, iou_threshold=iou_threshold
+        )
+        assert counts == {"precision": pytest.approx(2 / 3), "recall": 1.0, "detections": 3, "objects": 2}
+
+
+def test_precision_recall_at_counts_only_detections_above_the_threshold():
+    predictions, truths, num_classes = random_scenario(1)
+    everything = precision_recall_at(predictions, truths, num_classes=num_classes, score_threshold=0.0)
+    confident = precision_recall_at(predictions, truths, num_classes=num_classes, score_threshold=0.5)
+    assert everything["objects"] == confident["objects"] == sum(len(truth.classes) for truth in truths)
+    assert everything["detections"] == sum(len(prediction.scores) for prediction in predictions)
+    assert confident["detections"] == sum(int((prediction.scores > 0.5).sum()) for prediction in predictions)
+    assert confident["recall"] <= everything["recall"]
+    # Known values (13 and 8 hits), from the hand-written matching this project used before pycocotools.
+    assert everything == {
+        "precision": pytest.approx(13 / 45),
+        "recall": pytest.approx(13 / 29),
+        "detections": 45,
+        "objects": 29,
+    }
+    assert confident == {
+        "precision": pytest.approx(8 / 24),
+        "recall": pytest.approx(8 / 29),
+        "detections": 24,
+        "objects": 29,
+    }
+    empty = [Detections(np.zeros((0, 4)), np.zeros(0), np.zeros(0, dtype=int)) for _ in truths]
+    assert precision_recall_at(empty, truths, num_classes=num_classes, score_threshold=0.5)["recall"] == 0.0
 
 
 def test_rejects_mismatched_inputs():
@@ -201,3 +215,10 @@ def test_rejects_mismatched_inputs():
     nothing = GroundTruth(np.zeros((0, 4)), np.zeros(0, dtype=int))
     with pytest.raises(ValueError, match="no ground truth"):
         evaluate_detections([bad_class], [nothing], num_classes=3)
+
+
+def test_pycocotools_progress_is_not_printed(capsys):
+    predictions, truths, num_classes = random_scenario(2)
+    evaluate_detections(predictions, truths, num_classes=num_classes)
+    precision_recall_at(predictions, truths, num_classes=num_classes, score_threshold=0.5)
+    assert capsys.readouterr().out == ""

@@ -12,7 +12,8 @@ from PIL import Image
 
 from pipelines import seq2seq
 from pipelines.data.date_data import make_dataset
-from pipelines.export.artifact import read_metadata
+from pipelines.export.seq2seq_graph import Seq2SeqGraph
+from serving.contract import Decoding, read_metadata
 
 pytestmark = pytest.mark.slow
 
@@ -36,7 +37,7 @@ def test_a_short_training_run_already_normalises_most_test_dates(trained_seq2seq
 
 def test_the_issue_examples(trained_seq2seq):
     model, tokenizer, _, _ = trained_seq2seq
-    graph = seq2seq.Seq2SeqGraph(model, tokenizer)
+    graph = Seq2SeqGraph(model, tokenizer)
     answers = graph.translate_default(tf.constant(list(ISSUE_EXAMPLES)))["texts"].numpy()
     assert [answer.decode() for answer in answers] == list(ISSUE_EXAMPLES.values())
 
@@ -53,7 +54,7 @@ def test_evaluation_writes_report_and_plots(trained_seq2seq):
 
 def test_beam_search_scores_are_sorted_and_the_best_is_returned(trained_seq2seq):
     model, tokenizer, _, _ = trained_seq2seq
-    graph = seq2seq.Seq2SeqGraph(model, tokenizer)
+    graph = Seq2SeqGraph(model, tokenizer)
     outputs = graph.translate(tf.constant(["4 Mar 1999", "", "not a date at all"]), tf.constant(4))
     beam_scores = outputs["beam_scores"].numpy()
     assert beam_scores.shape == (3, 4)
@@ -64,18 +65,15 @@ def test_beam_search_scores_are_sorted_and_the_best_is_returned(trained_seq2seq)
 
 def test_metadata_describes_the_contract(trained_seq2seq):
     metadata = read_metadata(trained_seq2seq[3])
-    assert metadata["task"] == "seq2seq" and metadata["name"] == "seq2seq"
-    assert metadata["signatures"] == {"texts": "serving_default", "texts_beam_width": "translate"}
-    assert metadata["decoding"] == {
-        "default_beam_width": 3,
-        "max_beam_width": seq2seq.MAX_BEAM_WIDTH,
-        "length_alpha": 0.7,
-    }
-    assert metadata["input"]["max_length"] == 64
-    assert metadata["metrics"]["test_exact_match"] == trained_seq2seq[2]["test"]["exact_match"]
+    assert metadata.task == "seq2seq" and metadata.name == "seq2seq"
+    assert metadata.signatures == {"default": "serving_default", "texts": "translate"}
+    assert metadata.decoding == Decoding(default_beam_width=3, max_beam_width=seq2seq.MAX_BEAM_WIDTH, length_alpha=0.7)
+    assert metadata.input.max_length == 64
+    assert metadata.metrics["test_exact_match"] == trained_seq2seq[2]["test"]["exact_match"]
 
 
-BARE_LOAD = """
+BARE_LOAD = (
+    """
 import json, sys
 import tensorflow as tf
 graph = tf.saved_model.load(sys.argv[1])
@@ -83,9 +81,12 @@ texts = tf.constant(json.loads(sys.argv[2]))
 answers = {"default": graph.signatures["serving_default"](texts=texts)}
 for width in (1, 3):
     answers[str(width)] = graph.signatures["translate"](texts=texts, beam_width=tf.constant(width))
-print(json.dumps({name: {"texts": [t.decode() for t in out["texts"].numpy()], "scores": out["scores"].numpy().tolist()} for name, out in answers.items()}))
-print(json.dumps(sorted(name for name in sys.modules if name.split(".")[0] in ("pipelines", "models", "serving", "keras"))))
 """
+    'print(json.dumps({name: {"texts": [t.decode() for t in out["texts"].numpy()], '
+    '"scores": out["scores"].numpy().tolist()} for name, out in answers.items()}))\n'
+    "print(json.dumps(sorted(name for name in sys.modules "
+    'if name.split(".")[0] in ("pipelines", "models", "serving", "keras"))))\n'
+)
 
 
 def test_bare_tensorflow_load_gives_the_same_answers_without_project_code(trained_seq2seq):
@@ -102,7 +103,7 @@ def test_bare_tensorflow_load_gives_the_same_answers_without_project_code(traine
     answers_line, modules_line = result.stdout.strip().splitlines()[-2:]
     answers = json.loads(answers_line)
     assert [module for module in json.loads(modules_line) if not module.startswith("keras")] == []
-    graph = seq2seq.Seq2SeqGraph(model, tokenizer)
+    graph = Seq2SeqGraph(model, tokenizer)
     for name, width in (("default", 3), ("1", 1), ("3", 3)):
         expected = graph.translate(tf.constant(texts), tf.constant(width))
         assert answers[name]["texts"] == [text.decode() for text in expected["texts"].numpy()]
@@ -156,7 +157,7 @@ def test_cli_exports_a_seq2seq_run_and_the_script_skips_an_exported_model(traine
         cwd=PROJECT,
     )
     assert exported.returncode == 0, exported.stderr[-2000:]
-    assert read_metadata(tmp_path / "seq2seq" / "1")["task"] == "seq2seq"
+    assert read_metadata(tmp_path / "seq2seq" / "1").task == "seq2seq"
     skipped = subprocess.run(
         [
             sys.executable,
@@ -177,16 +178,16 @@ def test_cli_exports_a_seq2seq_run_and_the_script_skips_an_exported_model(traine
 
 def test_tfds_dataset_feeds_the_same_pairs_as_the_generator(tmp_path):
     config = seq2seq.Seq2SeqConfig(dataset="tfds:small", data_dir=str(tmp_path))
-    loaded = seq2seq.load_data(config)
+    loaded = seq2seq.FAMILY.load_data(config)
     generated = make_dataset(2000, 200, 200, seed=0)
     assert loaded.test == generated.test and loaded.dev == generated.dev and loaded.train[:50] == generated.train[:50]
 
 
 def test_unknown_dataset_and_missing_data_dir_are_explained():
     with pytest.raises(ValueError, match="needs --data-dir"):
-        seq2seq.load_data(seq2seq.Seq2SeqConfig(dataset="tfds"))
+        seq2seq.FAMILY.load_data(seq2seq.Seq2SeqConfig(dataset="tfds"))
     with pytest.raises(ValueError, match="unknown dataset 'web'"):
-        seq2seq.load_data(seq2seq.Seq2SeqConfig(dataset="web"))
+        seq2seq.FAMILY.load_data(seq2seq.Seq2SeqConfig(dataset="web"))
 
 
 def test_an_interrupted_run_resumes_with_its_own_vocabulary_and_a_finished_one_starts_afresh(tmp_path):
@@ -199,11 +200,11 @@ def test_an_interrupted_run_resumes_with_its_own_vocabulary_and_a_finished_one_s
     )
     first, second = make_dataset(300, 50, 50, seed=1), make_dataset(300, 50, 50, seed=2)
     with pytest.raises(KeyboardInterrupt):
-        seq2seq.train(config, first, tmp_path, extra_callbacks=[Interrupt()])
+        seq2seq.FAMILY.train(config, first, tmp_path, extra_callbacks=[Interrupt()])
     vocabulary = json.loads((tmp_path / seq2seq.TOKENIZER_FILE).read_text())
-    _, resumed = seq2seq.train(config, second, tmp_path)
+    resumed = seq2seq.FAMILY.train(config, second, tmp_path).fitted
     assert resumed.get_config() == vocabulary
     assert history_epochs(tmp_path) == [0, 1, 2]
 
-    _, fresh = seq2seq.train(config, second, tmp_path)
-    assert fresh.get_config() == seq2seq.fit_tokenizer(config, second).get_config()
+    fresh = seq2seq.FAMILY.train(config, second, tmp_path).fitted
+    assert fresh.get_config() == seq2seq.FAMILY.fit_preprocessing(config, second).get_config()

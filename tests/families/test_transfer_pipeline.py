@@ -15,13 +15,13 @@ import keras
 import numpy as np
 import pytest
 from PIL import Image
-from tests.test_export import BARE_LOAD
 
 from models.transfer import backbone_of, default_fine_tune_at
 from pipelines import cli, transfer
 from pipelines.data.glyph_data import GLYPH_NAMES
-from pipelines.export import artifact as export
+from serving import contract
 from tests.conftest import TRANSFER_EPOCHS
+from tests.export.test_artifact import BARE_LOAD
 
 pytestmark = pytest.mark.slow
 
@@ -65,8 +65,8 @@ def test_the_fine_tuning_rate_defaults_to_a_hundredth_of_phase_one():
 
 
 def test_command_line_defaults_run_the_demo_and_flags_override():
-    parser = cli.parser()
-    demo = transfer.config_from_args(parser.parse_args(["train", "transfer"]))
+    parser = cli.parser(["train", "transfer"])
+    demo = transfer.FAMILY.config_from_args(parser.parse_args(["train", "transfer"]))
     assert (demo.dataset, demo.examples_per_class, demo.backbone, demo.transfer_strategy, demo.augment) == (
         "digits",
         10,
@@ -75,7 +75,7 @@ def test_command_line_defaults_run_the_demo_and_flags_override():
         False,
     )
     assert demo.training.learning_rate == 3e-3 and demo.fine_tune_rate == pytest.approx(3e-4)
-    own = transfer.config_from_args(
+    own = transfer.FAMILY.config_from_args(
         parser.parse_args(
             [
                 "train",
@@ -136,10 +136,10 @@ def test_phase_histories_are_joined_in_order(tmp_path):
 
 def test_the_missing_glyph_backbone_was_pretrained_and_exported_first(trained_transfer):
     config, run_dir, _ = trained_transfer
-    source = export.latest_version(Path(config.artifacts) / "glyphs")
-    metadata = export.read_metadata(source)
-    assert metadata["task"] == "classifier" and metadata["labels"] == GLYPH_NAMES
-    assert (source / export.KERAS_MODEL_FILE).is_file()
+    source = contract.latest_version(Path(config.artifacts) / "glyphs")
+    metadata = contract.read_metadata(source)
+    assert metadata.task == "classifier" and list(metadata.labels) == GLYPH_NAMES
+    assert (source / contract.KERAS_MODEL_FILE).is_file()
     assert (run_dir.parent / "glyphs" / "history.csv").is_file()
 
 
@@ -173,7 +173,7 @@ def test_fine_tuning_changed_only_the_later_backbone_layers_and_no_batch_norm_st
 def test_the_scratch_baseline_started_from_random_weights_and_trained_every_layer(digits):
     backbone = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(4, 3, name="conv")], name="features")
     backbone.trainable = False  # as phase 1 leaves a shared backbone
-    scratch = transfer.build_model(transfer.TransferConfig(), digits, backbone, pretrained=False)
+    scratch = transfer.build_transfer_model(transfer.TransferConfig(), digits, backbone, pretrained=False)
     copy = backbone_of(scratch)
     assert copy is not backbone and copy.layers[0].trainable
     assert not np.array_equal(
@@ -200,11 +200,11 @@ def test_report_compares_with_the_scratch_baseline_and_plots_both(trained_transf
 
 
 def test_the_artifact_is_a_classifier_that_bare_tensorflow_runs(trained_transfer, digits, tmp_path):
-    _, run_dir, artifact = trained_transfer
-    metadata = export.read_metadata(artifact)
-    assert (metadata["task"], metadata["family"], metadata["name"]) == ("classifier", "transfer", "transfer")
-    assert metadata["labels"] == digits.class_names and metadata["comparison"]["strategy"] == "partial"
-    model = keras.saving.load_model(artifact / export.KERAS_MODEL_FILE)
+    _, _run_dir, artifact = trained_transfer
+    metadata = contract.read_metadata(artifact)
+    assert (metadata.task, metadata.family, metadata.name) == ("classifier", "transfer", "transfer")
+    assert list(metadata.labels) == digits.class_names and metadata.extra["comparison"]["strategy"] == "partial"
+    model = keras.saving.load_model(artifact / contract.KERAS_MODEL_FILE)
     images = digits.test.images[:20]
     np.save(tmp_path / "images.npy", images)
     result = subprocess.run(
@@ -222,20 +222,20 @@ def test_the_artifact_is_a_classifier_that_bare_tensorflow_runs(trained_transfer
 
 def test_evaluate_and_export_verbs_read_the_run(trained_transfer, tmp_path):
     _, run_dir, artifact = trained_transfer
-    figures = transfer.evaluate_run(run_dir)
+    figures = transfer.FAMILY.evaluate_run(run_dir)
     saved = json.loads((run_dir / "evaluation" / "report.json").read_text())
     assert figures["test_accuracy"] == pytest.approx(saved["test_accuracy"])
-    exported = transfer.export_run(run_dir, tmp_path)
-    assert export.read_metadata(exported)["comparison"] == export.read_metadata(artifact)["comparison"]
+    exported = transfer.FAMILY.export_run(run_dir, tmp_path)
+    assert contract.read_metadata(exported).extra["comparison"] == contract.read_metadata(artifact).extra["comparison"]
 
 
 def test_a_classifier_artifact_or_keras_file_is_a_backbone(trained_transfer, tmp_path):
     config, _, _ = trained_transfer
-    source = export.latest_version(Path(config.artifacts) / "glyphs")
+    source = contract.latest_version(Path(config.artifacts) / "glyphs")
     from_root = transfer.load_keras_classifier(source.parent)
-    from_file = transfer.load_keras_classifier(source / export.KERAS_MODEL_FILE)
+    from_file = transfer.load_keras_classifier(source / contract.KERAS_MODEL_FILE)
     assert from_root.count_params() == from_file.count_params()
-    with pytest.raises(FileNotFoundError, match="holds no model.keras"):
+    with pytest.raises(FileNotFoundError, match=r"holds no model\.keras"):
         transfer.load_keras_classifier(tmp_path)
 
 
@@ -244,12 +244,13 @@ def test_a_classifier_artifact_or_keras_file_is_a_backbone(trained_transfer, tmp
 
 def test_the_transfer_model_is_served_by_classify_and_the_tf_serving_route(server, trained_transfer, digits):
     import httpx
-    from tests.test_serving import png_bytes
+
+    from tests.serving.test_serving import png_bytes
 
     _, _, artifact = trained_transfer
-    version = export.read_metadata(artifact)["version"]
+    version = contract.read_metadata(artifact).version
     images = digits.test.images[:4]
-    model = keras.saving.load_model(artifact / export.KERAS_MODEL_FILE)
+    model = keras.saving.load_model(artifact / contract.KERAS_MODEL_FILE)
     expected = [
         digits.class_names[index] for index in model.predict(images.astype("float32"), verbose=0).argmax(axis=1)
     ]

@@ -1,12 +1,11 @@
-"""Box geometry: the notes' IoU example, edge cases of IoU/GIoU, and k-means anchors on synthetic clusters."""
+"""Box geometry: a hand-computed IoU, edge cases of IoU, and k-means anchors on synthetic clusters."""
 
 import warnings
 
 import numpy as np
 import pytest
-import tensorflow as tf
 
-from models.box_ops import box_area, giou_tf, iou_matrix, iou_tf, kmeans_anchors, mean_best_iou, wh_iou
+from models.box_ops import box_area, iou_matrix, kmeans_anchors, mean_best_iou, wh_iou
 
 CLUSTER_CENTRES = np.array([[10.0, 15.0], [40.0, 30.0], [120.0, 90.0]])
 
@@ -23,17 +22,15 @@ def test_box_area_is_zero_for_degenerate_boxes():
     np.testing.assert_allclose(box_area(boxes), [6.0, 0.0, 0.0])
 
 
-def test_notes_worked_example_is_one_seventh():
+def test_overlapping_squares_have_iou_one_seventh():
+    # 2x2 squares overlapping in a 1x1 corner: 1 / (4 + 4 - 1), with no "+1" pixel convention.
     a, b = np.array([[1.0, 1.0, 3.0, 3.0]]), np.array([[2.0, 2.0, 4.0, 4.0]])
     assert iou_matrix(a, b)[0, 0] == pytest.approx(1 / 7)
-    assert float(iou_tf(tf.constant(a[0]), tf.constant(b[0]))) == pytest.approx(1 / 7)
 
 
 def test_identical_and_disjoint_boxes():
     boxes = np.array([[0.0, 0.0, 2.0, 2.0], [5.0, 5.0, 6.0, 7.0]])
     np.testing.assert_allclose(iou_matrix(boxes, boxes), [[1.0, 0.0], [0.0, 1.0]])
-    np.testing.assert_allclose(iou_tf(boxes, boxes).numpy(), [1.0, 1.0])
-    np.testing.assert_allclose(iou_tf(boxes, boxes[::-1]).numpy(), [0.0, 0.0])
 
 
 def test_iou_matrix_shape_and_symmetry():
@@ -44,7 +41,6 @@ def test_iou_matrix_shape_and_symmetry():
     ious = iou_matrix(a, b)
     assert ious.shape == (7, 4)
     np.testing.assert_allclose(ious, iou_matrix(b, a).T)
-    np.testing.assert_allclose(iou_tf(a[:, None, :], b[None, :, :]).numpy(), ious, rtol=1e-6)
 
 
 def test_zero_area_boxes_give_zero_without_nan_or_warnings():
@@ -53,36 +49,6 @@ def test_zero_area_boxes_give_zero_without_nan_or_warnings():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         np.testing.assert_array_equal(iou_matrix(np.concatenate([point, line]), np.concatenate([point, line])), 0.0)
-    assert float(iou_tf(point[0], point[0])) == 0.0
-    assert float(giou_tf(point[0], point[0])) == 0.0
-
-
-def test_zero_area_boxes_have_finite_gradients():
-    predicted = tf.Variable([[2.0, 2.0, 2.0, 2.0]])
-    with tf.GradientTape() as tape:
-        loss = tf.reduce_sum(1.0 - giou_tf(predicted, tf.constant([[2.0, 2.0, 2.0, 2.0]])))
-    assert np.all(np.isfinite(tape.gradient(loss, predicted).numpy()))
-
-
-def test_giou_of_disjoint_boxes_matches_hand_computation():
-    # IoU 0, union 1 + 1 = 2, enclosing box (0,0)-(3,1) has area 3: GIoU = 0 - (3 - 2) / 3.
-    a, b = tf.constant([0.0, 0.0, 1.0, 1.0]), tf.constant([2.0, 0.0, 3.0, 1.0])
-    assert float(giou_tf(a, b)) == pytest.approx(-1 / 3)
-    farther = tf.constant([5.0, 0.0, 6.0, 1.0])
-    assert float(giou_tf(a, farther)) < float(giou_tf(a, b)) < 0
-
-
-def test_giou_equals_iou_when_one_box_contains_the_other():
-    outer, inner = tf.constant([0.0, 0.0, 4.0, 4.0]), tf.constant([1.0, 1.0, 3.0, 3.0])
-    assert float(giou_tf(outer, inner)) == pytest.approx(0.25)
-    assert float(giou_tf(outer, outer)) == pytest.approx(1.0)
-
-
-def test_giou_broadcasts():
-    a = tf.constant([[0.0, 0.0, 2.0, 2.0]])  # (1, 4)
-    b = tf.constant([[[0.0, 0.0, 2.0, 2.0]], [[1.0, 1.0, 3.0, 3.0]]])  # (2, 1, 4)
-    # Second pair: IoU 1/7, enclosing (0,0)-(3,3) area 9, union 7: GIoU = 1/7 - 2/9.
-    np.testing.assert_allclose(giou_tf(a, b).numpy(), [[1.0], [1 / 7 - 2 / 9]], rtol=1e-6)
 
 
 def test_wh_iou_hand_values():

@@ -7,13 +7,13 @@ import pytest
 import tensorflow as tf
 
 from models.detection_graph import (
-    border_mean,
     decode_predictions,
     encode_targets,
     letterbox,
     non_max_suppression,
     to_original_pixels,
 )
+from models.image_graph import border_mean
 
 ANCHORS = tf.constant([[10.0, 10.0], [30.0, 30.0], [20.0, 40.0]])
 NUM_CLASSES = 10
@@ -88,11 +88,11 @@ def one_hot_scores(scores, classes, num_classes=3):
     return table
 
 
-def test_the_notes_procedure_drops_low_scores_then_suppresses_overlaps_of_the_best():
+def test_nms_drops_low_scores_then_suppresses_overlaps_of_the_best():
     # Box 1 overlaps box 0 with IoU 64/136 ≈ 0.47 (kept at 0.5); box 2 overlaps box 0 with IoU 81/119 ≈ 0.68 (dropped).
     boxes = [[10, 10, 20, 20], [12, 12, 22, 22], [11, 11, 20, 20], [100, 50, 120, 90]]
     scores = one_hot_scores([0.9, 0.8, 0.85, 0.55], [0, 0, 0, 0])
-    kept, kept_scores, classes, count = nms(boxes, scores)
+    kept, kept_scores, _, count = nms(boxes, scores)
     assert count == 2
     np.testing.assert_allclose(kept[:count], [[10, 10, 20, 20], [12, 12, 22, 22]], atol=1e-4)
     np.testing.assert_allclose(kept_scores[:count], [0.9, 0.8], atol=1e-6)
@@ -103,7 +103,7 @@ def test_the_notes_procedure_drops_low_scores_then_suppresses_overlaps_of_the_be
 
 def test_suppression_is_per_class():
     boxes = [[10, 10, 20, 20], [11, 11, 20, 20]]
-    kept, _, classes, count = nms(boxes, one_hot_scores([0.9, 0.8], [0, 2]))
+    _, _, classes, count = nms(boxes, one_hot_scores([0.9, 0.8], [0, 2]))
     assert count == 2 and sorted(classes[:count].tolist()) == [0, 2]
 
 
@@ -172,6 +172,6 @@ def test_boxes_map_back_to_the_original_pixels_and_are_clipped_to_it():
 
 
 def test_a_one_pixel_image_still_letterboxes():
-    canvas, scale, offset = letterbox(tf.fill([1, 1, 1, 1], 9.0), 128, 128)
+    canvas, scale, _ = letterbox(tf.fill([1, 1, 1, 1], 9.0), 128, 128)
     np.testing.assert_allclose(canvas.numpy(), 9.0, atol=1e-4)
     assert math.isclose(float(scale[0, 0]), 128.0)

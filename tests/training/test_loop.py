@@ -68,11 +68,11 @@ def history_epochs(run_dir: Path) -> list[int]:
 def test_interrupted_training_resumes_where_it_stopped(digits, tmp_path):
     config = tiny_config()
     with pytest.raises(KeyboardInterrupt):
-        classifier.train(config, digits, tmp_path, extra_callbacks=[Interrupt()])
+        classifier.FAMILY.train(config, digits, tmp_path, extra_callbacks=[Interrupt()])
     assert (tmp_path / "backup").is_dir()
     assert history_epochs(tmp_path) == [0, 1]
 
-    classifier.train(config, digits, tmp_path)
+    classifier.FAMILY.train(config, digits, tmp_path)
     # The second run starts at epoch 2: no epoch is trained twice and none is skipped.
     assert history_epochs(tmp_path) == [0, 1, 2, 3]
     assert not (tmp_path / "backup").exists()
@@ -88,9 +88,12 @@ split_cpu(2)
 from pipelines import classifier
 from pipelines.data.image_data import load_digits
 from pipelines.training.loop import TrainingConfig
-config = classifier.ClassifierConfig(augment=False, training=TrainingConfig(epochs=2, batch_size=64, patience=0, strategy="mirrored", cpu_devices=2))
-model = classifier.train(config, load_digits(), __import__("pathlib").Path(sys.argv[1]))
-print(json.dumps({"replicas": make_strategy("mirrored").num_replicas_in_sync, "epochs": len(open(sys.argv[1] + "/history.csv").readlines()) - 1}))
+config = classifier.ClassifierConfig(
+    augment=False, training=TrainingConfig(epochs=2, batch_size=64, patience=0, strategy="mirrored", cpu_devices=2)
+)
+model = classifier.FAMILY.train(config, load_digits(), __import__("pathlib").Path(sys.argv[1])).model
+epochs = len(open(sys.argv[1] + "/history.csv").readlines()) - 1
+print(json.dumps({"replicas": make_strategy("mirrored").num_replicas_in_sync, "epochs": epochs}))
 """
 
 
@@ -114,7 +117,7 @@ def test_evaluation_writes_report_and_plots(trained_classifier, digits, tmp_path
         "overfit to dev",
         "data mismatch",
     }
-    fresh = classifier.evaluate(model, digits, tmp_path)
+    fresh = classifier.evaluate_model(model, digits, tmp_path)
     assert fresh["test_accuracy"] == pytest.approx(report["test_accuracy"])
     for name in ("learning_curves.png", "confusion_matrix.png", "misclassified_dev.png"):
         assert (tmp_path / "evaluation" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -1,0 +1,324 @@
+"""One protocol for the four model families, and the mechanics they share, written once.
+
+A family is one object (`FAMILY` in `pipelines/<name>.py`) with the same methods and signatures:
+
+    load_data(config) -> data                    the dataset its config names
+    fit_preprocessing(config, data) -> fitted    what is fitted on the training data before the model (a
+                                                 tokenizer, anchors); saved beside the run, reloaded on resume
+    build_model(config, data, fitted) -> keras.Model
+    train(config, data, run_dir) -> Trained      the config, the model and what was fitted
+    evaluate(trained, data, run_dir) -> report   metrics and PNG plots in <run_dir>/evaluation/
+    served_graph(trained, data) -> tf.Module     the graph the SavedModel holds, pre- and post-processing inside
+    artifact_metadata(trained, data, report)     the serving.contract metadata of the export
+    export(trained, data, report, root) -> Path  the next artifact version
+
+and the flows built on them: `run` (train → evaluate → export → register), `evaluate_run`, `export_run`
+and `main` (`python -m pipelines.<name>`). `family(name)` imports a family only when it is asked for, so
+the `modelservice` command does not load training code to serve.
+"""
+
+import argparse
+import importlib
+import json
+import types
+import typing
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, fields, is_dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Generic, Self, TypeVar
+
+NAMES = ("classifier", "seq2seq", "detector", "transfer")
+# The one-line help of `modelservice train FAMILY`, readable without importing the family (its module's first line).
+SUMMARIES = {
+    "classifier": "Image classifier, end to end: data → model → training → evaluation → export.",
+    "seq2seq": "Seq2Seq date normalisation, end to end: generated data → model → training → evaluation → export.",
+    "detector": "Object detector, end to end: digit scenes or COCO / VOC data → YOLO-style model → mAP → export.",
+    "transfer": "Transfer learning, end to end: pretrained backbone → new head → fine-tuning → comparison → export.",
+}
+
+RUN_RECORD = "run.json"
+MODEL_FILE = "model.keras"
+REPORT_FILE = "report.json"
+
+
+def family(name: str) -> "Family":
+    """The family called `name`, imported on first use."""
+    if name not in NAMES:
+        raise ValueError(f"unknown family {name!r}; choose one of {', '.join(NAMES)}")
+    return importlib.import_module(f"pipelines.{name}").FAMILY
+
+
+class Config:
+    """A family config: a dataclass with `name` and `training` fields, (de)serialised to run.json and metadata."""
+
+    name: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> Self:
+        """The config recorded by `to_dict`: nested configs rebuilt, JSON lists back to tuples where typed so."""
+        hints = typing.get_type_hints(cls)
+        return cls(
+            **{spec.name: _typed(hints[spec.name], values[spec.name]) for spec in fields(cls) if spec.name in values}
+        )
+
+
+def _typed(hint: Any, value: Any) -> Any:
+    options = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    for option in options:
+        if is_dataclass(option) and isinstance(value, dict):
+            return option.from_dict(value) if hasattr(option, "from_dict") else option(**value)
+        if typing.get_origin(option) is tuple and isinstance(value, list):
+            return tuple(value)
+    return value
+
+
+C = TypeVar("C", bound=Config)
+D = TypeVar("D")
+F = TypeVar("F")
+
+
+@dataclass
+class Trained(Generic[C, F]):
+    """What training leaves: its config, the model, what was fitted on the data, and a baseline model if any."""
+
+    config: C
+    model: Any  # keras.Model
+    fitted: F
+    baseline: Any = None  # the transfer family's same architecture trained from scratch
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    """A training run's folder: run.json, model.keras, side files, checkpoints, logs, history, evaluation/."""
+
+    path: Path
+
+    @property
+    def evaluation(self) -> Path:
+        return self.path / "evaluation"
+
+    def record(self, family_name: str, config: Config, dataset: dict[str, Any], **extra: Any) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        document = {"family": family_name, "config": config.to_dict(), "dataset": dataset, **extra}
+        (self.path / RUN_RECORD).write_text(json.dumps(document, indent=2, ensure_ascii=False))
+
+    def recorded(self) -> dict[str, Any]:
+        return json.loads((self.path / RUN_RECORD).read_text())
+
+    def family_name(self) -> str:
+        """The family that trained this run (runs from before families were recorded are classifiers)."""
+        return self.recorded().get("family", "classifier")
+
+    def side_file(self, name: str, fit: Callable[[], F], dump: Callable[[F], Any], load: Callable[[Any], F]) -> F:
+        """`fit()` on a new run, saved as `name`; reloaded when resuming, so a checkpoint keeps what it was
+        trained with (a vocabulary, anchors)."""
+        from pipelines.training.loop import is_resuming
+
+        path = self.path / name
+        if is_resuming(self.path) and path.exists():
+            return load(json.loads(path.read_text()))
+        fitted = fit()
+        self.path.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(dump(fitted), ensure_ascii=False, indent=1))
+        return fitted
+
+    def read_side_file(self, name: str, load: Callable[[Any], F]) -> F:
+        return load(json.loads((self.path / name).read_text()))
+
+    def save_model(self, model: Any) -> None:
+        model.save(self.path / MODEL_FILE)
+
+    def load_model(self, relative: str = MODEL_FILE) -> Any:
+        import keras
+
+        return keras.saving.load_model(self.path / relative)
+
+    def save_report(self, report: dict[str, Any]) -> None:
+        self.evaluation.mkdir(parents=True, exist_ok=True)
+        (self.evaluation / REPORT_FILE).write_text(json.dumps(report, indent=2, ensure_ascii=False))
+
+    def saved_report(self) -> dict[str, Any] | None:
+        path = self.evaluation / REPORT_FILE
+        return json.loads(path.read_text()) if path.exists() else None
+
+
+class Family(ABC, Generic[C, D, F]):
+    """A model family end to end. Subclasses set the class attributes and implement the abstract methods."""
+
+    name: ClassVar[str]
+    config_type: ClassVar[type]
+    profiles: ClassVar[dict[str, dict[str, Any]]]
+    description: ClassVar[str]  # the family script's --help text
+    side_file: ClassVar[str | None] = None  # where `fit_preprocessing`'s result is kept in the run folder
+    keeps_keras_model: ClassVar[bool] = False  # export model.keras beside the SavedModel (transfer backbones)
+
+    # --- command line ---
+
+    @abstractmethod
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None: ...
+
+    @abstractmethod
+    def config_from_args(self, args: argparse.Namespace) -> C: ...
+
+    # --- stages ---
+
+    @abstractmethod
+    def load_data(self, config: C) -> D: ...
+
+    def fit_preprocessing(self, config: C, data: D) -> F:
+        """What the model is built around and the export needs, fitted on the training data (default: nothing)."""
+        return None
+
+    def record_extra(self, fitted: F) -> dict[str, Any]:
+        """What run.json records beside the config and the dataset (default: nothing)."""
+        return {}
+
+    def dump_fitted(self, fitted: F) -> Any:
+        return fitted
+
+    def load_fitted(self, values: Any) -> F:
+        return values
+
+    @abstractmethod
+    def build_model(self, config: C, data: D, fitted: F) -> Any: ...
+
+    @abstractmethod
+    def fit(self, config: C, data: D, fitted: F, run_dir: Path, extra_callbacks: Sequence[Any] = ()) -> Any:
+        """Train a model built by `build_model` through `pipelines.training.loop.fit`; return it."""
+
+    def train(self, config: C, data: D, run_dir: Path, extra_callbacks: Sequence[Any] = ()) -> Trained[C, F]:
+        """Fit the preprocessing (or reload it when resuming), record the run, train, save model.keras."""
+        run = RunFolder(run_dir)
+        fitted = self._fitted(config, data, run)
+        run.record(self.name, config, data.summary(), **self.record_extra(fitted))
+        model = self.fit(config, data, fitted, run_dir, extra_callbacks)
+        run.save_model(model)
+        return Trained(config, model, fitted)
+
+    def _fitted(self, config: C, data: D, run: RunFolder) -> F:
+        if self.side_file is None:
+            return self.fit_preprocessing(config, data)
+        return run.side_file(
+            self.side_file, lambda: self.fit_preprocessing(config, data), self.dump_fitted, self.load_fitted
+        )
+
+    def load_trained(self, run_dir: Path) -> Trained[C, F]:
+        """A finished run as `train` returned it."""
+        run = RunFolder(run_dir)
+        config = self.config_type.from_dict(run.recorded()["config"])
+        fitted = None if self.side_file is None else run.read_side_file(self.side_file, self.load_fitted)
+        return Trained(config, run.load_model(), fitted)
+
+    @abstractmethod
+    def evaluate(self, trained: Trained[C, F], data: D, run_dir: Path) -> dict[str, Any]: ...
+
+    @abstractmethod
+    def headline(self, report: dict[str, Any]) -> dict[str, Any]:
+        """The figures `modelservice evaluate` prints."""
+
+    @abstractmethod
+    def describe(self, report: dict[str, Any]) -> str:
+        """One line for the end of a training run."""
+
+    @abstractmethod
+    def served_graph(self, trained: Trained[C, F], data: D) -> Any: ...
+
+    @abstractmethod
+    def artifact_metadata(self, trained: Trained[C, F], data: D, report: dict[str, Any]) -> Any: ...
+
+    def export(self, trained: Trained[C, F], data: D, report: dict[str, Any], root: Path) -> Path:
+        from pipelines.export.artifact import export_artifact
+
+        keras_model = trained.model if self.keeps_keras_model else None
+        metadata = self.artifact_metadata(trained, data, report)
+        return export_artifact(self.served_graph(trained, data), root=root, metadata=metadata, keras_model=keras_model)
+
+    # --- flows ---
+
+    def train_and_evaluate(self, config: C, run_dir: Path) -> tuple[Trained[C, F], D, dict[str, Any]]:
+        data = self.load_data(config)
+        print(f"dataset: {describe_dataset(data)}")
+        trained = self.train(config, data, run_dir)
+        report = self.evaluate(trained, data, run_dir)
+        print(self.describe(report))
+        print(f"checkpoints, logs, history and plots in {run_dir}")
+        return trained, data, report
+
+    def run(self, config: C, *, run_dir: Path, artifacts: Path, register: bool = True) -> Path:
+        """Train, evaluate, export and register; returns the new artifact folder."""
+        trained, data, report = self.train_and_evaluate(config, run_dir)
+        return publish(self.export(trained, data, report, artifacts), register=register)
+
+    def evaluate_run(self, run_dir: Path) -> dict[str, Any]:
+        """Re-evaluate a finished training run; returns the headline figures."""
+        trained = self.load_trained(run_dir)
+        return self.headline(self.evaluate(trained, self.load_data(trained.config), run_dir))
+
+    def export_run(self, run_dir: Path, artifacts: Path) -> Path:
+        """Export a finished run as the next artifact version (its saved evaluation, else a fresh one)."""
+        trained = self.load_trained(run_dir)
+        data = self.load_data(trained.config)
+        report = RunFolder(run_dir).saved_report() or self.evaluate(trained, data, run_dir)
+        return self.export(trained, data, report, artifacts)
+
+    def main(self, argv: list[str] | None = None) -> int:
+        """`python -m pipelines.<name>`: train → evaluate → export → register, or skip when already exported."""
+        from serving.contract import latest_version
+
+        parser = argparse.ArgumentParser(
+            prog=f"python -m pipelines.{self.name}",
+            description=self.description,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        self.add_arguments(parser)
+        parser.add_argument(
+            "--skip-if-exported", action="store_true", help="do nothing when an artifact of this name already exists"
+        )
+        parser.add_argument(
+            "--no-register", action="store_true", help="do not copy the artifact into the BentoML model store"
+        )
+        args = parser.parse_args(argv)
+        if args.skip_if_exported and (found := latest_version(args.artifacts / args.name)):
+            print(f"{found} exists; skipping training (drop --skip-if-exported to train a new version)")
+            if not args.no_register:
+                register_artifact(found)
+            return 0
+        config = self.prepared(args)
+        self.run(
+            config,
+            run_dir=args.run_dir or Path("runs") / args.name,
+            artifacts=args.artifacts,
+            register=not args.no_register,
+        )
+        return 0
+
+    def prepared(self, args: argparse.Namespace) -> C:
+        """The config the command line asks for, with the CPU split into the devices it names."""
+        from pipelines.training.loop import split_cpu
+
+        config = self.config_from_args(args)
+        split_cpu(config.training.cpu_devices)
+        return config
+
+
+def describe_dataset(data: Any) -> str:
+    summary = data.summary()
+    return f"{summary.get('name', '')} {summary['sizes']}".strip()
+
+
+def register_artifact(artifact: Path) -> str:
+    from pipelines.export.artifact import register_in_bentoml
+
+    return register_in_bentoml(artifact)
+
+
+def publish(artifact: Path, *, register: bool) -> Path:
+    """Announce a new artifact version and copy it into the BentoML model store unless told not to."""
+    print(f"exported {artifact}")
+    if register:
+        print(f"registered in the BentoML model store as {register_artifact(artifact)}")
+    return artifact
