@@ -10,6 +10,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+from serving.contract import latest_version  # the artifact layout, without TensorFlow
+
 # A graph pass over a few dozen inputs takes ~20 ms: more passes, so one scheduler hiccup cannot decide its figure.
 MIN_TIMED_SECONDS = 1.0
 
@@ -17,7 +19,7 @@ Result = TypeVar("Result")
 
 
 def fastest_pass(run_pass: Callable[[], Result], *, repeats: int) -> tuple[float, Result]:
-    """(seconds of the fastest pass, its result): at least `repeats` passes, and more until MIN_TIMED_SECONDS were timed.
+    """(seconds of the fastest pass, its result): at least `repeats` passes, more until MIN_TIMED_SECONDS were timed.
 
     The fastest pass is the one least disturbed by other processes (timeit's convention).
     """
@@ -32,10 +34,6 @@ def fastest_pass(run_pass: Callable[[], Result], *, repeats: int) -> tuple[float
 
 def saved_model_dir(path: Path) -> Path | None:
     """`path` if it is a SavedModel, else the latest exported version under it, else None."""
-    from pipelines.export.artifact import (
-        latest_version,
-    )  # imports TensorFlow, which the serving benchmark's client process does without
-
     if (path / "saved_model.pb").is_file():
         return path
     return latest_version(path)
@@ -79,7 +77,10 @@ def plot_ratio_bars(
     tick_label: Callable[[dict[str, Any]], str],
     title: str,
 ) -> None:
-    """Two bars per row (`sides`: (key in the row, legend)), heights row[key][rate] on a log scale, row["ratio"] above the first."""
+    """Two bars per row (`sides`: (key in the row, legend)), heights row[key][rate] on a log scale.
+
+    row["ratio"] is written above the first bar.
+    """
     import matplotlib
 
     matplotlib.use("Agg")

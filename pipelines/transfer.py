@@ -48,7 +48,7 @@ from models.transfer import (
     unfreeze_from,
 )
 from pipelines.classifier import FAMILY as CLASSIFIER
-from pipelines.classifier import ClassifierConfig, predict_ids
+from pipelines.classifier import ClassifierConfig, evaluate_model, predict_ids
 from pipelines.data.image_data import ImageDataset, Split, load_dataset, make_tf_dataset
 from pipelines.evaluation import plots
 from pipelines.export.classifier_graph import ClassifierGraph
@@ -381,7 +381,7 @@ class TransferFamily(Family[TransferConfig, ImageDataset, TransferPlan]):
         return Trained(config, run.load_model(), TransferPlan(recorded["strategy"]), baseline=scratch)
 
     def evaluate(self, trained: Trained, data: ImageDataset, run_dir: Path) -> dict[str, Any]:
-        return compare(trained, data, run_dir, CLASSIFIER.evaluate(trained, data, run_dir))
+        return compare(trained, data, run_dir, evaluate_model(trained.model, data, run_dir))
 
     def headline(self, report: dict[str, Any]) -> dict[str, Any]:
         return {"test_accuracy": report["test_accuracy"], "comparison": report["comparison"]}

@@ -209,7 +209,9 @@ def pixel_batch(instances: Any, *, dtype: str = "float32") -> np.ndarray:
     if len(shapes) > 1:
         raise InputError(
             f"instances have different shapes {sorted(shapes)}",
-            expected="every image in one request to have the same shape (send differently sized images in separate requests)",
+            expected=(
+                "every image in one request to have the same shape (send differently sized images in separate requests)"
+            ),
         )
     batch = np.stack(images)
     if dtype == "uint8":

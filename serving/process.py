@@ -1,5 +1,6 @@
 """Start the BentoML server as a child process and wait until it is ready (tests, benchmarks)."""
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -30,28 +31,26 @@ def running_process(
     timeout: float = 120.0,
 ) -> Iterator[str]:
     """Run an HTTP server `command` listening on loopback `port`; yield its base URL once /readyz answers 200."""
-    log = open(log_path, "wb") if log_path else subprocess.DEVNULL
-    process = subprocess.Popen(
-        command,
-        cwd=PROJECT_ROOT,
-        env={**os.environ, **(env or {})},
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_ready(url, process, timeout)
-        yield url
-    finally:
-        process.terminate()
+    with open(log_path, "wb") if log_path else contextlib.nullcontext(subprocess.DEVNULL) as log:
+        process = subprocess.Popen(
+            command,
+            cwd=PROJECT_ROOT,
+            env={**os.environ, **(env or {})},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        url = f"http://127.0.0.1:{port}"
         try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        if log_path:
-            log.close()
+            _wait_ready(url, process, timeout)
+            yield url
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
 
 def running_server(

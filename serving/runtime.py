@@ -9,6 +9,7 @@ from tensorflow.core.framework import types_pb2
 
 from serving import inputs, settings
 from serving.batching import AdaptiveBatcher
+from serving.contract import Role
 from serving.store import LoadedModel
 
 
@@ -51,7 +52,7 @@ class ModelRuntime:
         # A failed assertion is the graph's own check of an input (a beam width, a threshold), even on a
         # signature that also decodes images; any other error there is the decoder's.
         checked = _assertion(reason)
-        if checked is None and signature_name == self.model.metadata["signatures"].get("image_bytes"):
+        if checked is None and self.model.takes(signature_name, Role.IMAGE_BYTES):
             # Pillow accepts some files TensorFlow's decoders do not (a 1-bit BMP).
             return inputs.InputError(
                 f"the image could not be decoded by the model: {reason}",
@@ -59,7 +60,9 @@ class ModelRuntime:
             )
         return inputs.InputError(
             f"the model rejected the input: {checked or reason}",
-            expected=f"inputs that match the signature {signature_name!r}: see GET /v1/models/{self.model.name}/metadata",
+            expected=(
+                f"inputs that match the signature {signature_name!r}: see GET /v1/models/{self.model.name}/metadata"
+            ),
         )
 
     def _call(self, signature_name: str, items: np.ndarray, options: dict[str, Any]) -> dict[str, np.ndarray]:
@@ -74,7 +77,7 @@ class ModelRuntime:
         return {key: value.numpy() for key, value in outputs.items()}
 
     def tensor_values(self, signature_name: str, payload: Any, row_format: bool) -> tuple[np.ndarray, dict[str, Any]]:
-        """A TF Serving request's `instances` (rows) or `inputs` (columns) as one checked batch and its scalar options."""
+        """A TF Serving request's `instances` (rows) or `inputs` (columns): one checked batch, its scalar options."""
         spec = self.batch_spec(signature_name)
         option_specs = self.option_specs(signature_name)
         if row_format:
@@ -97,12 +100,12 @@ class ModelRuntime:
         return inputs.pixel_batch(items, dtype=spec.dtype.name), options
 
     def _string_batch(self, signature_name: str, items: Any) -> np.ndarray:
-        if signature_name == self.model.metadata["signatures"].get("image_bytes"):
+        if self.model.takes(signature_name, Role.IMAGE_BYTES):
             inputs.check_batch(items, 'a list of {"b64": ...} encoded images')
             return np.array(
                 [inputs.b64_image(item, f"instance {index}") for index, item in enumerate(items)], dtype=object
             )
-        return inputs.text_batch(items, max_length=self.model.metadata["input"]["max_length"])
+        return inputs.text_batch(items, max_length=self.model.text_input.max_length)
 
     def signature_defs(self) -> dict[str, Any]:
         """The signatures in the shape of TF Serving's metadata response."""
@@ -157,7 +160,10 @@ def classifier_predictions(outputs: dict[str, np.ndarray]) -> list[dict[str, Any
 
 
 def detector_predictions(outputs: dict[str, np.ndarray]) -> list[dict[str, Any]]:
-    """Per image, its first `count` detections (the rest is padding), best first; boxes [x1, y1, x2, y2] in its own pixels."""
+    """Per image, its first `count` detections (the rest is padding), best first.
+
+    Boxes are [x1, y1, x2, y2] in the image's own pixels.
+    """
     labels = to_json(outputs["labels"])
     return [
         {

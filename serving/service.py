@@ -22,6 +22,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.datastructures import FormData, UploadFile
 
 from serving import drawing, inputs, settings, store, tuning
+from serving.contract import Role, Task
 from serving.inputs import InputError
 from serving.runtime import ModelRuntime, classifier_predictions, detector_predictions, seq2seq_predictions, to_json
 
@@ -29,7 +30,10 @@ logger = logging.getLogger("modelservice")
 
 api = FastAPI(
     title="Model service",
-    description="Image classification, object detection and date normalisation (and TF Serving's REST API) over exported TensorFlow SavedModels.",
+    description=(
+        "Image classification, object detection and date normalisation (and TF Serving's REST API) "
+        "over exported TensorFlow SavedModels."
+    ),
 )
 
 
@@ -61,7 +65,7 @@ def find_model(request: Request, name: str, version: str | None = None) -> Model
     return runtime
 
 
-def model_for_task(request: Request, task: str) -> ModelRuntime:
+def model_for_task(request: Request, task: Task) -> ModelRuntime:
     name = request.query_params.get("model")
     candidates = [runtime for runtime in runtimes(request).values() if runtime.model.task == task]
     if name:
@@ -80,20 +84,19 @@ def model_for_task(request: Request, task: str) -> ModelRuntime:
 
 @api.get("/models")
 async def list_models(request: Request) -> dict[str, Any]:
-    """The served models and their metadata.json."""
-    return {"models": [runtime.model.metadata for runtime in runtimes(request).values()]}
+    """The served models and their metadata.json (a schema-1 artifact's with its roles migrated)."""
+    return {"models": [runtime.model.metadata.to_dict() for runtime in runtimes(request).values()]}
 
 
 @api.post("/classify")
 async def classify(request: Request) -> dict[str, Any]:
     """JSON {"instances": [image, ...]} with nested 0–255 pixel lists, or a multipart upload in field `image`."""
-    runtime = model_for_task(request, "classifier")
+    runtime = model_for_task(request, Task.CLASSIFIER)
     images = await image_request(request)
-    outputs = await runtime.run(runtime.model.metadata["signatures"][images.role], images.batch)
+    outputs = await runtime.run(runtime.model.metadata.signature(images.role), images.batch)
     return {"predictions": classifier_predictions(outputs), "model": model_tag(runtime)}
 
 
-THRESHOLDS = ("score_threshold", "iou_threshold")
 DETECT_FORMATS = ("json", "png")
 
 
@@ -113,17 +116,21 @@ async def detect(request: Request) -> dict[str, Any] | Response:
     Optional `score_threshold` and `iou_threshold` (numbers 0–1; form fields or JSON keys) and `format`
     ("json", or "png" for one image with its boxes drawn; a form field, JSON key or ?format=).
     """
-    runtime = model_for_task(request, "detector")
+    runtime = model_for_task(request, Task.DETECTOR)
     metadata = runtime.model.metadata
+    postprocessing = metadata.postprocessing
     images = await image_request(request)
-    thresholds = {name: images.threshold(name, default=metadata["postprocessing"][name]) for name in THRESHOLDS}
+    thresholds = {  # the keys are the signature's scalar inputs
+        "score_threshold": images.threshold("score_threshold", default=postprocessing.score_threshold),
+        "iou_threshold": images.threshold("iou_threshold", default=postprocessing.iou_threshold),
+    }
     answer_format = requested_format(request, images)
     if answer_format == "png" and len(images.batch) != 1:
         raise InputError(
             f"format=png answers one image; the request has {len(images.batch)}",
             expected="exactly one image with format=png",
         )
-    outputs = await runtime.run(metadata["signatures"][images.role], images.batch, **thresholds)
+    outputs = await runtime.run(metadata.signature(images.role), images.batch, **thresholds)
     predictions = detector_predictions(outputs)
     if answer_format == "png":
         drawn = drawing.draw_detections(drawing.as_rgb(images.batch[0]), predictions[0]["detections"])
@@ -134,18 +141,18 @@ async def detect(request: Request) -> dict[str, Any] | Response:
 @api.post("/translate")
 async def translate(request: Request) -> dict[str, Any]:
     """JSON {"texts": ["March 4, 1999", ...], "beam_width": 3} → the decoded text and its score per input."""
-    runtime = model_for_task(request, "seq2seq")
-    metadata = runtime.model.metadata
-    decoding = metadata["decoding"]
-    expected = f'{{"texts": [string, ...], "beam_width": 1–{decoding["max_beam_width"]} (optional)}}'
+    runtime = model_for_task(request, Task.SEQ2SEQ)
+    decoding = runtime.model.metadata.decoding
+    expected = f'{{"texts": [string, ...], "beam_width": 1–{decoding.max_beam_width} (optional)}}'
     document = inputs.parse_json(await inputs.read_body(request))
     texts = inputs.text_batch(
-        inputs.field(document, "texts", expected), max_length=metadata["input"]["max_length"], name="texts"
+        inputs.field(document, "texts", expected), max_length=runtime.model.text_input.max_length, name="texts"
     )
     beam_width = inputs.integer_option(
-        document.get("beam_width", decoding["default_beam_width"]), "beam_width", low=1, high=decoding["max_beam_width"]
+        document.get("beam_width", decoding.default_beam_width), "beam_width", low=1, high=decoding.max_beam_width
     )
-    outputs = await runtime.run(metadata["signatures"]["texts_beam_width"], texts, beam_width=beam_width)
+    # The texts role takes the strings and the task's options: here the beam width.
+    outputs = await runtime.run(runtime.model.metadata.signature(Role.TEXTS), texts, beam_width=beam_width)
     return {"predictions": seq2seq_predictions(outputs), "model": model_tag(runtime)}
 
 
@@ -153,7 +160,7 @@ async def translate(request: Request) -> dict[str, Any]:
 class ImageRequest:
     """The images of a /classify or /detect request, and the request's other fields (its options)."""
 
-    role: str  # the metadata.json signature role that takes `batch`: "image_bytes" or "images"
+    role: Role  # the signature role that takes `batch` and the options: IMAGE_BYTES or IMAGES
     batch: np.ndarray
     fields: dict[str, Any]  # the JSON body's keys, or the multipart form's other fields (text)
     from_form: bool
@@ -174,11 +181,11 @@ async def image_request(request: Request) -> ImageRequest:
         form = await read_form(request, body, "image")
         image = inputs.encoded_image(await form_file(form, "image"))
         fields = {name: value for name, value in form.items() if name != "image"}
-        return ImageRequest("image_bytes", np.array([image], dtype=object), fields, from_form=True)
+        return ImageRequest(Role.IMAGE_BYTES, np.array([image], dtype=object), fields, from_form=True)
     if content_type.startswith("application/json") or not content_type:
         document = inputs.parse_json(body)
         instances = inputs.field(document, "instances", f'{{"instances": [image, ...]}}, each {inputs.PIXEL_INSTANCE}')
-        return ImageRequest("images", inputs.pixel_batch(instances), document, from_form=False)
+        return ImageRequest(Role.IMAGES, inputs.pixel_batch(instances), document, from_form=False)
     raise InputError(
         f"unsupported content type {content_type!r}", expected="application/json or multipart/form-data", status=415
     )

@@ -60,7 +60,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def serve(args: argparse.Namespace) -> int:
-    """Check the models the settings name, then replace this process with the BentoML server (returns only on failure)."""
+    """Check the models the settings name, then replace this process with the BentoML server.
+
+    Returns only on failure, with the exit status.
+    """
     try:
         configured = settings_from(args)
     except SettingsError as error:

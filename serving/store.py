@@ -1,8 +1,9 @@
 """Find and load the exported models to serve, knowing only the artifact contract.
 
-Two sources: a folder of artifacts (`<name>/<version>/`, as `pipelines.export.artifact` writes them and TF
-Serving reads them; MODELSERVICE_MODEL_DIR, the container's /models), or the BentoML model store
-(the default outside a container). MODELSERVICE_MODELS picks models and pins versions in either.
+Two sources: a folder of artifacts (`<name>/<version>/`, as `serving.contract` defines them and TF Serving
+reads them; MODELSERVICE_MODEL_DIR, the container's /models), or the BentoML model store (the default
+outside a container). MODELSERVICE_MODELS picks models and pins versions in either. Serving imports nothing
+from the training side (`pipelines`, `models`): what it knows of an artifact is `serving.contract`.
 """
 
 import os
@@ -13,11 +14,7 @@ from typing import Any
 import bentoml
 import tensorflow as tf
 
-from pipelines.export import artifact as export
-from pipelines.export.artifact import METADATA_FILE, versions
-
-LAYOUT = f"<name>/<version>/ folders, each with saved_model.pb, variables/ and {METADATA_FILE} (the layout `make train` writes to artifacts/)"
-METADATA_KEYS = ("name", "version", "task", "signatures")
+from serving.contract import LAYOUT, ArtifactError, ArtifactMetadata, Role, Task, TextSpec, read_metadata, versions
 
 
 class ModelLoadError(RuntimeError):
@@ -27,15 +24,26 @@ class ModelLoadError(RuntimeError):
 @dataclass
 class LoadedModel:
     name: str
-    version: str
-    task: str
+    version: str  # as text, the way URLs and TF Serving's answers carry it
+    task: Task
     path: Path
-    metadata: dict[str, Any]
+    metadata: ArtifactMetadata
     signatures: dict[str, Any] = field(repr=False)
 
-    def signature(self, role: str) -> Any:
-        """The concrete function that metadata.json names for an input role such as "images"."""
-        return self.signatures[self.metadata["signatures"][role]]
+    def signature(self, role: Role) -> Any:
+        """The concrete function that metadata.json names for an input role such as `Role.IMAGES`."""
+        return self.signatures[self.metadata.signature(role)]
+
+    def takes(self, signature_name: str, role: Role) -> bool:
+        """Whether `signature_name` is the signature metadata.json names for `role`."""
+        return self.metadata.signatures.get(role) == signature_name
+
+    @property
+    def text_input(self) -> TextSpec:
+        """A text model's input: its strings' longest length."""
+        if not isinstance(self.metadata.input, TextSpec):
+            raise TypeError(f"the {self.task} model {self.name!r} takes no text input")
+        return self.metadata.input
 
 
 def requested(spec: str) -> list[tuple[str, str | None]]:
@@ -52,7 +60,8 @@ def folder_artifacts(model_dir: Path, spec: str = "") -> list[Path]:
     """The version folders to serve from an artifact root."""
     if not model_dir.is_dir():
         raise ModelLoadError(
-            f"model folder {model_dir} does not exist: mount one (docker run -v $PWD/artifacts:{model_dir}) or bake artifacts/ into the image"
+            f"model folder {model_dir} does not exist: mount one (docker run -v $PWD/artifacts:{model_dir}) "
+            "or bake artifacts/ into the image"
         )
     listed = {entry.name: [str(number) for number in versions(entry)] for entry in sorted(model_dir.iterdir())}
     found = {name: numbers for name, numbers in listed.items() if numbers}  # model name -> its complete versions
@@ -92,7 +101,10 @@ def store_artifacts(spec: str = "") -> list[Path]:
 
 def load(path: Path) -> LoadedModel:
     """One artifact version, checked: its metadata is complete and names signatures the SavedModel has."""
-    metadata = read_metadata(path)
+    try:
+        metadata = read_metadata(path)
+    except ArtifactError as error:
+        raise ModelLoadError(f"corrupt model at {path}: {error}") from None
     try:
         loaded = tf.saved_model.load(str(path))
     except Exception as error:  # TensorFlow raises many kinds for a damaged SavedModel
@@ -100,34 +112,18 @@ def load(path: Path) -> LoadedModel:
             f"corrupt model at {path}: the SavedModel does not load ({type(error).__name__}: {_first_line(error)})"
         ) from None
     signatures = dict(loaded.signatures)
-    missing = sorted(set(metadata["signatures"].values()) - set(signatures))
-    if missing:
-        raise ModelLoadError(
-            f"corrupt model at {path}: {METADATA_FILE} names signatures {missing} that the SavedModel lacks (it has {sorted(signatures)})"
-        )
+    try:
+        metadata.check_signatures(set(signatures))
+    except ArtifactError as error:
+        raise ModelLoadError(f"corrupt model at {path}: {error}") from None
     return LoadedModel(
-        name=metadata["name"],
-        version=str(metadata["version"]),
-        task=metadata["task"],
+        name=metadata.name,
+        version=str(metadata.version),
+        task=metadata.task,
         path=path,
         metadata=metadata,
         signatures=signatures,
     )
-
-
-def read_metadata(path: Path) -> dict[str, Any]:
-    try:
-        metadata = export.read_metadata(path)
-    except FileNotFoundError:
-        raise ModelLoadError(f"corrupt model at {path}: {METADATA_FILE} is missing") from None
-    except ValueError as error:  # JSON and UTF-8 decoding errors
-        raise ModelLoadError(f"corrupt model at {path}: {METADATA_FILE} is not valid JSON ({error})") from None
-    missing = (
-        [key for key in METADATA_KEYS if key not in metadata] if isinstance(metadata, dict) else list(METADATA_KEYS)
-    )
-    if missing:
-        raise ModelLoadError(f"corrupt model at {path}: {METADATA_FILE} lacks {', '.join(missing)}")
-    return metadata
 
 
 def load_all(model_dir: Path | None, spec: str = "") -> dict[str, LoadedModel]:

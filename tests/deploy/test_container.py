@@ -30,7 +30,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from pipelines.export.artifact import read_metadata
+from serving.contract import Role, read_metadata
 from serving.process import PROJECT_ROOT, free_port
 from serving.runtime import classifier_predictions, detector_predictions
 
@@ -54,7 +54,10 @@ ENGINE = find_engine()
 if ENGINE is None:
     pytestmark.append(
         pytest.mark.skip(
-            reason="no container engine: neither podman nor a running Docker daemon was found, so the image was not built or run"
+            reason=(
+                "no container engine: neither podman nor a running Docker daemon was found, "
+                "so the image was not built or run"
+            )
         )
     )
 
@@ -112,7 +115,8 @@ def image(artifacts, tmp_path_factory, request) -> Iterator[str]:
         "capturemanager"
     ).global_and_fixture_disabled():  # past the capture: CI logs show it
         print(
-            f"\n[container] built {tag} with {ENGINE} in {time.monotonic() - started:.0f} s; image size {size / 1e6:.0f} MB",
+            f"\n[container] built {tag} with {ENGINE} in {time.monotonic() - started:.0f} s; "
+            f"image size {size / 1e6:.0f} MB",
             flush=True,
         )
     yield tag
@@ -167,7 +171,7 @@ def png(pixels: np.ndarray) -> bytes:
 def local_outputs(artifact: Path, **inputs) -> dict[str, np.ndarray]:
     """What the artifact's image_bytes signature answers in this process, with plain TensorFlow."""
     graph = tf.saved_model.load(str(artifact))
-    signature = graph.signatures[read_metadata(artifact)["signatures"]["image_bytes"]]
+    signature = graph.signatures[read_metadata(artifact).signature(Role.IMAGE_BYTES)]
     return {key: value.numpy() for key, value in signature(**inputs).items()}
 
 

@@ -5,6 +5,7 @@ import json
 import stat
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ import tensorflow as tf
 from PIL import Image
 
 from pipelines.export import artifact as export
+from serving.contract import ArtifactMetadata, ImageInput, Role, Task, latest_version, read_metadata, versions
 
 BARE_LOAD = """
 import json, sys
@@ -84,44 +86,58 @@ def test_images_of_other_sizes_and_channels_are_fitted_in_graph(graph, digits):
 
 def test_metadata_records_the_contract(trained_classifier, digits):
     _, report, artifact = trained_classifier
-    metadata = export.read_metadata(artifact)
-    assert metadata["task"] == "classifier" and metadata["name"] == "classifier"
-    assert metadata["version"] == int(artifact.name)
-    assert metadata["labels"] == [str(i) for i in range(10)]
-    assert metadata["input"]["image_shape"] == [8, 8, 1]
-    assert metadata["signatures"]["image_bytes"] == "classify_image_bytes"
-    assert metadata["metrics"]["test_accuracy"] == pytest.approx(report["test_accuracy"])
-    assert metadata["dataset"]["fingerprint"] == digits.fingerprint()
-    assert metadata["training"]["training"]["epochs"] == 15
-    assert metadata["created_at"].endswith("+00:00")
+    metadata = read_metadata(artifact)
+    assert metadata.task == "classifier" and metadata.name == "classifier" and metadata.family == "classifier"
+    assert metadata.version == int(artifact.name)
+    assert list(metadata.labels) == [str(i) for i in range(10)]
+    assert metadata.image_input.image_shape == (8, 8, 1)
+    assert metadata.signatures == {
+        "default": "serving_default",
+        "images": "serving_default",
+        "images_uint8": "classify_uint8",
+        "image_bytes": "classify_image_bytes",
+    }
+    assert metadata.metrics["test_accuracy"] == pytest.approx(report["test_accuracy"])
+    assert metadata.dataset["fingerprint"] == digits.fingerprint()
+    assert metadata.training["training"]["epochs"] == 15
+    assert metadata.created_at.endswith("+00:00") and metadata.schema_version == 2
+    document = json.loads((artifact / "metadata.json").read_text())
+    assert document["signatures"]["image_bytes"] == "classify_image_bytes" and document["task"] == "classifier"
 
 
 class Saveable(tf.Module):
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.float32)])
-    def double(self, x):
-        return {"y": 2 * x}
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None, None], tf.float32)])
+    def double(self, images):
+        return {"y": 2 * images}
+
+    def signatures(self):
+        return {"serving_default": self.double}
+
+
+METADATA = ArtifactMetadata(
+    task=Task.CLASSIFIER,
+    name="m",
+    labels=("a", "b"),
+    input=ImageInput(image_shape=(2, 2, 1)),
+    signatures={Role.DEFAULT: "serving_default", Role.IMAGES: "serving_default", Role.IMAGE_BYTES: "serving_default"},
+    outputs=("y",),
+)
 
 
 def test_versions_increase_and_the_latest_is_found(tmp_path):
     module = Saveable()
-    first = export.export_artifact(
-        module, signatures={"serving_default": module.double}, root=tmp_path, name="m", metadata={"task": "t"}
-    )
-    second = export.export_artifact(
-        module, signatures={"serving_default": module.double}, root=tmp_path, name="m", metadata={"task": "t"}
-    )
+    first = export.export_artifact(module, root=tmp_path, metadata=METADATA)
+    second = export.export_artifact(module, root=tmp_path, metadata=METADATA)
     assert (first.name, second.name) == ("1", "2")
-    assert export.versions(tmp_path / "m") == [1, 2]
-    assert export.latest_version(tmp_path / "m") == second
-    assert export.read_metadata(second)["version"] == 2
+    assert versions(tmp_path / "m") == [1, 2]
+    assert latest_version(tmp_path / "m") == second
+    assert read_metadata(second).version == 2
 
 
 def test_a_published_version_is_readable_by_every_user(tmp_path):
     """The container serves artifacts as a non-root user: no private folder may hide a file from it."""
     module = Saveable()
-    version = export.export_artifact(
-        module, signatures={"serving_default": module.double}, root=tmp_path, name="m", metadata={"task": "t"}
-    )
+    version = export.export_artifact(module, root=tmp_path, metadata=METADATA)
     for path in [version, *version.rglob("*")]:
         needed = 0o555 if path.is_dir() else 0o444
         assert stat.S_IMODE(path.stat().st_mode) & needed == needed, path
@@ -129,9 +145,7 @@ def test_a_published_version_is_readable_by_every_user(tmp_path):
 
 def test_a_crash_during_export_leaves_no_version_behind(tmp_path, monkeypatch):
     module = Saveable()
-    export.export_artifact(
-        module, signatures={"serving_default": module.double}, root=tmp_path, name="m", metadata={"task": "t"}
-    )
+    export.export_artifact(module, root=tmp_path, metadata=METADATA)
 
     def crash(obj, path, signatures=None):
         (tf.io.gfile.GFile(f"{path}/saved_model.pb", "w")).write("half")
@@ -139,9 +153,7 @@ def test_a_crash_during_export_leaves_no_version_behind(tmp_path, monkeypatch):
 
     monkeypatch.setattr(tf.saved_model, "save", crash)
     with pytest.raises(KeyboardInterrupt):
-        export.export_artifact(
-            module, signatures={"serving_default": module.double}, root=tmp_path, name="m", metadata={"task": "t"}
-        )
+        export.export_artifact(module, root=tmp_path, metadata=METADATA)
     assert sorted(entry.name for entry in (tmp_path / "m").iterdir()) == ["1"]
 
 
@@ -154,6 +166,5 @@ def test_registration_in_the_bentoml_store_is_idempotent(trained_classifier):
     assert export.register_in_bentoml(artifact) == tag
     stored = bentoml.models.get(tag)
     assert stored.info.labels["task"] == "classifier"
-    assert (stored.path_of("saved_model.pb")) and json.loads(open(stored.path_of("metadata.json")).read())[
-        "version"
-    ] == int(artifact.name)
+    assert Path(stored.path_of("saved_model.pb")).is_file()
+    assert json.loads(Path(stored.path_of("metadata.json")).read_text())["version"] == int(artifact.name)

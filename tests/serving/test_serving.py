@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipelines.export.artifact import read_metadata
+from serving.contract import read_metadata
 from serving.inputs import MAX_BATCH, MAX_PAYLOAD_BYTES
 
 pytestmark = pytest.mark.slow
@@ -112,7 +112,7 @@ def ref(digits, trained_classifier) -> Reference:
         probabilities=probabilities,
         labels=[names[i] for i in np.argmax(probabilities, axis=1)],
         class_names=names,
-        version=str(read_metadata(artifact)["version"]),
+        version=str(read_metadata(artifact).version),
     )
 
 
@@ -467,7 +467,8 @@ def test_v1_models_lists_every_served_model_with_versions_and_signatures(server,
         "dtype": "string",
         "shape": [None],
     }
-    beam = listed["seq2seq"]["signatures"][metadata["seq2seq"]["signatures"]["texts_beam_width"]]
+    # The texts role takes the strings and the options: the beam width.
+    beam = listed["seq2seq"]["signatures"][metadata["seq2seq"]["signatures"]["texts"]]
     assert beam["inputs"]["beam_width"] == {"dtype": "int32", "shape": []}
 
 
@@ -478,6 +479,7 @@ def test_models_lists_the_classifier(server, ref):
     assert str(model["version"]) == ref.version
     assert model["task"] == "classifier"
     assert model["labels"] == ref.class_names
+    assert model["signatures"]["default"] == "serving_default"
     assert model["signatures"]["images"] == "serving_default"
 
 

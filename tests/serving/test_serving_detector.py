@@ -25,7 +25,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from pipelines.export.artifact import read_metadata
+from serving.contract import read_metadata
 from serving.inputs import MAX_BATCH
 
 pytestmark = pytest.mark.slow
@@ -133,12 +133,12 @@ class Graph:
 def graph(trained_detector) -> Graph:
     artifact = trained_detector[3]
     metadata = read_metadata(artifact)
-    postprocessing = metadata["postprocessing"]
+    postprocessing = metadata.postprocessing
     return Graph(
         tf.saved_model.load(str(artifact)),
-        str(metadata["version"]),
-        postprocessing["score_threshold"],
-        postprocessing["iou_threshold"],
+        str(metadata.version),
+        postprocessing.score_threshold,
+        postprocessing.iou_threshold,
     )
 
 
@@ -243,7 +243,8 @@ def test_images_of_other_sizes_get_boxes_in_their_own_pixels(server, graph, scen
             assert len(boxes) > 0
             assert boxes.min() >= 0 and boxes[:, [0, 2]].max() <= width and boxes[:, [1, 3]].max() <= height
         served[name] = np.array([detection["box"] for detection in by_upload[0]["detections"]])
-    # Not the model's 128×128 canvas: the stretched scene's digits reach past x = 128, the padded one's start at its offset.
+    # Not the model's 128×128 canvas: the stretched scene's digits reach past x = 128, the padded one's start at its
+    # offset.
     assert served["stretched"][:, 2].max() > 128
     assert served["padded"][:, 0].max() > 30 and served["padded"][:, 1].max() > 20
 
@@ -293,7 +294,7 @@ def test_format_png_draws_the_boxes_on_the_original_image(server, graph, scene_i
     expected = graph.encoded([data], 0.0)
     assert int(expected["count"][0]) > 0
     # The best box is drawn last, so its whole left edge shows where the graph put it (±1 pixel of rounding).
-    x1, y1, x2, y2 = (int(round(value)) for value in expected["boxes"][0, 0])
+    x1, y1, _, y2 = (round(value) for value in expected["boxes"][0, 0])
     left_edge = changed[y1:y2, max(x1 - 1, 0) : x1 + 2].any(axis=1)
     assert left_edge.mean() > 0.9
 
@@ -320,7 +321,7 @@ def test_models_lists_the_detector(server, graph):
     assert response.status_code == 200
     (model,) = [model for model in response.json()["models"] if model["task"] == "detector"]
     assert model["signatures"] == {
-        "images_default": "serving_default",
+        "default": "serving_default",
         "images": "detect_images",
         "image_bytes": "detect_image_bytes",
     }

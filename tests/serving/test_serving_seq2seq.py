@@ -14,7 +14,7 @@ import httpx
 import pytest
 import tensorflow as tf
 
-from pipelines.export.artifact import read_metadata
+from serving.contract import read_metadata
 from serving.inputs import MAX_BATCH, MAX_PAYLOAD_BYTES
 
 pytestmark = pytest.mark.slow
@@ -44,9 +44,9 @@ def graph(trained_seq2seq) -> Graph:
     metadata = read_metadata(artifact)
     return Graph(
         tf.saved_model.load(str(artifact)),
-        str(metadata["version"]),
-        metadata["input"]["max_length"],
-        metadata["decoding"]["max_beam_width"],
+        str(metadata.version),
+        metadata.input.max_length,
+        metadata.decoding.max_beam_width,
     )
 
 

@@ -12,8 +12,8 @@ import httpx
 import numpy as np
 import pytest
 
-from pipelines.export.artifact import METADATA_FILE
 from serving import start, store
+from serving.contract import METADATA_FILE, Role
 from serving.process import PROJECT_ROOT, free_port, running_process
 from serving.settings import Settings, SettingsError
 
@@ -193,7 +193,7 @@ def test_a_sound_model_loads_from_a_folder(model_dir):
     (model,) = store.load_all(model_dir).values()
     assert (model.name, model.task, model.path) == ("classifier", "classifier", only_version(model_dir))
     assert {"serving_default", "classify_uint8", "classify_image_bytes"} <= set(model.signatures)
-    outputs = model.signature("images")(images=np.zeros((1, 8, 8, 1), np.float32))
+    outputs = model.signature(Role.IMAGES)(images=np.zeros((1, 8, 8, 1), np.float32))
     assert outputs["probabilities"].shape == (1, 10)
 
 
