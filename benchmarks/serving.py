@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import environment
+from serving.contract import METADATA_FILE, read_metadata
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 TARGETS = ("batching", "no-batching", "naive")
@@ -51,12 +52,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--artifact",
         type=Path,
-        help="an exported classifier version folder (e.g. artifacts/classifier/1); default: train a small digits MLP into a temporary folder",
+        help="an exported classifier version folder (e.g. artifacts/classifier/1); "
+        "default: train a small digits MLP into a temporary folder",
     )
     parser.add_argument(
         "--keras-model",
         type=Path,
-        help="the .keras file for the naive baseline (default: the trained model, or runs/<name>/model.keras with --artifact)",
+        help="the .keras file for the naive baseline "
+        "(default: the trained model, or runs/<name>/model.keras with --artifact)",
     )
     parser.add_argument(
         "--clients", default="1,16,64", help="comma-separated numbers of concurrent clients (default: %(default)s)"
@@ -106,8 +109,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"unknown targets {sorted(unknown)}; choose from {', '.join(TARGETS)}")
     if args.duration <= 0 or args.warmup < 0:
         parser.error("--duration must be > 0 and --warmup >= 0")
-    if args.artifact and not (args.artifact / "metadata.json").is_file():
-        parser.error(f"{args.artifact} is not an exported model version (no metadata.json)")
+    if args.artifact and not (args.artifact / METADATA_FILE).is_file():
+        parser.error(f"{args.artifact} is not an exported model version (no {METADATA_FILE})")
     if args.keras_model and not args.keras_model.is_file():
         parser.error(f"{args.keras_model} does not exist")
     return args
@@ -120,26 +123,27 @@ def prepare_model(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     """Train (or take) a classifier artifact, register it in the private store; return what the targets need."""
     from pipelines import classifier
     from pipelines.data.image_data import load_digits
-    from pipelines.export.artifact import read_metadata, register_in_bentoml
+    from pipelines.export.artifact import register_in_bentoml
     from pipelines.training.loop import TrainingConfig
 
     digits = load_digits(seed=0)
     if args.artifact:
         artifact = args.artifact.resolve()
         metadata = read_metadata(artifact)
-        keras_model = args.keras_model or PROJECT_ROOT / "runs" / metadata["name"] / "model.keras"
+        keras_model = args.keras_model or PROJECT_ROOT / "runs" / metadata.name / "model.keras"
     else:
         started = time.perf_counter()
         config = classifier.ClassifierConfig(
             augment=False, training=TrainingConfig(epochs=args.epochs, batch_size=32, learning_rate=2e-3, patience=0)
         )
-        model = classifier.train(config, digits, workdir / "run")
-        report = classifier.evaluate(model, digits, workdir / "run")
-        artifact = classifier.export_model(model, digits, report, config, workdir / "artifacts")
+        trained = classifier.FAMILY.train(config, digits, workdir / "run")
+        report = classifier.FAMILY.evaluate(trained, digits, workdir / "run")
+        artifact = classifier.FAMILY.export(trained, digits, report, workdir / "artifacts")
         metadata = read_metadata(artifact)
         keras_model = args.keras_model or workdir / "run" / "model.keras"
         print(
-            f"trained and exported {artifact} in {time.perf_counter() - started:.1f} s (test accuracy {report['test_accuracy']:.3f})"
+            f"trained and exported {artifact} in {time.perf_counter() - started:.1f} s "
+            f"(test accuracy {report['test_accuracy']:.3f})"
         )
     tag = register_in_bentoml(artifact)
     print(f"registered {tag} in the private BentoML store {os.environ['BENTOML_HOME']}")
@@ -149,7 +153,7 @@ def prepare_model(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         "tag": tag,
         "artifact": str(artifact),
         "keras_model": Path(keras_model),
-        "labels": metadata["labels"],
+        "labels": list(metadata.labels),
         "bodies": bodies,
     }
 
@@ -358,8 +362,10 @@ def measure_target(target: str, model: dict[str, Any], args: argparse.Namespace)
             rows.append(row)
             batch = f", mean batch {row['mean_batch_size']:.1f}" if row["mean_batch_size"] else ""
             print(
-                f"[{target}] {clients:>3} clients: {row['rps']:8.1f} req/s, p50 {fmt_ms(row['p50_ms'])} ms, p99 {fmt_ms(row['p99_ms'])} ms, "
-                f"{row['errors']} errors{batch}; CPU cores used: server {row['server_cpu_cores']}, load generator {row['load_generator_cpu_cores']}"
+                f"[{target}] {clients:>3} clients: {row['rps']:8.1f} req/s, "
+                f"p50 {fmt_ms(row['p50_ms'])} ms, p99 {fmt_ms(row['p99_ms'])} ms, "
+                f"{row['errors']} errors{batch}; CPU cores used: server {row['server_cpu_cores']}, "
+                f"load generator {row['load_generator_cpu_cores']}"
             )
             for problem, count in row["error_samples"].items():
                 print(f"[{target}]     {count} x {problem}")
@@ -416,18 +422,23 @@ def summarize(rows: list[dict[str, Any]], levels: list[int]) -> dict[str, Any]:
 
 def report_text(rows: list[dict[str, Any]], summary: dict[str, Any], levels: list[int]) -> str:
     with_batches = any(row.get("mean_batch_size") for row in rows)
-    header = f"{'target':<12} {'clients':>7} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'server CPU':>10} {'client CPU':>10}"
+    header = (
+        f"{'target':<12} {'clients':>7} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
+        f"{'errors':>7} {'server CPU':>10} {'client CPU':>10}"
+    )
     lines = [header + (f" {'batch':>6}" if with_batches else "")]
     for row in rows:
         line = (
-            f"{row['target']:<12} {row['clients']:>7} {row['rps']:>9.1f} {fmt_ms(row['p50_ms']):>8} {fmt_ms(row['p99_ms']):>8} "
+            f"{row['target']:<12} {row['clients']:>7} {row['rps']:>9.1f} "
+            f"{fmt_ms(row['p50_ms']):>8} {fmt_ms(row['p99_ms']):>8} "
             f"{row['errors']:>7} {row['server_cpu_cores']:>10.2f} {row['load_generator_cpu_cores']:>10.2f}"
         )
         if with_batches:
             line += f" {row['mean_batch_size']:>6.1f}" if row.get("mean_batch_size") else f" {'-':>6}"
         lines.append(line)
     lines.append(
-        f"(CPU columns: cores used, of {os.cpu_count()}, by the target server's processes and by this load generator during the level)"
+        f"(CPU columns: cores used, of {os.cpu_count()}, by the target server's processes "
+        "and by this load generator during the level)"
     )
     lines.append("")
     for key, title in (
@@ -447,9 +458,11 @@ def report_text(rows: list[dict[str, Any]], summary: dict[str, Any], levels: lis
         f"goals at {goals['clients']} clients"
         + ("" if goals["clients"] == GOAL_CLIENTS else f" ({GOAL_CLIENTS} not in --clients: the highest level instead)")
         + ":",
-        f"  throughput >= {GOAL_SPEEDUP:g}x naive: {met(speedup)} ({'-' if speedup['value'] is None else format(speedup['value'], '.1f') + 'x'})",
+        f"  throughput >= {GOAL_SPEEDUP:g}x naive: {met(speedup)} "
+        f"({'-' if speedup['value'] is None else format(speedup['value'], '.1f') + 'x'})",
         f"  p99 < {GOAL_P99_MS:g} ms:              {met(p99)} ({fmt_ms(p99['value'])} ms)",
-        f"  zero errors (batching, all levels): {met(errors)} ({'-' if errors['value'] is None else errors['value']} errors)",
+        f"  zero errors (batching, all levels): {met(errors)} "
+        f"({'-' if errors['value'] is None else errors['value']} errors)",
     ]
     return "\n".join(lines)
 
@@ -510,7 +523,8 @@ def main(argv: list[str] | None = None) -> int:
         gc.freeze()  # the set-up's objects (TensorFlow's included) need no more collecting
         per_level = args.warmup + args.duration
         print(
-            f"\n{len(args.target_list)} targets x {len(args.levels)} levels x {per_level:g} s; clients {args.levels}; {os.cpu_count()} CPUs shared by servers and load generator"
+            f"\n{len(args.target_list)} targets x {len(args.levels)} levels x {per_level:g} s; "
+            f"clients {args.levels}; {os.cpu_count()} CPUs shared by servers and load generator"
         )
         rows = []
         for target in args.target_list:
@@ -533,7 +547,8 @@ def main(argv: list[str] | None = None) -> int:
         (args.out / "serving.json").write_text(json.dumps(results, indent=2, default=str))
         plot(rows, args.levels, args.out / "serving.png")
         print(
-            f"\nwrote {args.out / 'serving.json'} and {args.out / 'serving.png'} (server logs in {args.out / 'logs'}); total {total:.0f} s"
+            f"\nwrote {args.out / 'serving.json'} and {args.out / 'serving.png'} "
+            f"(server logs in {args.out / 'logs'}); total {total:.0f} s"
         )
         return 0
     finally:

