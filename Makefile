@@ -41,8 +41,10 @@ serve: install
 
 run: train serve
 
+# Test processes (pytest-xdist): "auto" is one per CPU core; TEST_WORKERS=0 runs the suite in this process.
+TEST_WORKERS ?= auto
 test: install lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup
 
 lint: install
 	$(BIN)/ruff check .

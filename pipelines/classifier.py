@@ -57,6 +57,7 @@ class ClassifierConfig(Config):
     l2: float = 0.0
     augment: bool = True
     human_error: float = 0.0
+    train_size: int | None = None  # None: every training image
     name: str = "classifier"
     training: TrainingConfig = field(default_factory=TrainingConfig)
 
@@ -69,7 +70,8 @@ def evaluate_model(
     model: keras.Model, dataset: ImageDataset, run_dir: Path, *, human_error: float = 0.0
 ) -> dict[str, Any]:
     """Metrics, bias/variance diagnosis and PNG plots; writes `<run_dir>/evaluation/`."""
-    out = RunFolder(run_dir).evaluation
+    run = RunFolder(run_dir)
+    out = run.evaluation
     predictions = {name: predict_ids(model, getattr(dataset, name)) for name in ("train", "dev", "test")}
     errors = {name: float(np.mean(predictions[name] != getattr(dataset, name).labels)) for name in predictions}
     test_report = classification.classification_report(dataset.test.labels, predictions["test"], dataset.class_names)
@@ -84,7 +86,7 @@ def evaluate_model(
         "diagnosis": diagnosis.to_dict(),
         "test": test_report,
     }
-    RunFolder(run_dir).save_report(report)
+    run.save_report(report)
     plots.plot_learning_curves(read_history(run_dir), out / "learning_curves.png")
     plots.plot_confusion_matrix(test_report["confusion_matrix"], dataset.class_names, out / "confusion_matrix.png")
     wrong = np.flatnonzero(predictions["dev"] != dataset.dev.labels)
@@ -114,6 +116,7 @@ class ClassifierFamily(Family[ClassifierConfig, ImageDataset, None]):
             image_size=config.image_size,
             channels=config.channels,
             seed=config.training.seed,
+            train_size=config.train_size,
         )
 
     def build_model(self, config: ClassifierConfig, data: ImageDataset, fitted: None) -> keras.Model:
@@ -185,7 +188,12 @@ class ClassifierFamily(Family[ClassifierConfig, ImageDataset, None]):
         parser.add_argument(
             "--dataset",
             default="digits",
-            help="digits | folder:PATH (class_name/*.png|jpg) | tfds:NAME (default: %(default)s)",
+            help="digits | glyphs | folder:PATH (class_name/*.png|jpg) | tfds:NAME (default: %(default)s)",
+        )
+        parser.add_argument(
+            "--train-size",
+            type=flags.positive_int,
+            help="train on the first N training images only (glyphs: generate only N; default: all)",
         )
         parser.add_argument("--data-dir", help="TFDS data_dir holding the prepared dataset (no downloads)")
         parser.add_argument(
@@ -221,6 +229,7 @@ class ClassifierFamily(Family[ClassifierConfig, ImageDataset, None]):
             l2=args.l2,
             augment=not args.no_augment,
             human_error=args.human_error,
+            train_size=args.train_size,
             name=args.name,
             training=flags.training_config(args, preset),
         )

@@ -52,7 +52,7 @@ from pipelines.classifier import ClassifierConfig, evaluate_model, predict_ids
 from pipelines.data.image_data import ImageDataset, Split, load_dataset, make_tf_dataset
 from pipelines.evaluation import plots
 from pipelines.export.classifier_graph import ClassifierGraph
-from pipelines.family import Config, Family, RunFolder, Trained
+from pipelines.family import MODEL_FILE, Config, Family, RunFolder, Trained
 from pipelines.training import flags
 from pipelines.training.loop import TrainingConfig, fit, is_resuming, read_history
 from serving.contract import KERAS_MODEL_FILE, ArtifactMetadata, latest_version
@@ -96,6 +96,7 @@ class TransferConfig(Config):
     fine_tune_epochs: int = 30
     fine_tune_learning_rate: float | None = None  # None: 1/100 of phase 1's
     source_epochs: int = 8
+    source_size: int | None = None  # glyphs the backbone is pretrained on; None: the generator's 30,000
     scratch: bool = True
     dropout: float = 0.2
     augment: bool = True
@@ -154,7 +155,9 @@ def source_config(config: TransferConfig) -> ClassifierConfig:
         patience=3,
         seed=config.training.seed,
     )
-    return ClassifierConfig(dataset="glyphs", architecture="resnet", name=SOURCE, training=training)
+    return ClassifierConfig(
+        dataset="glyphs", architecture="resnet", train_size=config.source_size, name=SOURCE, training=training
+    )
 
 
 def load_keras_classifier(path: Path) -> keras.Model:
@@ -375,8 +378,8 @@ class TransferFamily(Family[TransferConfig, ImageDataset, TransferPlan]):
         run = RunFolder(run_dir)
         recorded = run.recorded()
         config = TransferConfig.from_dict(recorded["config"])
-        scratch_file = run_dir / "scratch" / "model.keras"
-        scratch = keras.saving.load_model(scratch_file) if config.scratch and scratch_file.is_file() else None
+        has_scratch = config.scratch and (run_dir / "scratch" / MODEL_FILE).is_file()
+        scratch = run.load_model(f"scratch/{MODEL_FILE}") if has_scratch else None
         return Trained(config, run.load_model(), TransferPlan(recorded["strategy"]), baseline=scratch)
 
     def evaluate(self, trained: Trained, data: ImageDataset, run_dir: Path) -> dict[str, Any]:
@@ -469,6 +472,11 @@ class TransferFamily(Family[TransferConfig, ImageDataset, TransferPlan]):
             "(default: the profile's)",
         )
         parser.add_argument(
+            "--source-size",
+            type=flags.positive_int,
+            help=f"printed characters generated to pretrain the {SOURCE} backbone (default: 30000)",
+        )
+        parser.add_argument(
             "--dropout", type=float, default=0.2, help="before the new Dense layer (default: %(default)s)"
         )
         parser.add_argument(
@@ -502,6 +510,7 @@ class TransferFamily(Family[TransferConfig, ImageDataset, TransferPlan]):
             fine_tune_epochs=flags.preset_value(args, preset, "fine_tune_epochs"),
             fine_tune_learning_rate=flags.preset_value(args, preset, "fine_tune_learning_rate"),
             source_epochs=flags.preset_value(args, preset, "source_epochs"),
+            source_size=args.source_size,
             scratch=not args.no_scratch,
             dropout=args.dropout,
             augment=flags.preset_value(args, preset, "augment"),

@@ -1,5 +1,10 @@
+import contextlib
+import fcntl
 import os
+import shutil
 import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 # BentoML reads its home folder when first imported, so the tests' private model store is set first.
@@ -7,8 +12,44 @@ os.environ["BENTOML_HOME"] = tempfile.mkdtemp(prefix="bentoml-tests-")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")  # oneDNN kernels: 25–40% faster training on this CPU
 os.environ.setdefault("CI", "1")  # one line per epoch instead of progress bars in test logs
+if workers := int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0")):
+    # Each worker's TensorFlow (and the servers and scripts it starts) gets its share of the cores: more
+    # threads than cores only spin and wait for each other.
+    os.environ.setdefault("TF_NUM_INTRAOP_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))
 
 import pytest
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    with path.open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def built_once(tmp_path_factory: pytest.TempPathFactory, name: str, build: Callable[[Path], None]) -> Path:
+    """A folder that `build` fills once per test session, shared by every pytest-xdist worker: the first
+    worker to ask builds it under a file lock, the others wait for it and read it. (Without xdist the
+    session's own base folder holds it.)"""
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent  # the folder all workers' base folders share
+    folder, done = base / f"shared-{name}", base / f"shared-{name}.done"
+    with _locked(base / f"shared-{name}.lock"):
+        if not done.exists():
+            shutil.rmtree(folder, ignore_errors=True)  # a build that failed in another worker
+            folder.mkdir()
+            build(folder)
+            done.touch()
+    return folder
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (make test: --dist loadgroup), every test of the shared four-model server runs on
+    one worker, which starts the server once."""
+    for item in items:
+        if "server" in getattr(item, "fixturenames", ()) and item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group("server"))
 
 
 @pytest.fixture(scope="session")
@@ -18,6 +59,22 @@ def digits():
     return load_digits(seed=0)
 
 
+def trained_once(tmp_path_factory: pytest.TempPathFactory, family, config, data) -> tuple:
+    """`family` trained on `data` with `config`, evaluated and exported once per session (`built_once`),
+    as every worker reads it back: (Trained, report, artifact version folder)."""
+    from pipelines.family import RunFolder
+    from serving.contract import latest_version
+
+    def build(root: Path) -> None:
+        trained = family.train(config, data, root / "run")
+        report = family.evaluate(trained, data, root / "run")
+        family.export(trained, data, report, root / "artifacts")
+
+    root = built_once(tmp_path_factory, family.name, build)
+    run = root / "run"
+    return family.load_trained(run), RunFolder(run).saved_report(), latest_version(root / "artifacts" / config.name)
+
+
 @pytest.fixture(scope="session")
 def trained_classifier(tmp_path_factory, digits):
     """A small MLP trained on the digits and exported once per session: (model, report, artifact dir)."""
@@ -25,13 +82,10 @@ def trained_classifier(tmp_path_factory, digits):
     from pipelines.export.artifact import register_in_bentoml
     from pipelines.training.loop import TrainingConfig
 
-    root = tmp_path_factory.mktemp("classifier")
     config = classifier.ClassifierConfig(
         augment=False, training=TrainingConfig(epochs=15, batch_size=32, learning_rate=2e-3, patience=0)
     )
-    trained = classifier.FAMILY.train(config, digits, root / "run")
-    report = classifier.FAMILY.evaluate(trained, digits, root / "run")
-    artifact = classifier.FAMILY.export(trained, digits, report, root / "artifacts")
+    trained, report, artifact = trained_once(tmp_path_factory, classifier.FAMILY, config, digits)
     register_in_bentoml(artifact)
     return trained.model, report, artifact
 
@@ -51,18 +105,36 @@ def trained_seq2seq(tmp_path_factory, dates):
     from pipelines.export.artifact import register_in_bentoml
     from pipelines.training.loop import TrainingConfig
 
-    root = tmp_path_factory.mktemp("seq2seq")
     config = seq2seq.Seq2SeqConfig(
         train_size=8000,
         dev_size=300,
         test_size=500,
         training=TrainingConfig(epochs=3, batch_size=64, learning_rate=3e-3, patience=0),
     )
-    trained = seq2seq.FAMILY.train(config, dates, root / "run")
-    report = seq2seq.FAMILY.evaluate(trained, dates, root / "run")
-    artifact = seq2seq.FAMILY.export(trained, dates, report, root / "artifacts")
+    trained, report, artifact = trained_once(tmp_path_factory, seq2seq.FAMILY, config, dates)
     register_in_bentoml(artifact)
     return trained.model, trained.fitted, report, artifact
+
+
+@pytest.fixture(scope="session")
+def date_answers(trained_seq2seq) -> Callable[..., list[str]]:
+    """`date_answers(*texts, beam_width=None)`: what the exported date normaliser answers (None: its default
+    beam width), computed in this process. Tests of the plumbing (routes, CLI, image) compare with it: a
+    model trained for three epochs gets most dates right, but which ones can change with the last bit of a
+    float from one run to the next. (Its quality is tested on the whole test split, with a margin.)"""
+    import tensorflow as tf
+
+    from serving.contract import read_metadata
+
+    artifact = trained_seq2seq[3]
+    translate = tf.saved_model.load(str(artifact)).signatures["translate"]
+    default_beam_width = read_metadata(artifact).decoding.default_beam_width
+
+    def answers(*texts: str, beam_width: int | None = None) -> list[str]:
+        beam = tf.constant(beam_width or default_beam_width)
+        return [text.decode() for text in translate(texts=tf.constant(texts), beam_width=beam)["texts"].numpy()]
+
+    return answers
 
 
 @pytest.fixture(scope="session")
@@ -82,7 +154,6 @@ def trained_detector(tmp_path_factory, scenes):
     from pipelines.export.artifact import register_in_bentoml
     from pipelines.training.loop import TrainingConfig
 
-    root = tmp_path_factory.mktemp("detector")
     config = detector.DetectorConfig(
         train_size=DETECTOR_SCENES[0],
         dev_size=DETECTOR_SCENES[1],
@@ -91,34 +162,42 @@ def trained_detector(tmp_path_factory, scenes):
             epochs=5, batch_size=32, learning_rate=2e-3, decay_rate=0.9, patience=0, clip_norm=10.0
         ),
     )
-    trained = detector.FAMILY.train(config, scenes, root / "run")
-    report = detector.FAMILY.evaluate(trained, scenes, root / "run")
-    artifact = detector.FAMILY.export(trained, scenes, report, root / "artifacts")
+    trained, report, artifact = trained_once(tmp_path_factory, detector.FAMILY, config, scenes)
     register_in_bentoml(artifact)
     return trained.model, trained.fitted, report, artifact
 
 
 TRANSFER_EPOCHS = (12, 2)  # head, fine-tuning
+SOURCE_SIZE = 3000  # glyphs the backbone pretrains on: a backbone, not a good one (the quick profile uses 30,000)
 
 
 @pytest.fixture(scope="session")
 def trained_transfer(tmp_path_factory):
-    """The transfer pipeline's own path, shortened: the glyph backbone pretrained for one epoch because
-    none exists, then 10 digits per class, head + partial fine-tuning + the scratch baseline, exported
+    """The transfer pipeline's own path, shortened: the glyph backbone pretrained for one epoch on 3,000
+    glyphs because none exists, then 10 digits per class, head + partial fine-tuning + the scratch baseline, exported
     and registered: (config, run dir, artifact dir)."""
     from pipelines import transfer
+    from pipelines.export.artifact import register_in_bentoml
     from pipelines.training.loop import TrainingConfig
+    from serving.contract import latest_version
 
-    root = tmp_path_factory.mktemp("transfer")
     training = TrainingConfig(epochs=TRANSFER_EPOCHS[0], batch_size=20, learning_rate=3e-3, decay_rate=0.97, patience=0)
     config = transfer.TransferConfig(
         source_epochs=1,
+        source_size=SOURCE_SIZE,
         fine_tune_epochs=TRANSFER_EPOCHS[1],
         transfer_strategy="partial",
-        artifacts=str(root / "artifacts"),
         training=training,
     )
-    artifact = transfer.FAMILY.run(config, run_dir=root / "run", artifacts=root / "artifacts", register=True)
+
+    def build(root: Path) -> None:
+        transfer.FAMILY.run(config, run_dir=root / "run", artifacts=root / "artifacts", register=False)
+
+    root = built_once(tmp_path_factory, "transfer", build)
+    config = replace(config, artifacts=str(root / "artifacts"))
+    artifact = latest_version(root / "artifacts" / config.name)
+    for name in ("glyphs", config.name):  # the backbone too: ensure_source registers it on a real run
+        register_in_bentoml(latest_version(root / "artifacts" / name))
     return config, root / "run", artifact
 
 

@@ -18,6 +18,14 @@ def threshold(text: str) -> float:
     return value
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number from 1 up (sizes)."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a whole number of at least 1")
+    return value
+
+
 def add_training_arguments(parser: argparse.ArgumentParser, *, profiles: dict[str, dict[str, Any]], name: str) -> None:
     from pipelines.training.loop import SCHEDULES, STRATEGIES
 

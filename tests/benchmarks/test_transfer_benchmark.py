@@ -80,7 +80,7 @@ def test_two_short_seeds_write_results_and_plot(trained_transfer, tmp_path, caps
     seeds = [0, 1]
     code = main([
         "--seeds", *map(str, seeds), "--runs", str(runs), "--artifacts", config.artifacts, "--out", str(out),
-        "--epochs", "3", "--fine-tune-epochs", "2",
+        "--epochs", "2", "--transfer-strategy", "freeze",  # two phases per seed, head and scratch
     ])  # fmt: skip
     assert code == 0
     printed = capsys.readouterr().out
@@ -102,7 +102,8 @@ def test_two_short_seeds_write_results_and_plot(trained_transfer, tmp_path, caps
         assert summary[arm]["mean"] == pytest.approx(np.mean(values))
         assert summary[arm]["std"] == pytest.approx(np.std(values, ddof=1))
     assert summary["wins"] == sum(entry["difference"] > 0 for entry in rows) and summary["seeds"] == 2
-    assert results["config"]["fine_tune_epochs"] == 2 and results["config"]["training"]["epochs"] == 3
+    assert results["config"]["transfer_strategy"] == "freeze" and results["config"]["training"]["epochs"] == 2
+    assert not any((Path(entry["run_dir"]) / "fine_tune").exists() for entry in rows)
     assert results["total_seconds"] > 0
     with Image.open(out / "transfer.png") as image:
         assert image.format == "PNG" and image.width >= 800

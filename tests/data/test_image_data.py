@@ -203,8 +203,24 @@ def test_load_dataset_specs(image_folder):
         load_dataset("no-such-spec")
 
 
+def test_train_size_keeps_the_first_training_images_and_every_dev_and_test_image(image_folder):
+    full = load_digits()
+    small = load_dataset("digits", train_size=50)
+    np.testing.assert_array_equal(small.train.images, full.train.images[:50])
+    np.testing.assert_array_equal(small.train.labels, full.train.labels[:50])
+    np.testing.assert_array_equal(small.test.images, full.test.images)
+    np.testing.assert_array_equal(small.dev.labels, full.dev.labels)
+    assert (
+        load_dataset(str(image_folder), train_size=10**6).fingerprint() == load_image_folder(image_folder).fingerprint()
+    )
+    glyphs = load_dataset("glyphs", train_size=62)  # generated: only 62 drawn, one of each class
+    assert glyphs.train.images.shape == (62, 8, 8, 1) and sorted(glyphs.train.labels.tolist()) == list(range(62))
+    with pytest.raises(ValueError, match="positive number of images"):
+        load_dataset("digits", train_size=0)
+
+
 def test_load_dataset_glyphs_are_8x8_like_the_digits():
-    # Generating the default glyphs takes ~10 s (tests/test_glyph_data.py renders small ones), so
+    # Generating the default glyphs takes ~35 s (tests/data/test_glyph_data.py renders small ones), so
     # this checks the dispatch through its size check: glyphs, like digits, are never resized.
     with pytest.raises(ValueError, match="glyphs images are 8x8"):
         load_dataset("glyphs", image_size=(16, 16))

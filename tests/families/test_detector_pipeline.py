@@ -2,6 +2,7 @@
 
 import io
 import json
+import shutil
 import subprocess
 import sys
 
@@ -12,7 +13,7 @@ from PIL import Image
 
 from models import detection_graph, image_graph
 from models.box_ops import mean_best_iou
-from pipelines import detector
+from pipelines import cli, detector
 from pipelines.data.scene_data import Scene, make_digit_scenes
 from pipelines.export.detector_graph import DetectorGraph
 from pipelines.training.loop import read_history
@@ -224,7 +225,7 @@ model = tf.saved_model.load({str(artifact)!r})
 """
         'out = model.signatures["detect_image_bytes"]('
         f'image_bytes=tf.constant([open({str(image_path)!r}, "rb").read()]), '
-        "score_threshold=tf.constant(0.3), iou_threshold=tf.constant(0.5))\n"
+        "score_threshold=tf.constant(0.001), iou_threshold=tf.constant(0.5))\n"
         """count = int(out["count"][0])
 assert not any(name.startswith(("pipelines", "models", "serving")) for name in sys.modules)
 """
@@ -235,63 +236,39 @@ assert not any(name.startswith(("pipelines", "models", "serving")) for name in s
     assert result.returncode == 0, result.stderr[-2000:]
     answer = json.loads(result.stdout.strip().splitlines()[-1])
     graph = DetectorGraph(trained_detector[0], [str(d) for d in range(10)], trained_detector[1])
-    expected = graph.detect_images(
-        tf.constant(scenes.test[0].image[np.newaxis], tf.float32), tf.constant(0.3), tf.constant(0.5)
-    )
+    expected = graph.detect_images(tf.constant(scenes.test[0].image[np.newaxis], tf.float32), LOW, tf.constant(0.5))
     boxes, _, labels = detections(expected)
-    assert answer["labels"] == labels
-    np.testing.assert_allclose(answer["boxes"], boxes, atol=1e-3)
+    assert answer["labels"] == labels and len(labels) > 0  # at 0.001 even a barely trained model finds boxes
+    np.testing.assert_allclose(np.reshape(answer["boxes"], (-1, 4)), boxes, atol=1e-3)
 
 
 # --- command line ------------------------------------------------------------------------------------------
 
 
-def test_help_names_the_profiles_and_datasets():
-    result = subprocess.run(
-        [sys.executable, "-m", "pipelines.detector", "--help"], capture_output=True, text=True, timeout=120
-    )
-    assert result.returncode == 0
+def test_help_names_the_profiles_and_datasets(capsys):
+    # In this process: tests/training/test_loop.py starts `python -m pipelines.detector --help` for real.
+    with pytest.raises(SystemExit) as exit_info:
+        detector.FAMILY.main(["--help"])
+    assert exit_info.value.code == 0
+    usage = capsys.readouterr().out
     for text in ("--profile", "coco:DIR", "voc:DIR", "--score-threshold", "--skip-if-exported"):
-        assert text in result.stdout
+        assert text in usage
 
 
-def test_a_threshold_outside_0_1_is_a_usage_error():
-    result = subprocess.run(
-        [sys.executable, "-m", "pipelines.detector", "--score-threshold", "1.2"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 2 and "not a number from 0 to 1" in result.stderr
+def test_a_threshold_outside_0_1_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        detector.FAMILY.main(["--score-threshold", "1.2"])
+    assert exit_info.value.code == 2 and "not a number from 0 to 1" in capsys.readouterr().err
 
 
-def test_cli_evaluates_and_exports_a_detector_run(trained_detector, tmp_path):
+def test_cli_evaluates_and_exports_a_detector_run(trained_detector, tmp_path, capsys):
+    # In this process: `python -m pipelines.cli` itself runs in tests/training/test_loop.py.
     *_, artifact = trained_detector
-    run_dir = artifact.parent.parent.parent / "run"
-    evaluated = subprocess.run(
-        [sys.executable, "-m", "pipelines.cli", "evaluate", "--run-dir", str(run_dir)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert evaluated.returncode == 0, evaluated.stderr[-2000:]
-    figures = json.loads(evaluated.stdout[: evaluated.stdout.rindex("}") + 1])
+    # A copy: evaluating rewrites the run's report and plots, which other tests (and workers) read.
+    run_dir = shutil.copytree(artifact.parent.parent.parent / "run", tmp_path / "run")
+    assert cli.main(["evaluate", "--run-dir", str(run_dir)]) == 0
+    printed = capsys.readouterr().out
+    figures = json.loads(printed[: printed.rindex("}") + 1])
     assert figures["test"]["map_50"] == pytest.approx(trained_detector[2]["test"]["map_50"], abs=1e-6)
-    exported_run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pipelines.cli",
-            "export",
-            "--run-dir",
-            str(run_dir),
-            "--artifacts",
-            str(tmp_path),
-            "--no-register",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert exported_run.returncode == 0, exported_run.stderr[-2000:]
+    assert cli.main(["export", "--run-dir", str(run_dir), "--artifacts", str(tmp_path), "--no-register"]) == 0
     assert read_metadata(tmp_path / "detector" / "1").task == "detector"

@@ -7,6 +7,7 @@ baseline on 10 digits per class.
 
 import csv
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -91,6 +92,8 @@ def test_command_line_defaults_run_the_demo_and_flags_override():
                 "--fine-tune-at",
                 "40",
                 "--augment",
+                "--source-size",
+                "500",
             ]
         )
     )
@@ -101,6 +104,10 @@ def test_command_line_defaults_run_the_demo_and_flags_override():
         40,
         True,
     )
+    assert demo.source_size is None and own.source_size == 500
+    assert transfer.source_config(own).train_size == 500
+    with pytest.raises(SystemExit):
+        parser.parse_args(["train", "transfer", "--source-size", "0"])
 
 
 # --- Resume bookkeeping ------------------------------------------------------------------------------
@@ -141,6 +148,7 @@ def test_the_missing_glyph_backbone_was_pretrained_and_exported_first(trained_tr
     assert metadata.task == "classifier" and list(metadata.labels) == GLYPH_NAMES
     assert (source / contract.KERAS_MODEL_FILE).is_file()
     assert (run_dir.parent / "glyphs" / "history.csv").is_file()
+    assert metadata.dataset["sizes"]["train"] == config.source_size  # only as many glyphs as asked for
 
 
 def test_each_phase_ran_for_its_epochs_and_the_scratch_baseline_for_both(trained_transfer):
@@ -192,9 +200,11 @@ def test_report_compares_with_the_scratch_baseline_and_plots_both(trained_transf
         and comparison["test_images"] == len(digits.test.labels)
     )
     assert comparison["transfer_test_accuracy"] == report["test_accuracy"]
-    assert 0.0 <= comparison["scratch_test_accuracy"] <= 1.0
-    # The one-epoch backbone already beats chance on digits after 20 head epochs.
-    assert comparison["transfer_test_accuracy"] > 0.3
+    # Both figures are what the saved models score on the test split (not their quality: they barely trained).
+    for arm, model_file in (("transfer", "model.keras"), ("scratch", "scratch/model.keras")):
+        model = keras.saving.load_model(run_dir / model_file)
+        accuracy = np.mean(transfer.predict_ids(model, digits.test) == digits.test.labels)
+        assert comparison[f"{arm}_test_accuracy"] == pytest.approx(accuracy)
     with Image.open(run_dir / "evaluation" / "transfer_vs_scratch.png") as image:
         assert image.format == "PNG" and image.width > 600
 
@@ -221,7 +231,8 @@ def test_the_artifact_is_a_classifier_that_bare_tensorflow_runs(trained_transfer
 
 
 def test_evaluate_and_export_verbs_read_the_run(trained_transfer, tmp_path):
-    _, run_dir, artifact = trained_transfer
+    _, shared_run, artifact = trained_transfer
+    run_dir = shutil.copytree(shared_run, tmp_path / "run")  # evaluating rewrites the run's report and plots
     figures = transfer.FAMILY.evaluate_run(run_dir)
     saved = json.loads((run_dir / "evaluation" / "report.json").read_text())
     assert figures["test_accuracy"] == pytest.approx(saved["test_accuracy"])

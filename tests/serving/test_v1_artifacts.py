@@ -19,7 +19,7 @@ from serving import store
 from serving.contract import METADATA_FILE, Role, Task, read_metadata
 from serving.process import running_server
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("v1-artifacts")]  # one worker starts its server once
 
 V1_ARTIFACTS = Path(__file__).resolve().parent / "fixtures" / "v1_artifacts"
 NAMES = ("classifier", "detector", "seq2seq")
