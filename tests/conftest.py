@@ -196,8 +196,8 @@ def trained_transfer(tmp_path_factory):
     root = built_once(tmp_path_factory, "transfer", build)
     config = replace(config, artifacts=str(root / "artifacts"))
     artifact = latest_version(root / "artifacts" / config.name)
-    for name in ("glyphs", config.name):  # the backbone too: ensure_source registers it on a real run
-        register_in_bentoml(latest_version(root / "artifacts" / name))
+    for registered in (latest_version(root / "artifacts" / "glyphs"), artifact):  # a real run registers both
+        register_in_bentoml(registered)
     return config, root / "run", artifact
 
 
