@@ -89,8 +89,8 @@ def _predict_labels(graph: Any, metadata: Any, args: argparse.Namespace) -> list
 def _predict_detections(graph: Any, metadata: Any, args: argparse.Namespace) -> list[dict[str, Any]]:
     import tensorflow as tf
 
+    from serving.answers import detector_predictions  # the server's answer format, so both print the same
     from serving.contract import Role
-    from serving.runtime import detector_predictions  # the server's answer format, so both print the same
 
     defaults = metadata.postprocessing
     thresholds = {

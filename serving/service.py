@@ -13,7 +13,7 @@ model), GET /models, plus BentoML's /livez, /readyz and /metrics. FastAPI's Open
 
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import bentoml
 import numpy as np
@@ -21,10 +21,13 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.datastructures import FormData, UploadFile
 
-from serving import drawing, inputs, settings, store, tuning
+from serving import drawing, inputs, settings, tuning
+from serving.answers import classifier_predictions, detector_predictions, seq2seq_predictions, to_json
 from serving.contract import Role, Task
 from serving.inputs import InputError
-from serving.runtime import ModelRuntime, classifier_predictions, detector_predictions, seq2seq_predictions, to_json
+
+if TYPE_CHECKING:
+    from serving.runtime import ModelRuntime
 
 logger = logging.getLogger("modelservice")
 
@@ -48,11 +51,11 @@ async def unexpected_error(request: Request, error: Exception) -> JSONResponse:
     return JSONResponse({"error": f"internal error: {type(error).__name__}"}, status_code=500)
 
 
-def runtimes(request: Request) -> dict[str, ModelRuntime]:
+def runtimes(request: Request) -> dict[str, "ModelRuntime"]:
     return request.app.state.runtimes
 
 
-def find_model(request: Request, name: str, version: str | None = None) -> ModelRuntime:
+def find_model(request: Request, name: str, version: str | None = None) -> "ModelRuntime":
     runtime = runtimes(request).get(name)
     if runtime is None:
         raise InputError(
@@ -65,7 +68,7 @@ def find_model(request: Request, name: str, version: str | None = None) -> Model
     return runtime
 
 
-def model_for_task(request: Request, task: Task) -> ModelRuntime:
+def model_for_task(request: Request, task: Task) -> "ModelRuntime":
     name = request.query_params.get("model")
     candidates = [runtime for runtime in runtimes(request).values() if runtime.model.task == task]
     if name:
@@ -221,7 +224,7 @@ async def form_file(form: FormData, field: str) -> bytes:
     return await item.read()
 
 
-def model_tag(runtime: ModelRuntime) -> dict[str, str]:
+def model_tag(runtime: "ModelRuntime") -> dict[str, str]:
     return {"name": runtime.model.name, "version": runtime.model.version}
 
 
@@ -314,6 +317,10 @@ SETTINGS = settings.current()
 @bentoml.asgi_app(api, path="/")
 class ModelService:
     def __init__(self) -> None:
+        # TensorFlow loads here, in the worker that serves, not in BentoML's parent process that only reads this class.
+        from serving import store
+        from serving.runtime import ModelRuntime
+
         logger.setLevel(SETTINGS.log_level)
         api.state.runtimes = {
             name: ModelRuntime(model) for name, model in store.load_all(SETTINGS.model_dir, SETTINGS.models).items()

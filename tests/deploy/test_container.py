@@ -30,9 +30,9 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
+from serving.answers import classifier_predictions, detector_predictions
 from serving.contract import Role, read_metadata
 from serving.process import PROJECT_ROOT, free_port
-from serving.runtime import classifier_predictions, detector_predictions
 
 pytestmark = [pytest.mark.container, pytest.mark.slow]
 

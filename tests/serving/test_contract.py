@@ -438,3 +438,20 @@ def test_python_m_serving_help_needs_no_training_code(tmp_path):
     assert finished.returncode == 0, finished.stderr[-4000:]
     assert "usage: python -m serving" in finished.stdout
     assert "MODELSERVICE_MODEL_DIR" in finished.stdout
+
+
+def test_the_service_definition_loads_without_tensorflow(tmp_path):
+    """BentoML's parent process imports serving.service only to read its configuration; the workers load TensorFlow."""
+    code = textwrap.dedent(
+        """
+        import sys
+
+        import serving.service
+
+        assert "tensorflow" not in sys.modules, "serving.service imported TensorFlow"
+        print("configured", serving.service.ModelService.name)
+        """
+    )
+    finished = run_blocked(tmp_path, "-c", code)
+    assert finished.returncode == 0, finished.stderr[-4000:]
+    assert "configured modelservice" in finished.stdout
