@@ -44,6 +44,41 @@ def built_once(tmp_path_factory: pytest.TempPathFactory, name: str, build: Calla
     return folder
 
 
+# The session's trained fixtures and roughly what each costs to build on one thread (seconds, on this project's
+# 2-core machine), for sharing them out between the workers.
+SHARED_BUILD_SECONDS = {
+    "trained_detector": 120,
+    "trained_transfer": 100,
+    "trained_seq2seq": 60,
+    "trained_classifier": 15,
+}
+
+
+def shares_of_builds(names: list[str], workers: int) -> list[list[str]]:
+    """`names` shared out between `workers`, the costliest first, each to the least loaded worker so far."""
+    shares: list[list[str]] = [[] for _ in range(workers)]
+    loads = [0] * workers
+    for name in sorted(names, key=SHARED_BUILD_SECONDS.__getitem__, reverse=True):
+        lightest = loads.index(min(loads))
+        shares[lightest].append(name)
+        loads[lightest] += SHARED_BUILD_SECONDS[name]
+    return shares
+
+
+@pytest.fixture(scope="session", autouse=True)
+def shared_builds_in_parallel(request: pytest.FixtureRequest) -> None:
+    """Under pytest-xdist each worker first builds its share of the trained fixtures that the session's tests
+    need. Built on first use instead, every worker's first tests ask for the same model, and all but one wait
+    for it, their cores idle."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
+    if workers < 2:
+        return
+    needed = [name for name in SHARED_BUILD_SECONDS if any(name in item.fixturenames for item in request.session.items)]
+    worker = int(os.environ["PYTEST_XDIST_WORKER"].removeprefix("gw"))
+    for name in shares_of_builds(needed, workers)[worker]:
+        request.getfixturevalue(name)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Under pytest-xdist (make test: --dist loadgroup), every test of the shared four-model server runs on
     one worker, which starts the server once."""
