@@ -18,6 +18,7 @@ from pipelines.data.scene_data import Scene, make_digit_scenes
 from pipelines.export.detector_graph import DetectorGraph
 from pipelines.training.loop import read_history
 from serving.contract import read_metadata
+from tests.conftest import DETECTOR_EPOCHS
 
 
 @pytest.fixture(scope="module")
@@ -76,10 +77,11 @@ def test_augmented_batches_are_seeded_and_differ_per_epoch(small_scenes):
 
 def test_the_small_trained_model_learns_and_is_scored(trained_detector, scenes):
     *_, report, artifact = trained_detector
-    # Five epochs on 400 scenes check the plumbing, not the quality (the profiles reach mAP@0.5 0.96): the
-    # loss falls far and the mAP is above an untrained model's ~0.01, by margins no CPU's rounding decides.
+    # Eight epochs of a narrow model on 400 scenes check the plumbing, not the quality (the profiles reach
+    # mAP@0.5 0.96): the loss falls far and the mAP (0.14 on this machine) is above an untrained model's
+    # ~0.01, by margins no CPU's rounding decides.
     losses = read_history(artifact.parent.parent.parent / "run")["loss"]
-    assert len(losses) == 5 and losses[-1] < 0.7 * losses[0]
+    assert len(losses) == DETECTOR_EPOCHS and losses[-1] < 0.7 * losses[0]
     assert report["test"]["map_50"] > 0.03
     assert (
         report["test"]["map_75"] < report["test"]["map_50"] and report["test"]["map_50_95"] < report["test"]["map_50"]

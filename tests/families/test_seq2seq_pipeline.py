@@ -114,63 +114,24 @@ def test_the_graph_refuses_a_beam_width_out_of_range(trained_seq2seq):
             graph.signatures["translate"](texts=tf.constant(["1.1.2000"]), beam_width=tf.constant(width))
 
 
-def test_cli_predicts_texts(trained_seq2seq, date_answers):
+def test_cli_predicts_texts(trained_seq2seq, date_answers, capsys):
+    from pipelines import cli
+
     artifact = trained_seq2seq[3]
-    command = [
-        sys.executable,
-        "-m",
-        "pipelines.cli",
-        "predict",
-        str(artifact.parent),
-        "20.01.2023",
-        "March 4, 1999",
-        "--beam-width",
-        "2",
-    ]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=PROJECT)
-    assert result.returncode == 0, result.stderr[-2000:]
-    answers = [json.loads(line) for line in result.stdout.strip().splitlines()]
+    assert cli.main(["predict", str(artifact.parent), "20.01.2023", "March 4, 1999", "--beam-width", "2"]) == 0
+    answers = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
     assert [answer["text"] for answer in answers] == date_answers("20.01.2023", "March 4, 1999", beam_width=2)
     assert all(answer["score"] < 0 for answer in answers)
 
 
-def test_cli_exports_a_seq2seq_run_and_the_script_skips_an_exported_model(trained_seq2seq, tmp_path):
+def test_cli_exports_a_seq2seq_run_and_the_script_skips_an_exported_model(trained_seq2seq, tmp_path, capsys):
+    from pipelines import cli
+
     run_dir = trained_seq2seq[3].parent.parent.parent / "run"
-    exported = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pipelines.cli",
-            "export",
-            "--run-dir",
-            str(run_dir),
-            "--artifacts",
-            str(tmp_path),
-            "--no-register",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=PROJECT,
-    )
-    assert exported.returncode == 0, exported.stderr[-2000:]
+    assert cli.main(["export", "--run-dir", str(run_dir), "--artifacts", str(tmp_path), "--no-register"]) == 0
     assert read_metadata(tmp_path / "seq2seq" / "1").task == "seq2seq"
-    skipped = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pipelines.seq2seq",
-            "--skip-if-exported",
-            "--no-register",
-            "--artifacts",
-            str(tmp_path),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=PROJECT,
-    )
-    assert skipped.returncode == 0 and "skipping training" in skipped.stdout
+    assert seq2seq.FAMILY.main(["--skip-if-exported", "--no-register", "--artifacts", str(tmp_path)]) == 0
+    assert "skipping training" in capsys.readouterr().out
 
 
 def test_tfds_dataset_feeds_the_same_pairs_as_the_generator(tmp_path):

@@ -11,8 +11,6 @@ import base64
 import io
 import json
 import struct
-import subprocess
-import sys
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -692,46 +690,25 @@ def test_16_concurrent_clients_mixing_sizes_thresholds_and_bad_requests(server, 
 # --- modelservice predict ------------------------------------------------------------------------
 
 
-def test_cli_predicts_detections_in_image_files(trained_detector, graph, scene_images, tmp_path):
+def test_cli_predicts_detections_in_image_files(trained_detector, graph, scene_images, tmp_path, capsys):
+    from pipelines import cli
+
     artifact = trained_detector[3]
     files = [tmp_path / "scene.png", tmp_path / "wide.jpg"]
     files[0].write_bytes(encode(scene_images[0]))
     files[1].write_bytes(encode(gray(scene_images[1]).resize((256, 192)).convert("RGB"), "JPEG"))
-    command = [
-        sys.executable,
-        "-m",
-        "pipelines.cli",
-        "predict",
-        str(artifact.parent),
-        *map(str, files),
-        "--score-threshold",
-        "0.3",
-        "--iou-threshold",
-        "0.4",
-    ]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=PROJECT)
-    assert result.returncode == 0, result.stderr[-2000:]
-    lines = [json.loads(line) for line in result.stdout.strip().splitlines()]
+    thresholds = ["--score-threshold", "0.3", "--iou-threshold", "0.4"]
+    assert cli.main(["predict", str(artifact.parent), *map(str, files), *thresholds]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
     assert [line["file"] for line in lines] == [str(path) for path in files]
     expected = graph.encoded([path.read_bytes() for path in files], 0.3, 0.4)
     for row, line in enumerate(lines):
         check_detections(line["detections"], expected, row)
-    default = subprocess.run(
-        [sys.executable, "-m", "pipelines.cli", "predict", str(artifact), str(files[0])],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=PROJECT,
-    )
-    assert default.returncode == 0, default.stderr[-2000:]
+    assert cli.main(["predict", str(artifact), str(files[0])]) == 0
     check_detections(
-        json.loads(default.stdout.strip().splitlines()[-1])["detections"], graph.encoded([files[0].read_bytes()])
+        json.loads(capsys.readouterr().out.strip().splitlines()[-1])["detections"],
+        graph.encoded([files[0].read_bytes()]),
     )
-    refused = subprocess.run(
-        [sys.executable, "-m", "pipelines.cli", "predict", str(artifact), str(files[0]), "--score-threshold", "1.5"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=PROJECT,
-    )
-    assert refused.returncode == 2 and "not a number from 0 to 1" in refused.stderr
+    with pytest.raises(SystemExit) as refused:
+        cli.main(["predict", str(artifact), str(files[0]), "--score-threshold", "1.5"])
+    assert refused.value.code == 2 and "not a number from 0 to 1" in capsys.readouterr().err

@@ -172,28 +172,28 @@ def test_scripts_run_as_modules(args, expected):
     assert result.returncode == 0 and expected in result.stdout
 
 
-def test_cli_exports_a_trained_run_and_predicts_image_files(trained_classifier, digits, tmp_path):
+def test_cli_exports_a_trained_run_and_predicts_image_files(trained_classifier, digits, tmp_path, capsys):
     from PIL import Image
 
+    from pipelines import cli
+
     run_dir = trained_classifier[2].parent.parent.parent / "run"
-    export_run = run_script(
-        "pipelines.cli", "export", "--run-dir", str(run_dir), "--artifacts", str(tmp_path), "--no-register"
-    )
-    assert export_run.returncode == 0, export_run.stderr[-2000:]
+    assert cli.main(["export", "--run-dir", str(run_dir), "--artifacts", str(tmp_path), "--no-register"]) == 0
     assert (tmp_path / "classifier" / "1" / "saved_model.pb").is_file()
     for index in range(3):
         Image.fromarray(digits.test.images[index, :, :, 0]).save(tmp_path / f"digit{index}.png")
-    predicted = run_script(
-        "pipelines.cli", "predict", str(tmp_path / "classifier"), *(str(tmp_path / f"digit{i}.png") for i in range(3))
+    capsys.readouterr()
+    assert (
+        cli.main(["predict", str(tmp_path / "classifier"), *(str(tmp_path / f"digit{i}.png") for i in range(3))]) == 0
     )
-    assert predicted.returncode == 0, predicted.stderr[-2000:]
-    answers = [json.loads(line) for line in predicted.stdout.strip().splitlines()]
+    answers = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
     expected = trained_classifier[0].predict(digits.test.images[:3].astype("float32"), verbose=0).argmax(axis=1)
     assert [answer["label"] for answer in answers] == [str(label) for label in expected]
 
 
-def test_pipeline_skips_training_when_an_artifact_exists(trained_classifier):
+def test_pipeline_skips_training_when_an_artifact_exists(trained_classifier, capsys):
+    from pipelines import classifier
+
     artifacts = trained_classifier[2].parent.parent
-    result = run_script("pipelines.classifier", "--skip-if-exported", "--no-register", "--artifacts", str(artifacts))
-    assert result.returncode == 0
-    assert "skipping training" in result.stdout
+    assert classifier.FAMILY.main(["--skip-if-exported", "--no-register", "--artifacts", str(artifacts)]) == 0
+    assert "skipping training" in capsys.readouterr().out
