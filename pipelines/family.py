@@ -20,6 +20,7 @@ the `modelservice` command does not load training code to serve.
 import argparse
 import importlib
 import json
+import time
 import types
 import typing
 from abc import ABC, abstractmethod
@@ -288,12 +289,14 @@ class Family(ABC, Generic[C, D, F]):
                 register_artifact(found)
             return 0
         config = self.prepared(args)
+        started = time.monotonic()
         self.run(
             config,
             run_dir=args.run_dir or Path("runs") / args.name,
             artifacts=args.artifacts,
             register=not args.no_register,
         )
+        print(f"{self.name}: data, training, evaluation and export took {duration(time.monotonic() - started)}")
         return 0
 
     def prepared(self, args: argparse.Namespace) -> C:
@@ -303,6 +306,14 @@ class Family(ABC, Generic[C, D, F]):
         config = self.config_from_args(args)
         split_cpu(config.training.cpu_devices)
         return config
+
+
+def duration(seconds: float) -> str:
+    """'7 min 05 s', or '42.0 s' under a minute."""
+    if round(seconds, 1) < 60:
+        return f"{seconds:.1f} s"
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{minutes} min {rest:02d} s"
 
 
 def describe_dataset(data: Any) -> str:

@@ -123,3 +123,9 @@ def test_the_cli_imports_a_family_only_when_a_command_needs_it():
 def test_family_scripts_share_one_main():
     for name in NAMES:
         assert type(family(name)).main is family_module.Family.main
+
+
+def test_durations_read_as_minutes_and_seconds():
+    assert family_module.duration(42.04) == "42.0 s"
+    assert family_module.duration(425.4) == "7 min 05 s"
+    assert family_module.duration(59.96) == "1 min 00 s"
