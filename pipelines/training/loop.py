@@ -14,7 +14,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-SCHEDULES = ("constant", "exponential", "step", "plateau")
+SCHEDULES = ("constant", "exponential", "step", "plateau", "cosine")
 STRATEGIES = ("default", "mirrored")
 
 
@@ -71,6 +71,15 @@ def learning_rate(
             keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)
             if boundaries
             else config.learning_rate
+        )
+    if config.schedule == "cosine":
+        # A linear warm-up from a tenth of the rate over the first epoch (the first steps' gradients are the
+        # largest and least informed), then half a cosine down to zero at the last step.
+        return keras.optimizers.schedules.CosineDecay(
+            config.learning_rate / 10,
+            decay_steps=max(1, steps_per_epoch * (config.epochs - 1)),
+            warmup_target=config.learning_rate,
+            warmup_steps=steps_per_epoch,
         )
     if config.schedule in ("constant", "plateau"):
         return config.learning_rate

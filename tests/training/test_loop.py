@@ -38,6 +38,15 @@ def test_step_schedule_drops_every_step_epochs():
     assert [round(float(schedule(step)), 6) for step in (0, 9, 10, 19, 20)] == [0.1, 0.1, 0.01, 0.01, 0.001]
 
 
+def test_cosine_schedule_warms_up_for_an_epoch_then_falls_to_zero_at_the_last_step():
+    schedule = learning_rate(TrainingConfig(learning_rate=0.1, schedule="cosine", epochs=5), steps_per_epoch=10)
+    assert float(schedule(0)) == pytest.approx(0.01)
+    assert float(schedule(5)) == pytest.approx(0.055)  # half-way through the warm-up
+    assert float(schedule(10)) == pytest.approx(0.1)
+    assert float(schedule(30)) == pytest.approx(0.05)  # half-way down the remaining four epochs
+    assert float(schedule(50)) == pytest.approx(0.0, abs=1e-9)
+
+
 def test_plateau_schedule_uses_a_callback_and_unknown_names_fail(tmp_path):
     config = TrainingConfig(schedule="plateau", patience=6)
     assert learning_rate(config, 10) == config.learning_rate
@@ -51,7 +60,7 @@ def test_plateau_schedule_uses_a_callback_and_unknown_names_fail(tmp_path):
         "ReduceLROnPlateau",
     } <= chosen
     with pytest.raises(ValueError, match="unknown schedule"):
-        learning_rate(TrainingConfig(schedule="cosine"), 10)
+        learning_rate(TrainingConfig(schedule="linear"), 10)
 
 
 class Interrupt(keras.callbacks.Callback):
