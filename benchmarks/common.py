@@ -16,6 +16,28 @@ from serving.contract import latest_version  # the artifact layout, without Tens
 MIN_TIMED_SECONDS = 1.0
 
 Result = TypeVar("Result")
+Item = TypeVar("Item")
+
+
+def comma_separated(
+    parser: argparse.ArgumentParser,
+    option: str,
+    text: str,
+    kind: Callable[[str], Item],
+    *,
+    choices: Sequence[str] | None = None,
+) -> list[Item]:
+    """The comma-separated values of `option` (blanks dropped), each read by `kind`; a parser error when
+    one does not read, is not among `choices`, or none is given."""
+    parts = [part.strip() for part in text.split(",") if part.strip()]
+    if not parts:
+        parser.error(f"{option} names nothing")
+    if choices is not None and (unknown := sorted(set(parts) - set(choices))):
+        parser.error(f"{option}: unknown {', '.join(unknown)}; choose from {', '.join(choices)}")
+    try:
+        return [kind(part) for part in parts]
+    except ValueError:
+        parser.error(f"{option} must be comma-separated {kind.__name__} values, got {text!r}")
 
 
 def fastest_pass(run_pass: Callable[[], Result], *, repeats: int) -> tuple[float, Result]:

@@ -1,48 +1,94 @@
-"""Load-test the model service: adaptive batching vs. no batching vs. a naive Keras server.
+"""Load-test the HTTP service with wrk: against the HTTP ceiling, BentoML's own anchors and the models in process.
 
-    python -m benchmarks.serving                                   # trains a small digits MLP first
-    python -m benchmarks.serving --artifact artifacts/classifier/1 --keras-model runs/classifier/model.keras
-    python -m benchmarks.serving --clients 1,16,64 --duration 10 --targets batching,naive
+    python -m benchmarks.serving                          # models from artifacts/; small ones trained where missing
+    python -m benchmarks.serving --connections 1,16,64 --duration 10 --scenarios classify-json,ceiling
 
-Three targets are measured one after another, never at the same time, on loopback only:
+Every scenario is a closed loop of wrk keep-alive connections (1, 16 and 64 by default) on loopback,
+--warmup seconds unmeasured then --duration measured, one server at a time:
 
-  batching     the BentoML service (`serving.service`) with its adaptive batcher
-  no-batching  the same service with MODELSERVICE_BATCHING=0 (every request is its own model call)
-  naive        `benchmarks.naive_app`: FastAPI + uvicorn calling `model.predict` on the .keras file per request
+  ceiling            plain uvicorn + FastAPI (`benchmarks.ceiling_app`): parse /classify's JSON, answer a
+                     constant. No model, no BentoML: the most any Python service reaches on this machine
+  bentoml-noop       BentoML 1.4 with its defaults and the same no-op route (`benchmarks.bentoml_anchors`)
+  bentoml-batchable  the service BentoML's documentation recommends, on the same classifier SavedModel:
+                     `@bentoml.api(batchable=True, max_batch_size=256, max_latency_ms=1000)`
+  naive              FastAPI calling Keras `model.predict` on each request alone (`benchmarks.naive_app`)
+  classify-json      this service: POST /classify, one 8x8 digit as JSON pixels
+  tfserving-rest     this service: POST /v1/models/classifier:predict, the same body (TF Serving's REST API)
+  classify-png       this service: POST /classify, the digit as a PNG upload (multipart)
+  translate          this service: POST /translate, one date text, beam width 3
+  detect             this service: POST /detect, one 128x128 scene as a PNG upload
 
-The load is a closed loop: N clients (one httpx.AsyncClient and keep-alive connection each, in one
-asyncio process) each send POST /classify back to back, one 8x8 digit from the digits test split per
-request as pre-serialized JSON, for --duration seconds after --warmup seconds whose requests are not
-counted. Errors are non-200 answers and exceptions (timeouts, refused connections). The load generator
-shares the CPU cores with the server; the table shows how many cores each used. Results: a table
-on stdout, throughput ratios, the goals (>= 10x the naive throughput and p99 < 100 ms at 64 clients,
-zero errors), and `serving.json`, `serving.png` and the servers' logs under --out.
+After the servers stop, the same SavedModels are called in this process: `translate` at the batch size
+the server reached, `detect` at batch sizes 1-16 (its best), so the service's figures can be read as a
+fraction of what the model alone does. The report: a table (requests/s, p50, p90, p99, errors, the CPU
+cores used by the server and by wrk), every ratio, the issue-14 goals met or missed, and
+`serving.json`, `serving.png` and the servers' logs under --out.
 
-The model store is private: BENTOML_HOME points at a temporary folder, set before BentoML is imported.
+Needs `wrk` (Debian: apt-get install wrk). The model store is private: BENTOML_HOME points at a
+temporary folder, set before BentoML is imported.
 """
 
 import argparse
-import asyncio
 import contextlib
-import gc
+import io
 import json
 import os
 import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import environment
-from serving.contract import METADATA_FILE, read_metadata
+from benchmarks import wrk
+from benchmarks.common import comma_separated, environment, fastest_pass
+from serving.contract import latest_version, read_metadata
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-TARGETS = ("batching", "no-batching", "naive")
-GOAL_SPEEDUP = 10.0
-GOAL_P99_MS = 100.0
-GOAL_CLIENTS = 64
+FAMILIES = ("classifier", "seq2seq", "detector")
+JSON_TYPE = "application/json"
+BOUNDARY = "benchmark-boundary-7d1f"
+MULTIPART_TYPE = f"multipart/form-data; boundary={BOUNDARY}"
+BEAM_WIDTH = 3
+DETECT_BATCH_SIZES = (1, 2, 4, 8, 16)
+
+
+@dataclass(frozen=True)
+class Scenario:
+    server: str  # which process answers: ceiling, bentoml-noop, bentoml-batchable, naive or service
+    path: str
+    content_type: str
+    bodies: str  # a key of the bodies built by `request_bodies`
+    what: str
+
+
+SCENARIOS: dict[str, Scenario] = {
+    "ceiling": Scenario("ceiling", "/classify", JSON_TYPE, "digits", "uvicorn + FastAPI, no model: the HTTP ceiling"),
+    "bentoml-noop": Scenario("bentoml-noop", "/classify", JSON_TYPE, "digits", "BentoML defaults, no model"),
+    "bentoml-batchable": Scenario(
+        "bentoml-batchable", "/classify", JSON_TYPE, "digits", "BentoML's recommended batchable API"
+    ),
+    "naive": Scenario("naive", "/classify", JSON_TYPE, "digits", "FastAPI + Keras model.predict per request"),
+    "classify-json": Scenario("service", "/classify", JSON_TYPE, "digits", "POST /classify, JSON pixels"),
+    "tfserving-rest": Scenario(
+        "service", "/v1/models/{classifier}:predict", JSON_TYPE, "digits", "TF Serving REST :predict"
+    ),
+    "classify-png": Scenario("service", "/classify", MULTIPART_TYPE, "digit_pngs", "POST /classify, PNG upload"),
+    "translate": Scenario("service", "/translate", JSON_TYPE, "texts", f"POST /translate, beam {BEAM_WIDTH}"),
+    "detect": Scenario("service", "/detect", MULTIPART_TYPE, "scene_pngs", "POST /detect, 128x128 PNG"),
+}
+SERVICE_SCENARIOS = [name for name, scenario in SCENARIOS.items() if scenario.server == "service"]
+
+# The goals of issue 14, at the highest number of connections.
+GOALS_AT = 64
+GOAL_CLASSIFY_VS_CEILING = 0.8
+GOAL_CLASSIFY_P99_MS = 50.0
+GOAL_TFSERVING_VS_CLASSIFY = 0.9
+GOAL_TRANSLATE_VS_IN_PROCESS = 0.8
+GOAL_TRANSLATE_P99_MS = 100.0
+GOAL_DETECT_VS_IN_PROCESS = 0.9
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -50,40 +96,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         prog="python -m benchmarks.serving", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "--artifact",
+        "--model-dir",
         type=Path,
-        help="an exported classifier version folder (e.g. artifacts/classifier/1); "
-        "default: train a small digits MLP into a temporary folder",
+        default=PROJECT_ROOT / "artifacts",
+        help="exported artifacts (<name>/<version>/): the latest classifier, seq2seq and detector are served; "
+        "a small one is trained into a temporary folder for each that is missing (default: %(default)s)",
     )
     parser.add_argument(
         "--keras-model",
         type=Path,
-        help="the .keras file for the naive baseline "
-        "(default: the trained model, or runs/<name>/model.keras with --artifact)",
+        help="the classifier's .keras file for the naive baseline (default: runs/classifier/model.keras, or the "
+        "trained one); the naive scenario is left out when there is none",
     )
     parser.add_argument(
-        "--clients", default="1,16,64", help="comma-separated numbers of concurrent clients (default: %(default)s)"
+        "--connections", default="1,16,64", help="comma-separated numbers of connections (default: %(default)s)"
     )
     parser.add_argument(
         "--duration", type=float, default=10.0, help="measured seconds per level (default: %(default)s)"
     )
     parser.add_argument(
-        "--warmup",
-        type=float,
-        default=2.0,
-        help="unmeasured seconds of the same load before each level (default: %(default)s)",
+        "--warmup", type=float, default=2.0, help="unmeasured seconds before each level (default: %(default)s)"
     )
     parser.add_argument(
-        "--timeout",
-        type=float,
-        default=30.0,
-        help="per-request timeout in seconds; a timeout counts as an error (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--targets", default=",".join(TARGETS), help=f"comma-separated subset of {', '.join(TARGETS)} (default: all)"
-    )
-    parser.add_argument(
-        "--epochs", type=int, default=3, help="training epochs when no --artifact is given (default: %(default)s)"
+        "--scenarios", default=",".join(SCENARIOS), help=f"comma-separated subset of {', '.join(SCENARIOS)}"
     )
     parser.add_argument(
         "--out",
@@ -92,233 +127,181 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="folder for serving.json, serving.png and server logs (default: %(default)s)",
     )
     parser.add_argument(
-        "--startup-timeout",
-        type=float,
-        default=180.0,
-        help="seconds to wait for each server to become ready (default: %(default)s)",
+        "--startup-timeout", type=float, default=180.0, help="seconds to wait for each server (default: %(default)s)"
     )
     args = parser.parse_args(argv)
-    try:
-        args.levels = sorted({int(part) for part in args.clients.split(",") if part.strip()})
-    except ValueError:
-        parser.error(f"--clients must be comma-separated integers, got {args.clients!r}")
-    if not args.levels or min(args.levels) < 1:
-        parser.error("--clients needs at least one level, each >= 1")
-    args.target_list = [part.strip() for part in args.targets.split(",") if part.strip()]
-    if unknown := set(args.target_list) - set(TARGETS):
-        parser.error(f"unknown targets {sorted(unknown)}; choose from {', '.join(TARGETS)}")
-    if args.duration <= 0 or args.warmup < 0:
-        parser.error("--duration must be > 0 and --warmup >= 0")
-    if args.artifact and not (args.artifact / METADATA_FILE).is_file():
-        parser.error(f"{args.artifact} is not an exported model version (no {METADATA_FILE})")
+    args.levels = sorted(set(comma_separated(parser, "--connections", args.connections, int)))
+    if min(args.levels) < 1:
+        parser.error("--connections must each be >= 1")
+    args.scenario_list = comma_separated(parser, "--scenarios", args.scenarios, str, choices=SCENARIOS)
+    if args.duration < 1 or args.warmup < 0:
+        parser.error("--duration must be >= 1 and --warmup >= 0 (wrk counts whole seconds)")
     if args.keras_model and not args.keras_model.is_file():
         parser.error(f"{args.keras_model} does not exist")
     return args
 
 
-# --- set-up ----------------------------------------------------------------------------------------
+# --- models and requests ---------------------------------------------------------------------------
 
 
-def prepare_model(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
-    """Train (or take) a classifier artifact, register it in the private store; return what the targets need."""
+def prepare_models(args: argparse.Namespace, workdir: Path) -> dict[str, Path]:
+    """The artifact folder of each family: the latest in --model-dir, or a small one trained now."""
+    artifacts = {}
+    for family in FAMILIES:
+        found = latest_version(args.model_dir / family)
+        if found is None:
+            print(f"no {family} in {args.model_dir}: training a small one (its serving cost, not its accuracy, counts)")
+            found = TRAIN_SMALL[family](workdir / family)
+        artifacts[family] = found.resolve()
+        print(f"{family}: {artifacts[family]}")
+    return artifacts
+
+
+def train_small_classifier(workdir: Path) -> Path:
     from pipelines import classifier
-    from pipelines.data.image_data import load_digits
-    from pipelines.export.artifact import register_in_bentoml
-    from pipelines.training.loop import TrainingConfig
 
-    digits = load_digits(seed=0)
-    if args.artifact:
-        artifact = args.artifact.resolve()
-        metadata = read_metadata(artifact)
-        keras_model = args.keras_model or PROJECT_ROOT / "runs" / metadata.name / "model.keras"
-    else:
-        started = time.perf_counter()
-        config = classifier.ClassifierConfig(
-            augment=False, training=TrainingConfig(epochs=args.epochs, batch_size=32, learning_rate=2e-3, patience=0)
-        )
-        trained = classifier.FAMILY.train(config, digits, workdir / "run")
-        report = classifier.FAMILY.evaluate(trained, digits, workdir / "run")
-        artifact = classifier.FAMILY.export(trained, digits, report, workdir / "artifacts")
-        metadata = read_metadata(artifact)
-        keras_model = args.keras_model or workdir / "run" / "model.keras"
-        print(
-            f"trained and exported {artifact} in {time.perf_counter() - started:.1f} s "
-            f"(test accuracy {report['test_accuracy']:.3f})"
-        )
-    tag = register_in_bentoml(artifact)
-    print(f"registered {tag} in the private BentoML store {os.environ['BENTOML_HOME']}")
-    images = digits.test.images[..., 0]  # (N, 8, 8) uint8: each request is one 8x8 nested list
-    bodies = [json.dumps({"instances": [image.tolist()]}, separators=(",", ":")).encode() for image in images]
+    classifier.FAMILY.main([
+        "--run-dir", str(workdir / "run"), "--artifacts", str(workdir / "artifacts"), "--no-register",
+        "--epochs", "3", "--no-augment",
+    ])  # fmt: skip
+    return latest_version(workdir / "artifacts" / classifier.FAMILY.name)
+
+
+def train_small_seq2seq(workdir: Path) -> Path:
+    from benchmarks.decoding import train_small_model
+
+    return train_small_model(workdir)[1]
+
+
+def train_small_detector(workdir: Path) -> Path:
+    from benchmarks.detection import train_small_model
+
+    return train_small_model(workdir / "run", workdir / "artifacts" / "detector")
+
+
+TRAIN_SMALL: dict[str, Callable[[Path], Path]] = {
+    "classifier": train_small_classifier,
+    "seq2seq": train_small_seq2seq,
+    "detector": train_small_detector,
+}
+
+
+def naive_keras_model(args: argparse.Namespace, classifier: Path) -> Path | None:
+    """The .keras file of the served classifier's run, when there is one."""
+    if args.keras_model:
+        return args.keras_model.resolve()
+    name = read_metadata(classifier).name
+    for candidate in (
+        classifier.parent.parent.parent / "run" / "model.keras",
+        PROJECT_ROOT / "runs" / name / "model.keras",
+    ):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def multipart(field: str, filename: str, data: bytes, content_type: str) -> bytes:
+    head = (
+        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="{field}"; filename="{filename}"\r\n'
+        f"Content-Type: {content_type}\r\n\r\n"
+    ).encode()
+    return head + data + f"\r\n--{BOUNDARY}--\r\n".encode()
+
+
+def png(pixels: Any) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def request_bodies(scenes: list[bytes], count: int = 64) -> dict[str, list[bytes]]:
+    """Seeded request bodies per kind, from the data each family trains on (the test splits)."""
+    from pipelines.data.date_data import make_dataset
+    from pipelines.data.image_data import load_digits
+
+    digits = load_digits(seed=0).test.images[:count, ..., 0]  # (N, 8, 8) uint8
+    texts = [pair.text for pair in make_dataset(0, 0, count, seed=0).test]
+    compact = {"separators": (",", ":")}
     return {
-        "tag": tag,
-        "artifact": str(artifact),
-        "keras_model": Path(keras_model),
-        "labels": list(metadata.labels),
-        "bodies": bodies,
+        "digits": [json.dumps({"instances": [image.tolist()]}, **compact).encode() for image in digits],
+        "digit_pngs": [multipart("image", "digit.png", png(image), "image/png") for image in digits],
+        "texts": [json.dumps({"texts": [text], "beam_width": BEAM_WIDTH}, **compact).encode() for text in texts],
+        "scene_pngs": [multipart("image", "scene.png", data, "image/png") for data in scenes],
     }
 
 
-def naive_server(keras_model: Path, labels: list[str], log_path: Path, timeout: float):
-    from serving.process import free_port, running_process
-
-    port = free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "benchmarks.naive_app",
-        "--model",
-        str(keras_model),
-        "--labels",
-        json.dumps(labels),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-    ]
-    return running_process(command, port=port, log_path=log_path, timeout=timeout)
+# --- servers ---------------------------------------------------------------------------------------
 
 
 @contextlib.contextmanager
-def target_server(target: str, model: dict[str, Any], args: argparse.Namespace) -> Iterator[str]:
-    log_path = args.out / "logs" / f"{target}.log"
-    if target == "naive":
-        with naive_server(model["keras_model"], model["labels"], log_path, args.startup_timeout) as url:
+def started(server: str, context: dict[str, Any], args: argparse.Namespace) -> Iterator[str]:
+    from serving.process import free_port, running_process, running_server
+
+    log_path = args.out / "logs" / f"{server}.log"
+    if server == "service":
+        env = {"MODELSERVICE_MODELS": ",".join(context["tags"].values())}
+        with running_server(env=env, log_path=log_path, timeout=args.startup_timeout) as url:
             yield url
-        return
-    from serving.process import running_server
+    elif server in ("bentoml-noop", "bentoml-batchable"):
+        from benchmarks.bentoml_anchors import SAVED_MODEL_ENV
 
-    env = {"MODELSERVICE_MODELS": model["tag"]}
-    if target == "no-batching":
-        env["MODELSERVICE_BATCHING"] = "0"
-    with running_server(env=env, log_path=log_path, timeout=args.startup_timeout) as url:
-        yield url
-
-
-# --- load generator --------------------------------------------------------------------------------
-
-
-def lean_httpx() -> None:
-    """Keep httpx's per-request cost down in this process (it shares the 2 cores with the servers)."""
-    import importlib.util
-
-    # httpcore imports `sniffio` on every request to tell asyncio from trio; anyio 4.16 no longer
-    # installs it, so each request paid for a failed import (a sys.path scan, ~0.1 ms). A None entry
-    # in sys.modules makes that import fail at once, and httpcore then assumes asyncio, which is right.
-    if importlib.util.find_spec("sniffio") is None:
-        sys.modules["sniffio"] = None
+        service = "NoopService" if server == "bentoml-noop" else "BatchableClassifier"
+        env = {SAVED_MODEL_ENV: str(context["artifacts"]["classifier"])}
+        with running_server(
+            service=f"benchmarks.bentoml_anchors:{service}", env=env, log_path=log_path, timeout=args.startup_timeout
+        ) as url:
+            yield url
+    else:
+        port = free_port()
+        command = [sys.executable, "-m", f"benchmarks.{'ceiling_app' if server == 'ceiling' else 'naive_app'}"]
+        if server == "naive":
+            command += ["--model", str(context["keras_model"]), "--labels", json.dumps(context["labels"])]
+        command += ["--host", "127.0.0.1", "--port", str(port)]
+        with running_process(command, port=port, log_path=log_path, timeout=args.startup_timeout) as url:
+            yield url
 
 
-async def run_level(
-    url: str, bodies: list[bytes], clients: int, duration: float, warmup: float, timeout: float
-) -> dict[str, Any]:
-    """`clients` closed-loop clients for warmup + duration seconds; statistics of the measured part."""
-    import ssl
-
+def first_answer(url: str, load: wrk.Load) -> str | None:
+    """None when one request is answered 200, else what went wrong (wrk only counts non-2xx answers)."""
     import httpx
-    import numpy as np
 
-    # One AsyncClient (one keep-alive connection) per simulated client: httpcore's pool scans every
-    # queued request against every connection on each request, so one client with 64 connections
-    # spends most of its CPU in the pool (~130 req/s instead of ~500 at 64 clients on 2 cores).
-    tls = ssl.create_default_context()  # never used on http://127.0.0.1, but shared instead of built 64 times
-    sessions = [
-        httpx.AsyncClient(
-            base_url=url,
-            verify=tls,
-            timeout=timeout,
-            limits=httpx.Limits(max_connections=1),
-            headers={"content-type": "application/json"},
+    try:
+        response = httpx.post(
+            url + load.path, content=load.bodies[0], headers={"content-type": load.content_type}, timeout=60
         )
-        for _ in range(clients)
-    ]
-    latencies: list[float] = []
-    error_count = 0
-    error_samples: dict[str, int] = {}
-    last_end = 0.0
-
-    async def one_client(index: int, measure_from: float, stop: float) -> None:
-        nonlocal error_count, last_end
-        session, position = sessions[index], index
-        while (started := time.perf_counter()) < stop:
-            try:
-                response = await session.post("/classify", content=bodies[position % len(bodies)])
-                problem = None if response.status_code == 200 else f"HTTP {response.status_code}: {response.text[:120]}"
-            except Exception as error:
-                problem = f"{type(error).__name__}: {str(error)[:120]}"
-            ended = time.perf_counter()
-            position += clients
-            if started < measure_from:
-                continue
-            last_end = max(last_end, ended)
-            if problem is None:
-                latencies.append(ended - started)
-            else:
-                error_count += 1
-                error_samples[problem] = error_samples.get(problem, 0) + 1
-
-    gc.disable()  # a collection in the load generator would show up as server latency
-    try:
-        begin, client_cpu = time.perf_counter(), time.process_time()
-        measure_from, stop = begin + warmup, begin + warmup + duration
-        try:
-            await asyncio.wait_for(
-                asyncio.gather(*(one_client(i, measure_from, stop) for i in range(clients))),
-                warmup + duration + timeout + 10,
-            )
-        except TimeoutError:  # cannot happen with per-request timeouts, but the run stays bounded
-            error_count += 1
-            error_samples["the level did not finish in time"] = 1
-        client_cpu = (time.process_time() - client_cpu) / (time.perf_counter() - begin)
-    finally:
-        gc.enable()
-        await asyncio.gather(*(session.aclose() for session in sessions))
-    gc.collect()
-
-    elapsed = max(last_end - measure_from, duration) if latencies or error_count else duration
-    values = np.array(latencies) * 1000.0
-    return {
-        "clients": clients,
-        "requests": len(latencies),
-        "errors": error_count,
-        "error_samples": dict(sorted(error_samples.items(), key=lambda item: -item[1])[:5]),
-        "seconds": round(elapsed, 3),
-        "rps": len(latencies) / elapsed,
-        "p50_ms": float(np.percentile(values, 50)) if len(values) else None,
-        "p90_ms": float(np.percentile(values, 90)) if len(values) else None,
-        "p99_ms": float(np.percentile(values, 99)) if len(values) else None,
-        "mean_ms": float(values.mean()) if len(values) else None,
-        "max_ms": float(values.max()) if len(values) else None,
-        "load_generator_cpu_cores": round(client_cpu, 2),
-    }
+    except httpx.HTTPError as error:
+        return f"{type(error).__name__}: {error}"
+    return None if response.status_code == 200 else f"HTTP {response.status_code}: {response.text[:300]}"
 
 
-def batch_counters(url: str) -> tuple[float, float] | None:
-    """(sum, count) of any batch-size histogram on /metrics, or None when the service exports none."""
+def batch_counters(url: str) -> tuple[float, float]:
+    """(sum, count) of the model-call batch sizes on /metrics: this service's histogram or BentoML's adaptive one."""
     import httpx
 
-    try:
-        text = httpx.get(f"{url}/metrics", timeout=5).text
-    except httpx.HTTPError:
-        return None
     total = count = 0.0
-    found = False
-    for line in text.splitlines():
-        if line.startswith("#") or " " not in line:
+    for line in httpx.get(f"{url}/metrics", timeout=10).text.splitlines():
+        name, _, value = line.rpartition(" ")
+        metric = name.split("{", 1)[0]
+        if line.startswith("#") or not metric.endswith(
+            (
+                "modelservice_batch_size_sum",
+                "adaptive_batch_size_sum",
+                "modelservice_batch_size_count",
+                "adaptive_batch_size_count",
+            )
+        ):
             continue
-        name_labels, _, value = line.rpartition(" ")
-        name = name_labels.split("{", 1)[0]
-        if "batch_size" not in name or name.startswith("bentoml_service_adaptive"):
-            continue
-        if name.endswith("_sum"):
+        if metric.endswith("_sum"):
             total += float(value)
-            found = True
-        elif name.endswith("_count"):
+        else:
             count += float(value)
-    return (total, count) if found else None
+    return total, count
 
 
 def server_cpu_seconds() -> float:
-    """CPU seconds used so far by this process's children: the one target server running now."""
+    """CPU seconds used so far by this process's children: the one server running now (wrk is reaped)."""
     import psutil
 
     total = 0.0
@@ -329,169 +312,219 @@ def server_cpu_seconds() -> float:
     return total
 
 
-def sanity_check(url: str, body: bytes) -> str | None:
-    """None when one request gets a 200 with predictions, else what went wrong."""
-    import httpx
-
-    try:
-        response = httpx.post(f"{url}/classify", content=body, headers={"content-type": "application/json"}, timeout=60)
-    except httpx.HTTPError as error:
-        return f"{type(error).__name__}: {error}"
-    if response.status_code != 200 or "predictions" not in response.json():
-        return f"HTTP {response.status_code}: {response.text[:200]}"
-    return None
-
-
-def measure_target(target: str, model: dict[str, Any], args: argparse.Namespace) -> list[dict[str, Any]]:
+def measure_server(server: str, names: list[str], context: dict[str, Any], args: argparse.Namespace) -> list[dict]:
     rows = []
-    started = time.perf_counter()
-    with target_server(target, model, args) as url:
-        print(f"\n[{target}] ready at {url} after {time.perf_counter() - started:.1f} s")
-        if problem := sanity_check(url, model["bodies"][0]):
-            print(f"[{target}] the first request failed: {problem}")
-        for clients in args.levels:
-            before = batch_counters(url) if target != "naive" else None
-            server_cpu, began = server_cpu_seconds(), time.perf_counter()
-            row = asyncio.run(run_level(url, model["bodies"], clients, args.duration, args.warmup, args.timeout))
-            row["server_cpu_cores"] = round((server_cpu_seconds() - server_cpu) / (time.perf_counter() - began), 2)
-            after = batch_counters(url) if before is not None else None
-            row["target"] = target
-            row["mean_batch_size"] = (
-                (after[0] - before[0]) / (after[1] - before[1]) if after and after[1] > before[1] else None
+    began = time.perf_counter()
+    with started(server, context, args) as url:
+        print(f"\n[{server}] ready at {url} after {time.perf_counter() - began:.1f} s")
+        for name in names:
+            scenario = SCENARIOS[name]
+            load = wrk.Load(
+                scenario.path.format(classifier=context["names"]["classifier"]),
+                scenario.content_type,
+                context["bodies"][scenario.bodies],
             )
-            rows.append(row)
-            batch = f", mean batch {row['mean_batch_size']:.1f}" if row["mean_batch_size"] else ""
-            print(
-                f"[{target}] {clients:>3} clients: {row['rps']:8.1f} req/s, "
-                f"p50 {fmt_ms(row['p50_ms'])} ms, p99 {fmt_ms(row['p99_ms'])} ms, "
-                f"{row['errors']} errors{batch}; CPU cores used: server {row['server_cpu_cores']}, "
-                f"load generator {row['load_generator_cpu_cores']}"
-            )
-            for problem, count in row["error_samples"].items():
-                print(f"[{target}]     {count} x {problem}")
+            if problem := first_answer(url, load):
+                print(f"[{name}] the first request failed, skipping: {problem}")
+                continue
+            for connections in args.levels:
+                if args.warmup:
+                    wrk.run(url, load, connections=connections, seconds=args.warmup)
+                batches_before, cpu_before, started_at = batch_counters(url), server_cpu_seconds(), time.perf_counter()
+                level = wrk.run(url, load, connections=connections, seconds=args.duration)
+                cpu = (server_cpu_seconds() - cpu_before) / (time.perf_counter() - started_at)
+                batches_after = batch_counters(url)
+                calls = batches_after[1] - batches_before[1]
+                row = {
+                    "scenario": name,
+                    **level.to_dict(),
+                    "server_cpu_cores": round(cpu, 2),
+                    "mean_batch_size": (batches_after[0] - batches_before[0]) / calls if calls else None,
+                }
+                rows.append(row)
+                print(f"[{name}] {row_text(row)}")
     return rows
+
+
+def row_text(row: dict) -> str:
+    batch = f", mean batch {row['mean_batch_size']:.1f}" if row["mean_batch_size"] else ""
+    return (
+        f"{row['connections']:>3} connections: {row['rps']:8.1f} req/s, p50 {row['p50_ms']:.1f} ms, "
+        f"p99 {row['p99_ms']:.1f} ms, {row['errors']} errors{batch}; CPU cores: server "
+        f"{row['server_cpu_cores']:.2f}, wrk {row['load_generator_cpu_cores']:.2f}"
+    )
+
+
+# --- in process ------------------------------------------------------------------------------------
+
+
+def in_process_rates(
+    artifacts: dict[str, Path], texts: list[str], scenes: list[bytes], translate_batches: list[int]
+) -> dict:
+    """Items per second of the served signatures called directly: the most a route could reach."""
+    import numpy as np
+
+    from serving import store
+    from serving.contract import Role
+    from serving.runtime import ModelRuntime
+
+    rates: dict[str, dict[int, float]] = {"translate": {}, "detect": {}}
+    seq2seq = ModelRuntime(store.load(artifacts["seq2seq"]))
+    signature = seq2seq.model.metadata.signature(Role.TEXTS)
+    for size in sorted(set(translate_batches)):
+        batch = np.array([text.encode() for text in (texts * size)[:size]], dtype=object)
+        rates["translate"][size] = items_per_second(
+            lambda batch=batch: seq2seq.call(signature, batch, {"beam_width": BEAM_WIDTH}), size
+        )
+    detector = ModelRuntime(store.load(artifacts["detector"]))
+    postprocessing = detector.model.metadata.postprocessing
+    thresholds = {"score_threshold": postprocessing.score_threshold, "iou_threshold": postprocessing.iou_threshold}
+    signature = detector.model.metadata.signature(Role.IMAGE_BYTES)
+    for size in DETECT_BATCH_SIZES:
+        batch = np.array((scenes * size)[:size], dtype=object)
+        rates["detect"][size] = items_per_second(lambda batch=batch: detector.call(signature, batch, thresholds), size)
+    for family, by_size in rates.items():
+        print(f"in process, {family}: " + ", ".join(f"batch {size}: {rate:.0f}/s" for size, rate in by_size.items()))
+    return rates
+
+
+def items_per_second(call: Callable[[], Any], size: int) -> float:
+    call()  # the first call of a shape traces and optimises the graph
+    seconds, _ = fastest_pass(call, repeats=5)
+    return size / seconds
 
 
 # --- report ----------------------------------------------------------------------------------------
 
 
-def fmt_ms(value: float | None) -> str:
-    return "-" if value is None else f"{value:.1f}"
+def find(rows: list[dict], scenario: str, connections: int) -> dict | None:
+    return next((row for row in rows if row["scenario"] == scenario and row["connections"] == connections), None)
 
 
-def ratio(a: dict | None, b: dict | None) -> float | None:
-    if not a or not b or not b["rps"]:
-        return None
-    return a["rps"] / b["rps"]
+def rps_ratio(a: dict | None, b: dict | None) -> float | None:
+    return a["rps"] / b["rps"] if a and b and b["rps"] else None
 
 
-def summarize(rows: list[dict[str, Any]], levels: list[int]) -> dict[str, Any]:
-    by = {(row["target"], row["clients"]): row for row in rows}
+def summarize(rows: list[dict], in_process: dict | None, levels: list[int]) -> dict[str, Any]:
+    """Every scenario's throughput against each anchor, per level; the goals at GOALS_AT connections."""
+    anchors = ("ceiling", "bentoml-noop", "bentoml-batchable", "naive")
     ratios = {
-        "batching_vs_naive": {
-            clients: ratio(by.get(("batching", clients)), by.get(("naive", clients))) for clients in levels
-        },
-        "batching_vs_no_batching": {
-            clients: ratio(by.get(("batching", clients)), by.get(("no-batching", clients))) for clients in levels
-        },
+        anchor: {
+            name: {n: rps_ratio(find(rows, name, n), find(rows, anchor, n)) for n in levels}
+            for name in SCENARIOS
+            if name != anchor and any(row["scenario"] == name for row in rows)
+        }
+        for anchor in anchors
+        if any(row["scenario"] == anchor for row in rows)
     }
-    goal_level = GOAL_CLIENTS if GOAL_CLIENTS in levels else max(levels)
-    service = by.get(("batching", goal_level))
-    speedup = ratios["batching_vs_naive"][goal_level]
-    batching_errors = [row["errors"] for row in rows if row["target"] == "batching"]
+    at = GOALS_AT if GOALS_AT in levels else max(levels)
+    classify, translate, detect = (find(rows, name, at) for name in ("classify-json", "translate", "detect"))
+    translate_batch = round(translate["mean_batch_size"] or 1) if translate else None
+    model_translate = in_process and translate_batch and in_process["translate"].get(translate_batch)
+    model_detect = in_process and max(in_process["detect"].values())
     goals = {
-        "clients": goal_level,
-        "speedup_vs_naive": {
-            "goal": GOAL_SPEEDUP,
-            "value": speedup,
-            "met": speedup is not None and speedup >= GOAL_SPEEDUP,
-        },
-        "p99_ms": {
-            "goal": GOAL_P99_MS,
-            "value": service and service["p99_ms"],
-            "met": bool(service and service["p99_ms"] is not None and service["p99_ms"] < GOAL_P99_MS),
-        },
-        "errors": {
-            "goal": 0,
-            "value": sum(batching_errors) if batching_errors else None,
-            "met": bool(batching_errors) and sum(batching_errors) == 0,
-        },
+        "classify_vs_ceiling": goal(rps_ratio(classify, find(rows, "ceiling", at)), GOAL_CLASSIFY_VS_CEILING),
+        "classify_p99_ms": goal(classify and classify["p99_ms"], GOAL_CLASSIFY_P99_MS, below=True),
+        "tfserving_vs_classify": goal(
+            rps_ratio(find(rows, "tfserving-rest", at), classify), GOAL_TFSERVING_VS_CLASSIFY
+        ),
+        "translate_vs_in_process": goal(
+            translate["rps"] / model_translate if translate and model_translate else None, GOAL_TRANSLATE_VS_IN_PROCESS
+        ),
+        "translate_p99_ms": goal(translate and translate["p99_ms"], GOAL_TRANSLATE_P99_MS, below=True),
+        "detect_vs_in_process": goal(
+            detect["rps"] / model_detect if detect and model_detect else None, GOAL_DETECT_VS_IN_PROCESS
+        ),
+        "service_errors": goal(
+            sum(row["errors"] for row in rows if row["scenario"] in SERVICE_SCENARIOS), 0, below=True, inclusive=True
+        ),
     }
-    return {"ratios": ratios, "goals": goals}
+    return {"connections": at, "ratios": ratios, "goals": goals, "translate_batch": translate_batch}
 
 
-def report_text(rows: list[dict[str, Any]], summary: dict[str, Any], levels: list[int]) -> str:
-    with_batches = any(row.get("mean_batch_size") for row in rows)
-    header = (
-        f"{'target':<12} {'clients':>7} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
-        f"{'errors':>7} {'server CPU':>10} {'client CPU':>10}"
-    )
-    lines = [header + (f" {'batch':>6}" if with_batches else "")]
-    for row in rows:
-        line = (
-            f"{row['target']:<12} {row['clients']:>7} {row['rps']:>9.1f} "
-            f"{fmt_ms(row['p50_ms']):>8} {fmt_ms(row['p99_ms']):>8} "
-            f"{row['errors']:>7} {row['server_cpu_cores']:>10.2f} {row['load_generator_cpu_cores']:>10.2f}"
-        )
-        if with_batches:
-            line += f" {row['mean_batch_size']:>6.1f}" if row.get("mean_batch_size") else f" {'-':>6}"
-        lines.append(line)
-    lines.append(
-        f"(CPU columns: cores used, of {os.cpu_count()}, by the target server's processes "
-        "and by this load generator during the level)"
-    )
-    lines.append("")
-    for key, title in (
-        ("batching_vs_naive", "throughput batching / naive"),
-        ("batching_vs_no_batching", "throughput batching / no-batching"),
-    ):
-        values = summary["ratios"][key]
-        cells = "   ".join(
-            f"{clients} clients: {'-' if values[clients] is None else f'{values[clients]:.1f}x'}" for clients in levels
-        )
-        lines.append(f"{title + ':':<37}{cells}")
-    goals = summary["goals"]
-    met = lambda goal: "MET" if goal["met"] else "NOT MET"  # noqa: E731
-    speedup, p99, errors = goals["speedup_vs_naive"], goals["p99_ms"], goals["errors"]
-    lines += [
-        "",
-        f"goals at {goals['clients']} clients"
-        + ("" if goals["clients"] == GOAL_CLIENTS else f" ({GOAL_CLIENTS} not in --clients: the highest level instead)")
-        + ":",
-        f"  throughput >= {GOAL_SPEEDUP:g}x naive: {met(speedup)} "
-        f"({'-' if speedup['value'] is None else format(speedup['value'], '.1f') + 'x'})",
-        f"  p99 < {GOAL_P99_MS:g} ms:              {met(p99)} ({fmt_ms(p99['value'])} ms)",
-        f"  zero errors (batching, all levels): {met(errors)} "
-        f"({'-' if errors['value'] is None else errors['value']} errors)",
+def goal(value: float | None, target: float, *, below: bool = False, inclusive: bool = False) -> dict[str, Any]:
+    if value is None:
+        return {"value": None, "goal": target, "met": False}
+    met = (value <= target if inclusive else value < target) if below else value >= target
+    return {"value": value, "goal": target, "met": bool(met)}
+
+
+GOAL_LINES = {
+    "classify_vs_ceiling": "/classify JSON >= {goal:g}x the no-op ceiling",
+    "classify_p99_ms": "/classify JSON p99 < {goal:g} ms",
+    "tfserving_vs_classify": "TF Serving REST >= {goal:g}x /classify",
+    "translate_vs_in_process": "/translate >= {goal:g}x in process at its batch size",
+    "translate_p99_ms": "/translate p99 < {goal:g} ms",
+    "detect_vs_in_process": "/detect >= {goal:g}x in-process best",
+    "service_errors": "errors on this service's routes = {goal:g}",
+}
+
+
+def report_text(rows: list[dict], summary: dict[str, Any], levels: list[int], in_process: dict | None) -> str:
+    lines = [
+        f"{'scenario':<18} {'conns':>5} {'req/s':>8} {'p50 ms':>7} {'p90 ms':>7} {'p99 ms':>7} {'errors':>6} "
+        f"{'server CPU':>10} {'wrk CPU':>7} {'batch':>6}"
     ]
+    for row in rows:
+        batch = f"{row['mean_batch_size']:.1f}" if row["mean_batch_size"] else "-"
+        lines.append(
+            f"{row['scenario']:<18} {row['connections']:>5} {row['rps']:>8.0f} {row['p50_ms']:>7.1f} "
+            f"{row['p90_ms']:>7.1f} {row['p99_ms']:>7.1f} {row['errors']:>6} {row['server_cpu_cores']:>10.2f} "
+            f"{row['load_generator_cpu_cores']:>7.2f} {batch:>6}"
+        )
+    lines.append(f"(CPU: cores used, of {os.cpu_count()}, by the server's processes and by wrk during the level)")
+    for anchor, by_scenario in summary["ratios"].items():
+        lines += ["", f"throughput / {anchor}:" + "".join(f"{f'{n} conns':>11}" for n in levels)]
+        for name, values in by_scenario.items():
+            cells = "".join(f"{'-' if values[n] is None else f'{values[n]:.2f}x':>11}" for n in levels)
+            lines.append(f"  {name:<{len(anchor) + 12}}{cells}")
+    if in_process:
+        translate = find(rows, "translate", summary["connections"])
+        lines.append("")
+        for family, by_size in in_process.items():
+            best = max(by_size, key=by_size.get)
+            lines.append(
+                f"in process, {family}: best {by_size[best]:.0f}/s at batch {best}; "
+                + ", ".join(f"{size}: {rate:.0f}" for size, rate in by_size.items())
+            )
+        if translate:
+            lines.append(
+                f"  (/translate reached a mean batch of {translate['mean_batch_size'] or 1:.1f} at "
+                f"{summary['connections']} connections)"
+            )
+    lines += ["", f"goals at {summary['connections']} connections:"]
+    for key, text in GOAL_LINES.items():
+        result = summary["goals"][key]
+        value = "-" if result["value"] is None else f"{result['value']:.2f}"
+        lines.append(f"  {text.format(goal=result['goal']):<52} {'MET' if result['met'] else 'NOT MET':<8} ({value})")
     return "\n".join(lines)
 
 
-def plot(rows: list[dict[str, Any]], levels: list[int], path: Path) -> None:
+def plot(rows: list[dict], levels: list[int], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for target in TARGETS:
-        mine = sorted((row for row in rows if row["target"] == target), key=lambda row: row["clients"])
+    figure, (left, right) = plt.subplots(1, 2, figsize=(12, 4.6))
+    for name in SCENARIOS:
+        mine = sorted((row for row in rows if row["scenario"] == name), key=lambda row: row["connections"])
         if not mine:
             continue
-        clients = [row["clients"] for row in mine]
-        left.plot(clients, [row["rps"] for row in mine], marker="o", label=target)
-        right.plot(clients, [row["p99_ms"] or float("nan") for row in mine], marker="o", label=target)
+        style = "--" if SCENARIOS[name].server != "service" else "-"
+        connections = [row["connections"] for row in mine]
+        left.plot(connections, [row["rps"] for row in mine], style, marker="o", label=name)
+        right.plot(connections, [row["p99_ms"] for row in mine], style, marker="o", label=name)
     for axis, title, label in ((left, "Throughput", "requests/s"), (right, "p99 latency", "ms")):
         axis.set_xscale("log", base=2)
         axis.set_yscale("log")
         axis.set_xticks(levels, [str(level) for level in levels])
-        axis.set_xlabel("concurrent clients")
+        axis.set_xlabel("connections (wrk)")
         axis.set_ylabel(label)
         axis.set_title(title)
         axis.grid(True, which="both", alpha=0.3)
-        axis.legend()
-    right.axhline(GOAL_P99_MS, color="grey", linestyle="--", linewidth=1)
-    figure.suptitle("POST /classify, one 8x8 digit per request")
+    left.legend(fontsize=8)
+    figure.suptitle(f"Serving on {os.cpu_count()} CPU cores: anchors dashed, this service solid")
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
@@ -502,6 +535,7 @@ def plot(rows: list[dict[str, Any]], levels: list[int], path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    wrk.executable()  # fail before any training when the load generator is missing
     if "bentoml" in sys.modules:
         raise RuntimeError("bentoml was imported before BENTOML_HOME was set")
     bentoml_home = tempfile.mkdtemp(prefix="bentoml-bench-")
@@ -511,36 +545,60 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("CI", "1")  # one line per training epoch, no progress bars
     args.out = args.out.resolve()
     (args.out / "logs").mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
+    began = time.perf_counter()
     try:
-        model = prepare_model(args, workdir)
-        if "naive" in args.target_list and not model["keras_model"].is_file():
-            raise SystemExit(
-                f"the naive baseline needs a .keras file: {model['keras_model']} does not exist (pass --keras-model)"
-            )
-        lean_httpx()
-        gc.collect()
-        gc.freeze()  # the set-up's objects (TensorFlow's included) need no more collecting
-        per_level = args.warmup + args.duration
+        from benchmarks.detection import sample_images
+        from pipelines.export.artifact import register_in_bentoml
+
+        artifacts = prepare_models(args, workdir)
+        scenes = sample_images(16, seed=0)  # 128x128 PNGs
+        context = {
+            "artifacts": artifacts,
+            "tags": {family: register_in_bentoml(path) for family, path in artifacts.items()},
+            "names": {family: read_metadata(path).name for family, path in artifacts.items()},
+            "labels": list(read_metadata(artifacts["classifier"]).labels),
+            "keras_model": naive_keras_model(args, artifacts["classifier"]),
+            "bodies": request_bodies(scenes),
+        }
+        if "naive" in args.scenario_list and context["keras_model"] is None:
+            print("no .keras file of the classifier's run (pass --keras-model): the naive scenario is left out")
+            args.scenario_list.remove("naive")
         print(
-            f"\n{len(args.target_list)} targets x {len(args.levels)} levels x {per_level:g} s; "
-            f"clients {args.levels}; {os.cpu_count()} CPUs shared by servers and load generator"
+            f"\n{len(args.scenario_list)} scenarios x {len(args.levels)} levels x {args.warmup + args.duration:g} s; "
+            f"connections {args.levels}; {os.cpu_count()} CPUs shared by the server and wrk"
         )
         rows = []
-        for target in args.target_list:
-            rows += measure_target(target, model, args)
-        summary = summarize(rows, args.levels)
-        text = report_text(rows, summary, args.levels)
-        total = time.perf_counter() - started
-        print("\n" + text)
+        servers = dict.fromkeys(SCENARIOS[name].server for name in args.scenario_list)
+        for server in servers:
+            names = [name for name in args.scenario_list if SCENARIOS[name].server == server]
+            rows += measure_server(server, names, context, args)
+        in_process = None
+        if {"translate", "detect"} & set(args.scenario_list):
+            batches = [round(row["mean_batch_size"] or 1) for row in rows if row["scenario"] == "translate"]
+            texts = [json.loads(body)["texts"][0] for body in context["bodies"]["texts"]]
+            in_process = in_process_rates(artifacts, texts, scenes, batches or [1])
+        summary = summarize(rows, in_process, args.levels)
+        print("\n" + report_text(rows, summary, args.levels, in_process))
+        total = time.perf_counter() - began
         results = {
-            "settings": {key: value for key, value in vars(args).items() if key not in ("out",)}
-            | {"out": str(args.out)},
-            "model": {"tag": model["tag"], "artifact": model["artifact"], "keras_model": str(model["keras_model"])},
+            "settings": {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()},
+            "artifacts": {family: str(path) for family, path in artifacts.items()},
             "environment": environment(
-                ("tensorflow", "tensorflow-cpu", "keras", "bentoml", "fastapi", "uvicorn", "httpx")
-            ),
+                (
+                    "tensorflow",
+                    "tensorflow-cpu",
+                    "keras",
+                    "bentoml",
+                    "fastapi",
+                    "starlette",
+                    "uvicorn",
+                    "uvloop",
+                    "httptools",
+                )
+            )
+            | {"wrk": subprocess_version()},
             "results": rows,
+            "in_process": in_process,
             **summary,
             "total_seconds": round(total, 1),
         }
@@ -554,6 +612,13 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
         shutil.rmtree(bentoml_home, ignore_errors=True)
+
+
+def subprocess_version() -> str:
+    import subprocess
+
+    result = subprocess.run([wrk.executable(), "--version"], capture_output=True, text=True)
+    return (result.stdout or result.stderr).strip().splitlines()[0]
 
 
 if __name__ == "__main__":

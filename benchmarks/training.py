@@ -35,9 +35,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import keras
-
-from benchmarks.common import environment, save_results, settings
+from benchmarks.common import comma_separated, environment, save_results, settings
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 FAMILIES = ("classifier", "seq2seq", "detector", "glyphs")
@@ -72,11 +70,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--child", choices=FAMILIES, help=argparse.SUPPRESS)  # one measurement, in this process
     args = parser.parse_args(argv)
-    args.family_list = [part.strip() for part in args.families.split(",") if part.strip()]
-    if unknown := set(args.family_list) - set(FAMILIES):
-        parser.error(f"unknown families {sorted(unknown)}; choose from {', '.join(FAMILIES)}")
-    if not args.family_list:
-        parser.error("--families names no family")
+    args.family_list = comma_separated(parser, "--families", args.families, str, choices=FAMILIES)
     if args.steps < 2 or args.matmul_size < 64:
         parser.error("--steps must be >= 2 and --matmul-size >= 64")
     return args
@@ -127,11 +121,10 @@ def first_batch(name: str, config: Any, data: Any, fitted: Any) -> Any:
     return next(iter(dataset))[0]
 
 
-class StepTimer(keras.callbacks.Callback):
-    """Times each epoch's steps, from the end of its first step to the end of its last."""
+class StepTimer:
+    """Times each epoch's steps, from the end of its first step to the end of its last (`callback()` for Keras)."""
 
     def __init__(self):
-        super().__init__()
         self.ends: dict[int, list[float]] = {}
         self.epoch = 0
 
@@ -141,6 +134,13 @@ class StepTimer(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         self.ends[self.epoch].append(time.perf_counter())
+
+    def callback(self) -> Any:
+        import keras
+
+        return keras.callbacks.LambdaCallback(
+            on_epoch_begin=self.on_epoch_begin, on_train_batch_end=self.on_train_batch_end
+        )
 
     def mean_step_seconds(self, epoch: int) -> float:
         ends = self.ends[epoch]
@@ -166,6 +166,8 @@ def _recurrent_flops(layer: Any, inputs: Any, outputs: Any) -> int:
 @contextlib.contextmanager
 def counting_flops() -> Iterator[list[int]]:
     """While active, every counted layer call (eager) adds its FLOPs to the yielded one-item list."""
+    import keras
+
     rules = {
         keras.layers.Dense: _dense_flops,
         keras.layers.Conv1D: _conv_flops,
@@ -184,7 +186,8 @@ def counting_flops() -> Iterator[list[int]]:
 
         def call(layer, inputs, *args, **kwargs):
             outputs = original(layer, inputs, *args, **kwargs)
-            if type(layer) is kind:  # a subclass's own rule, if it has one, counts it
+            # The closest ruled class counts a call, once: a subclass's super().call() is not counted again.
+            if next(base for base in type(layer).__mro__ if base in rules) is kind:
                 first = outputs[0] if isinstance(outputs, list | tuple) else outputs
                 total[0] += rule(layer, inputs, first)
             return outputs
@@ -231,7 +234,7 @@ def measure(name: str, steps: int, matmul_size: int, workdir: Path) -> dict[str,
     data = family.load_data(config)
     fitted = family.fit_preprocessing(config, data)
     timer = StepTimer()
-    model = family.fit(config, data, fitted, workdir / name, extra_callbacks=[timer])
+    model = family.fit(config, data, fitted, workdir / name, extra_callbacks=[timer.callback()])
     step_seconds = timer.mean_step_seconds(epoch=1)
     batch_size = config.training.batch_size
     examples_per_s = batch_size / step_seconds

@@ -9,41 +9,42 @@ import numpy as np
 def to_json(value: Any) -> Any:
     """Tensor values as JSON: bytes become text, numpy scalars become Python numbers."""
     value = np.asarray(value)
-    if value.dtype.kind in "SO":
-        return np.vectorize(lambda item: item.decode("utf-8", "replace"), otypes=[object])(value).tolist()
-    return value.tolist()
+    return _texts(value.tolist()) if value.dtype.kind in "SO" else value.tolist()
+
+
+def _texts(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return [_texts(item) for item in value] if isinstance(value, list) else value
+
+
+def ranked(
+    outputs: dict[str, np.ndarray], *, best: tuple[str, str], ranking: tuple[str, str], key: str, listed: str
+) -> list[dict[str, Any]]:
+    """Per row, the best answer and the ranked alternatives, each {key: text, "score": number}.
+
+    `best` and `ranking` name the (texts, scores) outputs: one per row, and a ranked list per row.
+    """
+    texts, scores = (to_json(outputs[name]) for name in best)
+    ranked_texts, ranked_scores = (to_json(outputs[name]) for name in ranking)
+    return [
+        {
+            key: text,
+            "score": score,
+            listed: [{key: other, "score": other_score} for other, other_score in zip(others, other_scores)],
+        }
+        for text, score, others, other_scores in zip(texts, scores, ranked_texts, ranked_scores)
+    ]
 
 
 def seq2seq_predictions(outputs: dict[str, np.ndarray]) -> list[dict[str, Any]]:
-    texts = to_json(outputs["texts"])
-    beam_texts = to_json(outputs["beam_texts"])
-    return [
-        {
-            "text": texts[row],
-            "score": float(outputs["scores"][row]),
-            "beams": [
-                {"text": text, "score": float(score)}
-                for text, score in zip(beam_texts[row], outputs["beam_scores"][row])
-            ],
-        }
-        for row in range(len(texts))
-    ]
+    return ranked(outputs, best=("texts", "scores"), ranking=("beam_texts", "beam_scores"), key="text", listed="beams")
 
 
 def classifier_predictions(outputs: dict[str, np.ndarray]) -> list[dict[str, Any]]:
-    labels = to_json(outputs["labels"])
-    top_labels = to_json(outputs["top_k_labels"])
-    return [
-        {
-            "label": labels[row],
-            "score": float(outputs["scores"][row]),
-            "top_k": [
-                {"label": label, "score": float(score)}
-                for label, score in zip(top_labels[row], outputs["top_k_scores"][row])
-            ],
-        }
-        for row in range(len(labels))
-    ]
+    return ranked(
+        outputs, best=("labels", "scores"), ranking=("top_k_labels", "top_k_scores"), key="label", listed="top_k"
+    )
 
 
 def detector_predictions(outputs: dict[str, np.ndarray]) -> list[dict[str, Any]]:
@@ -51,18 +52,18 @@ def detector_predictions(outputs: dict[str, np.ndarray]) -> list[dict[str, Any]]
 
     Boxes are [x1, y1, x2, y2] in the image's own pixels.
     """
-    labels = to_json(outputs["labels"])
+    labels, boxes, classes, scores = (to_json(outputs[name]) for name in ("labels", "boxes", "classes", "scores"))
     return [
         {
             "detections": [
                 {
-                    "box": outputs["boxes"][row, index].tolist(),
+                    "box": boxes[row][index],
                     "label": labels[row][index],
-                    "class_id": int(outputs["classes"][row, index]),
-                    "score": float(outputs["scores"][row, index]),
+                    "class_id": classes[row][index],
+                    "score": scores[row][index],
                 }
-                for index in range(int(count))
+                for index in range(count)
             ]
         }
-        for row, count in enumerate(outputs["count"])
+        for row, count in enumerate(to_json(outputs["count"]))
     ]

@@ -5,12 +5,15 @@ wrong and what is expected) here, so a bad request never enters a batch shared w
 """
 
 import base64
+import contextlib
 import io
 import json
 import math
+import re
 from typing import Any, TypeVar
 
 import numpy as np
+import orjson
 from PIL import Image, UnidentifiedImageError
 from starlette.requests import Request
 
@@ -59,6 +62,11 @@ def _too_large(size: int) -> InputError:
 
 
 def parse_json(body: bytes) -> Any:
+    # orjson is ~10x faster. What it refuses (NaN, lone surrogates, nesting past 1024) the standard parser
+    # reads or explains, and it turns integers past 64 bits into floats, so long digit runs go there too.
+    if _LONG_DIGIT_RUN.search(body) is None:
+        with contextlib.suppress(orjson.JSONDecodeError):
+            return orjson.loads(body)
     try:
         return json.loads(body, parse_constant=_reject_constant)
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
@@ -71,6 +79,9 @@ def parse_json(body: bytes) -> Any:
         raise InputError(
             "the JSON body is nested too deeply", expected="images as nested lists of depth 2 or 3"
         ) from None
+
+
+_LONG_DIGIT_RUN = re.compile(rb"\d{19}")
 
 
 def _reject_constant(name: str) -> float:
@@ -200,25 +211,57 @@ def _json_type(value: Any) -> str:
     return names.get(type(value), type(value).__name__)
 
 
-def pixel_batch(instances: Any, *, dtype: str = "float32") -> np.ndarray:
-    """Instances of nested pixel lists → one (N, H, W, C) array, every value a finite number in 0–255."""
+def pixel_batch(instances: Any, *, dtype: str = "float32", booleans_possible: bool = True) -> np.ndarray:
+    """Instances of nested pixel lists → one (N, H, W, C) array, every value a finite number in 0–255.
+
+    `booleans_possible=False` (the JSON body has no true/false token: `may_hold_booleans`) lets a batch
+    that NumPy reads as numbers skip the walk over every value that tells JSON booleans from numbers.
+    """
     expected = f"'instances': a list of 1–{MAX_BATCH} images, each {PIXEL_INSTANCE}"
     check_batch(instances, expected)
-    images = [_pixel_array(instance, index) for index, instance in enumerate(instances)]
-    shapes = {image.shape for image in images}
-    if len(shapes) > 1:
-        raise InputError(
-            f"instances have different shapes {sorted(shapes)}",
-            expected=(
-                "every image in one request to have the same shape (send differently sized images in separate requests)"
-            ),
-        )
-    batch = np.stack(images)
+    batch = None if booleans_possible else _numeric_batch(instances)
+    if batch is None:  # checked image by image, so that an error names the instance at fault
+        images = [_pixel_array(instance, index) for index, instance in enumerate(instances)]
+        shapes = {image.shape for image in images}
+        if len(shapes) > 1:
+            raise InputError(
+                f"instances have different shapes {sorted(shapes)}",
+                expected=(
+                    "every image in one request to have the same shape "
+                    "(send differently sized images in separate requests)"
+                ),
+            )
+        batch = np.stack(images)
     if dtype == "uint8":
         if not np.array_equal(batch, np.round(batch)):
             raise InputError("non-integer pixel values for a uint8 signature", expected="integers 0–255")
         return batch.astype(np.uint8)
     return batch
+
+
+def may_hold_booleans(body: bytes) -> bool:
+    """False when a JSON body cannot contain a boolean: it has neither a `true` nor a `false` token."""
+    return b"true" in body or b"false" in body
+
+
+def _numeric_batch(instances: list) -> np.ndarray | None:
+    """The whole batch in one conversion when it is a valid, boolean-free batch of images; else None."""
+    try:
+        batch = np.asarray(instances)
+    except (ValueError, TypeError, OverflowError):
+        return None
+    if batch.dtype.kind not in "iuf" or batch.ndim not in (3, 4):
+        return None
+    if batch.ndim == 3:
+        batch = batch[..., np.newaxis]
+    _, height, width, channels = batch.shape
+    if channels not in (1, 3, 4) or not (0 < height <= MAX_IMAGE_SIDE and 0 < width <= MAX_IMAGE_SIDE):
+        return None
+    if height * width > MAX_IMAGE_PIXELS or (batch.dtype.kind == "f" and not np.isfinite(batch).all()):
+        return None
+    if batch.min() < 0 or batch.max() > 255:
+        return None
+    return batch.astype(np.float32)
 
 
 def _pixel_array(instance: Any, index: int) -> np.ndarray:

@@ -54,16 +54,21 @@ def running_process(
 
 
 def running_server(
-    *, env: dict[str, str] | None = None, port: int | None = None, log_path: Path | None = None, timeout: float = 120.0
+    *,
+    service: str = "serving.service:ModelService",
+    env: dict[str, str] | None = None,
+    port: int | None = None,
+    log_path: Path | None = None,
+    timeout: float = 120.0,
 ):
-    """Run `bentoml serve serving.service:ModelService` on a free loopback port; yield its base URL."""
+    """Run `bentoml serve <service>` (this project's by default) on a free loopback port; yield its base URL."""
     port = port or free_port()
     command = [
         sys.executable,
         "-m",
         "bentoml",
         "serve",
-        "serving.service:ModelService",
+        service,
         "--host",
         "127.0.0.1",
         "--port",

@@ -5,12 +5,21 @@ from typing import Any
 
 import numpy as np
 import tensorflow as tf
+from prometheus_client import Histogram
 from tensorflow.core.framework import types_pb2
 
 from serving import inputs, settings
 from serving.batching import AdaptiveBatcher
 from serving.contract import Role
 from serving.store import LoadedModel
+
+# Per model call, not per request: how much batching the traffic allows, beside BentoML's request metrics.
+BATCH_SIZES = Histogram(
+    "modelservice_batch_size",
+    "Items per model call (adaptive batching joins concurrent requests' items)",
+    ["model", "version", "signature"],
+    buckets=[2**power for power in range(9)],
+)
 
 
 class ModelRuntime:
@@ -39,7 +48,7 @@ class ModelRuntime:
         key = (signature_name, batch.shape[1:], batch.dtype.str, tuple(sorted(options.items())))
         if key not in self._batchers:
             self._batchers[key] = AdaptiveBatcher(
-                lambda items: self._call(signature_name, items, options), max_batch_size=self.max_batch_size
+                lambda items: self.call(signature_name, items, options), max_batch_size=self.max_batch_size
             )
         try:
             return await self._batchers[key](batch)
@@ -65,7 +74,9 @@ class ModelRuntime:
             ),
         )
 
-    def _call(self, signature_name: str, items: np.ndarray, options: dict[str, Any]) -> dict[str, np.ndarray]:
+    def call(self, signature_name: str, items: np.ndarray, options: dict[str, Any]) -> dict[str, np.ndarray]:
+        """One model call on `items` (batch axis first), here and now: what each shared batch runs."""
+        BATCH_SIZES.labels(self.model.name, self.model.version, signature_name).observe(len(items))
         function = self.model.signatures[signature_name]
         spec = self.batch_spec(signature_name)
         arguments = {spec.name: tf.constant(items, dtype=spec.dtype)}
@@ -76,7 +87,9 @@ class ModelRuntime:
         outputs = function(**arguments)
         return {key: value.numpy() for key, value in outputs.items()}
 
-    def tensor_values(self, signature_name: str, payload: Any, row_format: bool) -> tuple[np.ndarray, dict[str, Any]]:
+    def tensor_values(
+        self, signature_name: str, payload: Any, row_format: bool, *, booleans_possible: bool = True
+    ) -> tuple[np.ndarray, dict[str, Any]]:
         """A TF Serving request's `instances` (rows) or `inputs` (columns): one checked batch, its scalar options."""
         spec = self.batch_spec(signature_name)
         option_specs = self.option_specs(signature_name)
@@ -97,7 +110,7 @@ class ModelRuntime:
         options = {name: _scalar_option(value, name, option_specs[name].dtype) for name, value in options.items()}
         if spec.dtype == tf.string:
             return self._string_batch(signature_name, items), options
-        return inputs.pixel_batch(items, dtype=spec.dtype.name), options
+        return inputs.pixel_batch(items, dtype=spec.dtype.name, booleans_possible=booleans_possible), options
 
     def _string_batch(self, signature_name: str, items: Any) -> np.ndarray:
         if self.model.takes(signature_name, Role.IMAGE_BYTES):

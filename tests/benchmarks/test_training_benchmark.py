@@ -75,7 +75,7 @@ def test_cli_help_and_bad_arguments(capsys):
     assert exit_info.value.code == 0 and "matmul peak" in capsys.readouterr().out
     with pytest.raises(SystemExit) as exit_info:
         main(["--families", "classifier,web"])
-    assert exit_info.value.code == 2 and "unknown families ['web']" in capsys.readouterr().err
+    assert exit_info.value.code == 2 and "--families: unknown web" in capsys.readouterr().err
 
 
 @pytest.mark.slow  # one process that imports TensorFlow and trains the digits MLP for two short epochs
@@ -94,3 +94,28 @@ def test_cli_measures_a_family_in_a_process_of_its_own(tmp_path, capsys):
     assert row["gflop_per_s"] == pytest.approx(row["train_gflop_per_example"] * row["examples_per_s"])
     assert 0 < row["fraction_of_peak"] < 1
     assert (out / "training.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("overrides_call", [False, True])
+def test_a_subclass_of_a_counted_layer_is_counted_once(overrides_call):
+    class Scaled(keras.layers.Dense):
+        if overrides_call:
+
+            def call(self, inputs):
+                return super().call(inputs) * 2.0
+
+    inputs = keras.Input((3,))
+    flops = forward_flops_per_example(keras.Model(inputs, Scaled(4)(inputs)), np.zeros((2, 3), np.float32))
+    assert flops == 2 * 3 * 4
+
+
+def test_the_benchmarks_parent_process_does_not_load_tensorflow():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, benchmarks.training, benchmarks.serving; "
+        "print('keras' in sys.modules, 'tensorflow' in sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.split() == ["False", "False"]

@@ -1,0 +1,130 @@
+"""The serving benchmark: its wrk driver against a real server, its requests against the real service, its goals."""
+
+import argparse
+import shutil
+import sys
+
+import httpx
+import pytest
+
+from benchmarks import serving, wrk
+from benchmarks.common import comma_separated
+from serving.process import free_port, running_process
+
+needs_wrk = pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed (apt-get install wrk)")
+
+
+@pytest.fixture(scope="module")
+def ceiling(tmp_path_factory):
+    """The no-op ceiling app, a real uvicorn server on a free loopback port."""
+    port = free_port()
+    log = tmp_path_factory.mktemp("ceiling") / "ceiling.log"
+    command = [sys.executable, "-m", "benchmarks.ceiling_app", "--port", str(port)]
+    with running_process(command, port=port, log_path=log, timeout=60) as url:
+        yield url
+
+
+@needs_wrk
+def test_wrk_counts_answered_requests_and_its_own_cpu(ceiling):
+    load = wrk.Load("/classify", "application/json", [b'{"instances": [[[0, 1], [2, 3]]]}', b'{"instances": []}'])
+    level = wrk.run(ceiling, load, connections=4, seconds=1)
+    assert level.connections == 4
+    assert level.errors == 0
+    assert level.requests > 50
+    assert level.rps == pytest.approx(level.requests / level.seconds, rel=1e-3)  # seconds are rounded
+    assert 0 < level.p50_ms <= level.p90_ms <= level.p99_ms <= level.max_ms
+    assert 0 < level.load_generator_cpu_cores <= 1.5  # one wrk thread
+
+
+@needs_wrk
+def test_wrk_counts_answers_that_are_not_2xx_as_errors(ceiling):
+    level = wrk.run(ceiling, wrk.Load("/no-such-route", "application/json", [b"{}"]), connections=1, seconds=1)
+    assert level.requests > 0
+    assert level.errors == level.requests
+
+
+def test_every_request_body_is_answered_by_the_real_service(server, trained_classifier):
+    """The benchmark's requests are ones the service accepts: 200 on each scenario's route and content type."""
+    from benchmarks.detection import sample_images
+
+    bodies = serving.request_bodies(sample_images(2, seed=0), count=2)
+    for name in serving.SERVICE_SCENARIOS:
+        scenario = serving.SCENARIOS[name]
+        path = scenario.path.format(classifier="classifier")
+        for body in bodies[scenario.bodies]:
+            response = httpx.post(server + path, content=body, headers={"content-type": scenario.content_type})
+            assert response.status_code == 200, f"{name}: {response.text}"
+            assert "predictions" in response.json()
+
+
+def test_the_service_reports_its_batch_sizes_on_metrics(trained_classifier, tmp_path):
+    """Its own server and BentoML home: another BentoML server started with the same home clears the
+    Prometheus files of those already running (BentoML's multiprocess metrics directory)."""
+    from serving.process import running_server
+
+    artifact = trained_classifier[2]
+    env = {"BENTOML_HOME": str(tmp_path / "home"), "MODELSERVICE_MODEL_DIR": str(artifact.parent.parent)}
+    with running_server(env=env, log_path=tmp_path / "server.log") as url:
+        assert serving.batch_counters(url) == (0.0, 0.0)
+        for body in serving.request_bodies([b""], count=3)["digits"]:
+            response = httpx.post(url + "/classify", content=body, headers={"content-type": "application/json"})
+            assert response.status_code == 200
+        total, calls = serving.batch_counters(url)
+    assert total == 3  # one digit per request, however the calls were batched
+    assert 1 <= calls <= 3
+
+
+def row(scenario: str, rps: float, *, connections: int = 64, p99: float = 10.0, batch=None, errors: int = 0) -> dict:
+    return {
+        "scenario": scenario,
+        "connections": connections,
+        "rps": rps,
+        "p99_ms": p99,
+        "mean_batch_size": batch,
+        "errors": errors,
+    }
+
+
+def test_the_goals_compare_each_route_with_its_own_anchor():
+    rows = [
+        row("ceiling", 1000.0),
+        row("classify-json", 850.0, p99=40.0),
+        row("tfserving-rest", 700.0),
+        row("translate", 300.0, p99=120.0, batch=15.6),
+        row("detect", 95.0, errors=2),
+    ]
+    in_process = {"translate": {16: 400.0, 1: 90.0}, "detect": {1: 60.0, 8: 100.0}}
+    summary = serving.summarize(rows, in_process, [64])
+    goals = summary["goals"]
+    assert goals["classify_vs_ceiling"] == {"value": 0.85, "goal": 0.8, "met": True}
+    assert goals["classify_p99_ms"]["met"]
+    assert goals["tfserving_vs_classify"]["value"] == pytest.approx(700 / 850)
+    assert not goals["tfserving_vs_classify"]["met"]
+    assert summary["translate_batch"] == 16
+    assert goals["translate_vs_in_process"]["value"] == pytest.approx(0.75)  # against batch 16, not the best
+    assert not goals["translate_p99_ms"]["met"]
+    assert goals["detect_vs_in_process"]["value"] == pytest.approx(0.95)  # against the best batch size
+    assert goals["service_errors"] == {"value": 2, "goal": 0, "met": False}
+    assert summary["ratios"]["ceiling"]["classify-json"][64] == pytest.approx(0.85)
+
+
+def test_missing_scenarios_leave_their_goals_unmet_rather_than_failing():
+    summary = serving.summarize([row("ceiling", 1000.0, connections=16)], None, [16])
+    assert summary["connections"] == 16  # the highest level when 64 is not measured
+    assert not any(result["met"] for key, result in summary["goals"].items() if key != "service_errors")
+
+
+def test_comma_separated_options_are_checked():
+    parser = argparse.ArgumentParser()
+    assert comma_separated(parser, "--connections", "1, 16,,64", int) == [1, 16, 64]
+    for text, choices in (("1,x", None), ("", None), ("ceiling,nope", ["ceiling"])):
+        with pytest.raises(SystemExit):
+            comma_separated(parser, "--option", text, int if choices is None else str, choices=choices)
+
+
+def test_the_help_names_every_scenario(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        serving.parse_args(["--help"])
+    assert exit_.value.code == 0
+    text = capsys.readouterr().out
+    assert all(name in text for name in serving.SCENARIOS)
