@@ -276,28 +276,26 @@ def first_answer(url: str, load: wrk.Load) -> str | None:
     return None if response.status_code == 200 else f"HTTP {response.status_code}: {response.text[:300]}"
 
 
+BATCH_METRICS = ("modelservice_batch_size", "bentoml_service_adaptive_batch_size")  # this service's, BentoML's
+
+
 def batch_counters(url: str) -> tuple[float, float]:
-    """(sum, count) of the model-call batch sizes on /metrics: this service's histogram or BentoML's adaptive one."""
+    """(sum, count) of the model-call batch sizes on the server's /metrics."""
     import httpx
 
-    total = count = 0.0
-    for line in httpx.get(f"{url}/metrics", timeout=10).text.splitlines():
+    return batch_totals(httpx.get(f"{url}/metrics", timeout=10).text)
+
+
+def batch_totals(metrics: str) -> tuple[float, float]:
+    """(sum, count) over every label set of the batch-size histograms in Prometheus text."""
+    totals = {"_sum": 0.0, "_count": 0.0}
+    for line in metrics.splitlines():
         name, _, value = line.rpartition(" ")
         metric = name.split("{", 1)[0]
-        if line.startswith("#") or not metric.endswith(
-            (
-                "modelservice_batch_size_sum",
-                "adaptive_batch_size_sum",
-                "modelservice_batch_size_count",
-                "adaptive_batch_size_count",
-            )
-        ):
-            continue
-        if metric.endswith("_sum"):
-            total += float(value)
-        else:
-            count += float(value)
-    return total, count
+        for suffix in totals:
+            if not line.startswith("#") and metric in (base + suffix for base in BATCH_METRICS):
+                totals[suffix] += float(value)
+    return totals["_sum"], totals["_count"]
 
 
 def server_cpu_seconds() -> float:

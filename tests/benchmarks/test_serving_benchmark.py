@@ -57,21 +57,21 @@ def test_every_request_body_is_answered_by_the_real_service(server, trained_clas
             assert "predictions" in response.json()
 
 
-def test_the_service_reports_its_batch_sizes_on_metrics(trained_classifier, tmp_path):
-    """Its own server and BentoML home: another BentoML server started with the same home clears the
-    Prometheus files of those already running (BentoML's multiprocess metrics directory)."""
-    from serving.process import running_server
-
-    artifact = trained_classifier[2]
-    env = {"BENTOML_HOME": str(tmp_path / "home"), "MODELSERVICE_MODEL_DIR": str(artifact.parent.parent)}
-    with running_server(env=env, log_path=tmp_path / "server.log") as url:
-        assert serving.batch_counters(url) == (0.0, 0.0)
-        for body in serving.request_bodies([b""], count=3)["digits"]:
-            response = httpx.post(url + "/classify", content=body, headers={"content-type": "application/json"})
-            assert response.status_code == 200
-        total, calls = serving.batch_counters(url)
-    assert total == 3  # one digit per request, however the calls were batched
-    assert 1 <= calls <= 3
+def test_batch_totals_add_up_every_label_set_of_both_histograms():
+    metrics = """# HELP modelservice_batch_size Items per model call
+# TYPE modelservice_batch_size histogram
+modelservice_batch_size_bucket{le="1.0",model="classifier",signature="serving_default",version="1"} 2.0
+modelservice_batch_size_sum{model="classifier",signature="serving_default",version="1"} 9.0
+modelservice_batch_size_count{model="classifier",signature="serving_default",version="1"} 3.0
+modelservice_batch_size_sum{model="seq2seq",signature="translate",version="2"} 4.0
+modelservice_batch_size_count{model="seq2seq",signature="translate",version="2"} 1.0
+bentoml_service_adaptive_batch_size_sum{method_name="classify"} 64.0
+bentoml_service_adaptive_batch_size_count{method_name="classify"} 2.0
+bentoml_service_request_duration_seconds_sum{endpoint="/classify"} 12.5
+bentoml_service_request_duration_seconds_count{endpoint="/classify"} 100.0
+"""
+    assert serving.batch_totals(metrics) == (77.0, 6.0)
+    assert serving.batch_totals("") == (0.0, 0.0)
 
 
 def row(scenario: str, rps: float, *, connections: int = 64, p99: float = 10.0, batch=None, errors: int = 0) -> dict:

@@ -58,3 +58,30 @@ def test_the_error_of_a_lone_request_reaches_its_caller():
     batcher = AdaptiveBatcher(slow_double)
     with pytest.raises(ValueError, match="negative"):
         asyncio.run(batcher(np.array([-2.0])))
+
+
+def test_the_runtime_counts_the_items_of_each_model_call(trained_classifier):
+    """What /metrics exports as modelservice_batch_size: one observation per model call, of its item count."""
+    from prometheus_client import REGISTRY
+
+    from serving import store
+    from serving.runtime import ModelRuntime
+
+    runtime = ModelRuntime(store.load(trained_classifier[2]))
+    labels = {"model": runtime.model.name, "version": runtime.model.version, "signature": "serving_default"}
+
+    def observed() -> tuple[float, float]:
+        return tuple(
+            REGISTRY.get_sample_value(f"modelservice_batch_size_{part}", labels) or 0.0 for part in ("sum", "count")
+        )
+
+    before = observed()
+    images = [np.zeros((1, 8, 8, 1), np.float32)] * 3 + [np.zeros((2, 8, 8, 1), np.float32)]
+
+    async def concurrently() -> None:
+        await asyncio.gather(*(runtime.run("serving_default", batch) for batch in images))
+
+    asyncio.run(asyncio.wait_for(concurrently(), 60))
+    total, calls = (after - earlier for after, earlier in zip(observed(), before))
+    assert total == 5  # every item once, however the calls were batched
+    assert 1 <= calls <= 4
