@@ -20,7 +20,7 @@ from keras import layers
 LEAKY_SLOPE = 0.1  # YOLO's leaky ReLU
 
 
-def conv_block(x, filters: int, kernel_size: int = 3, strides: int = 1, *, name: str):
+def conv_block(x, filters: int, kernel_size: int = 3, strides: int = 1, *, momentum: float = 0.99, name: str):
     """Conv → BatchNorm → LeakyReLU, the unit every YOLO backbone is built from."""
     # BatchNormalization's beta takes the role of the bias.
     x = layers.Conv2D(
@@ -32,15 +32,15 @@ def conv_block(x, filters: int, kernel_size: int = 3, strides: int = 1, *, name:
         kernel_initializer="he_normal",
         name=f"{name}_conv",
     )(x)
-    x = layers.BatchNormalization(name=f"{name}_bn")(x)
+    x = layers.BatchNormalization(momentum=momentum, name=f"{name}_bn")(x)
     return layers.LeakyReLU(LEAKY_SLOPE, name=f"{name}_act")(x)
 
 
-def residual_block(x, filters: int, *, name: str):
+def residual_block(x, filters: int, *, momentum: float = 0.99, name: str):
     """1×1 bottleneck then 3×3, added to the input (Darknet-53's block)."""
     shortcut = x
-    x = conv_block(x, filters // 2, 1, name=f"{name}_reduce")
-    x = conv_block(x, filters, 3, name=f"{name}_expand")
+    x = conv_block(x, filters // 2, 1, momentum=momentum, name=f"{name}_reduce")
+    x = conv_block(x, filters, 3, momentum=momentum, name=f"{name}_expand")
     return layers.Add(name=f"{name}_add")([shortcut, x])
 
 
@@ -53,6 +53,7 @@ def build_yolo(
     downsamplings: int = 4,
     residual_blocks: int = 1,
     objectness_prior: float = 0.01,
+    batch_norm_momentum: float = 0.99,
     name: str = "yolo",
 ) -> keras.Model:
     """Builds the detector.
@@ -67,6 +68,9 @@ def build_yolo(
         objectness_prior: the objectness every prediction starts with. Nearly all cells are empty, so a
             start at 0.5 would make the empty cells' loss swamp everything else for the first steps
             (the prior-probability initialisation of Lin et al., 2017).
+        batch_norm_momentum: how much of its running mean and variance each BatchNormalization keeps per
+            step. Keras's 0.99 needs several hundred steps before inference-mode statistics are the data's;
+            a short run needs less (YOLOv5 keeps 0.97).
         name: model name.
     """
     height, width, _ = input_shape
@@ -77,14 +81,14 @@ def build_yolo(
         )
     image = keras.Input(shape=input_shape, name="image")
     x = layers.Rescaling(1 / 255.0, name="scale")(image)
-    x = conv_block(x, base_filters, name="stem")
+    x = conv_block(x, base_filters, momentum=batch_norm_momentum, name="stem")
     filters = base_filters
     for stage in range(1, downsamplings + 1):
         filters *= 2
-        x = conv_block(x, filters, strides=2, name=f"down{stage}")
+        x = conv_block(x, filters, strides=2, momentum=batch_norm_momentum, name=f"down{stage}")
         for block in range(residual_blocks):
-            x = residual_block(x, filters, name=f"stage{stage}_res{block}")
-    x = conv_block(x, filters, name="head")
+            x = residual_block(x, filters, momentum=batch_norm_momentum, name=f"stage{stage}_res{block}")
+    x = conv_block(x, filters, momentum=batch_norm_momentum, name="head")
     outputs = layers.Conv2D(
         num_anchors * (5 + num_classes),
         1,

@@ -81,6 +81,7 @@ class DetectorConfig(Config):
     base_filters: int = 16
     downsamplings: int = 4
     residual_blocks: int = 1
+    batch_norm_momentum: float = 0.99
     augment: bool = True
     class_weight: float = 3.0  # the class term learns slowest; weighting it up speeds the whole detector
     # Served defaults: a detection must be a little better than even odds, and a box overlapping a better one
@@ -291,6 +292,7 @@ class DetectorFamily(Family[DetectorConfig, DetectionDataset, np.ndarray]):
             base_filters=config.base_filters,
             downsamplings=config.downsamplings,
             residual_blocks=config.residual_blocks,
+            batch_norm_momentum=config.batch_norm_momentum,
         )
 
     def fit(

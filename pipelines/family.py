@@ -193,6 +193,11 @@ class Family(ABC, Generic[C, D, F]):
 
     def train(self, config: C, data: D, run_dir: Path, extra_callbacks: Sequence[Any] = ()) -> Trained[C, F]:
         """Fit the preprocessing (or reload it when resuming), record the run, train, save model.keras."""
+        import keras
+
+        # Before the data pipelines exist: their seeded shuffles and random streams also read the global
+        # seed, so without this a run's batches would depend on what the process trained before.
+        keras.utils.set_random_seed(config.training.seed)
         run = RunFolder(run_dir)
         fitted = self._fitted(config, data, run)
         run.record(self.name, config, data.summary(), **self.record_extra(fitted))

@@ -79,12 +79,28 @@ def shared_builds_in_parallel(request: pytest.FixtureRequest) -> None:
         request.getfixturevalue(name)
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Under pytest-xdist (make test: --dist loadgroup), every test of the shared four-model server runs on
     one worker, which starts the server once."""
     for item in items:
         if "server" in getattr(item, "fixturenames", ()) and item.get_closest_marker("xdist_group") is None:
             item.add_marker(pytest.mark.xdist_group("server"))
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """A group that xdist failed to mark would be split between the workers, each starting its own servers:
+    nothing fails, the suite only runs a minute longer (pytest 9.2 with xdist 3.8: pytest-xdist#1386)."""
+    if not session.config.getoption("loadgroup", False):
+        return
+    marked = [item.nodeid for item in session.items if item.get_closest_marker("xdist_group")]
+    ungrouped = [nodeid for nodeid in marked if "@" not in nodeid]
+    if ungrouped:
+        raise pytest.UsageError(
+            f"pytest-xdist did not group {len(ungrouped)} tests marked xdist_group (first: {ungrouped[0]}); "
+            "pytest 9.2 with pytest-xdist 3.8 loses the groups (pytest-xdist#1386): install pytest<9.2"
+        )
 
 
 @pytest.fixture(scope="session")
@@ -195,6 +211,7 @@ def trained_detector(tmp_path_factory, scenes):
         dev_size=DETECTOR_SCENES[1],
         test_size=DETECTOR_SCENES[2],
         base_filters=8,  # the profiles' 16 train 2.6 times slower per step; 8 learns enough for the tests
+        batch_norm_momentum=0.9,  # 104 steps: at Keras's 0.99 the inference statistics are still a third initial
         training=TrainingConfig(
             epochs=DETECTOR_EPOCHS, batch_size=32, learning_rate=2e-3, decay_rate=0.9, patience=0, clip_norm=10.0
         ),

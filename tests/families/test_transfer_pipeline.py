@@ -104,7 +104,9 @@ def test_command_line_defaults_run_the_demo_and_flags_override():
         40,
         True,
     )
-    assert demo.source_size is None and own.source_size == 500
+    assert demo.source_size == 8000 and own.source_size == 500
+    default = transfer.FAMILY.config_from_args(parser.parse_args(["train", "transfer", "--profile", "default"]))
+    assert default.source_size is None and default.source_epochs == 15
     assert transfer.source_config(own).train_size == 500
     with pytest.raises(SystemExit):
         parser.parse_args(["train", "transfer", "--source-size", "0"])

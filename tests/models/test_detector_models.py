@@ -37,6 +37,15 @@ def test_input_scaling_lives_inside_the_model():
     assert model.get_layer("scale").scale == pytest.approx(1 / 255)
 
 
+def test_every_batch_norm_keeps_the_asked_share_of_its_running_statistics():
+    model = build_yolo(input_shape=(32, 32, 1), num_classes=1, base_filters=4, downsamplings=2, batch_norm_momentum=0.9)
+    norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    assert len(norms) == 1 + 2 * 3 + 1  # stem, each stage's downsampling and residual pair, head
+    assert {layer.momentum for layer in norms} == {0.9}
+    default = build_yolo(input_shape=(32, 32, 1), downsamplings=2)
+    assert {layer.momentum for layer in default.layers if isinstance(layer, keras.layers.BatchNormalization)} == {0.99}
+
+
 # --- targets and loss ---------------------------------------------------------------------------------
 
 ANCHORS = tf.constant([[10.0, 10.0], [30.0, 30.0], [20.0, 40.0]])

@@ -11,7 +11,14 @@ import numpy as np
 import pytest
 
 from pipelines import classifier
-from pipelines.training.loop import TrainingConfig, callbacks, learning_rate, read_history
+from pipelines.training.loop import (
+    TrainingConfig,
+    backed_up_epoch,
+    callbacks,
+    keep_history_before,
+    learning_rate,
+    read_history,
+)
 
 PROJECT = Path(__file__).resolve().parents[2]
 
@@ -64,9 +71,22 @@ def test_plateau_schedule_uses_a_callback_and_unknown_names_fail(tmp_path):
 
 
 class Interrupt(keras.callbacks.Callback):
+    def __init__(self, after_epoch: int = 1):
+        super().__init__()
+        self.after_epoch = after_epoch
+
     def on_epoch_end(self, epoch, logs=None):
-        if epoch == 1:
-            raise KeyboardInterrupt("simulated crash after the second epoch")
+        if epoch == self.after_epoch:
+            raise KeyboardInterrupt(f"simulated crash after epoch {epoch}")
+
+
+class EpochsSeen(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.epochs: list[int] = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epochs.append(epoch)
 
 
 def history_epochs(run_dir: Path) -> list[int]:
@@ -75,19 +95,42 @@ def history_epochs(run_dir: Path) -> list[int]:
 
 
 def test_interrupted_training_resumes_where_it_stopped(digits, tmp_path):
-    config = tiny_config()
+    config = tiny_config(backup_seconds=0)  # a backup after every epoch
     with pytest.raises(KeyboardInterrupt):
         classifier.FAMILY.train(config, digits, tmp_path, extra_callbacks=[Interrupt()])
     assert (tmp_path / "backup").is_dir()
     assert history_epochs(tmp_path) == [0, 1]
 
-    classifier.FAMILY.train(config, digits, tmp_path)
+    resumed = EpochsSeen()
+    classifier.FAMILY.train(config, digits, tmp_path, extra_callbacks=[resumed])
     # The second run starts at epoch 2: no epoch is trained twice and none is skipped.
+    assert resumed.epochs == [2, 3]
     assert history_epochs(tmp_path) == [0, 1, 2, 3]
     assert not (tmp_path / "backup").exists()
     assert (tmp_path / "model.keras").is_file() and (tmp_path / "checkpoints" / "best.keras").is_file()
     assert any((tmp_path / "logs").rglob("*tfevents*"))
     assert len(read_history(tmp_path)["val_loss"]) == 4
+
+
+def test_backups_are_paced_and_a_resumed_run_retrains_the_epochs_after_the_last_one(digits, tmp_path):
+    config = tiny_config(backup_seconds=3600)  # only the first epoch's backup within the hour
+    with pytest.raises(KeyboardInterrupt):
+        classifier.FAMILY.train(config, digits, tmp_path, extra_callbacks=[Interrupt(after_epoch=2)])
+    assert backed_up_epoch(tmp_path) == 1
+    assert history_epochs(tmp_path) == [0, 1, 2]
+
+    resumed = EpochsSeen()
+    classifier.FAMILY.train(config, digits, tmp_path, extra_callbacks=[resumed])
+    assert resumed.epochs == [1, 2, 3]
+    assert history_epochs(tmp_path) == [0, 1, 2, 3]  # epochs 1 and 2 once each, as the resumed run trained them
+
+
+def test_the_history_keeps_only_the_epochs_before_the_backup(tmp_path):
+    (tmp_path / "history.csv").write_text("epoch,loss\n0,3.0\n1,2.0\n2,1.0\n")
+    keep_history_before(tmp_path, 2)
+    assert (tmp_path / "history.csv").read_text() == "epoch,loss\n0,3.0\n1,2.0\n"
+    keep_history_before(tmp_path, 0)
+    assert read_history(tmp_path) == {} and history_epochs(tmp_path) == []
 
 
 MIRRORED = """
