@@ -148,20 +148,21 @@ def test_unknown_dataset_and_missing_data_dir_are_explained():
         seq2seq.FAMILY.load_data(seq2seq.Seq2SeqConfig(dataset="web"))
 
 
-def test_an_interrupted_run_resumes_with_its_own_vocabulary_and_a_finished_one_starts_afresh(tmp_path):
+def test_an_interrupted_run_resumes_with_its_own_vocabulary(tmp_path):
+    """(A finished run fitting its vocabulary afresh is RunFolder.side_file's rule, tested in test_family.)"""
     from pipelines.training.loop import TrainingConfig
     from tests.training.test_loop import Interrupt, history_epochs
 
     config = seq2seq.Seq2SeqConfig(
-        units=8, embedding_dim=8, training=TrainingConfig(epochs=3, batch_size=64, patience=0)
+        units=8, embedding_dim=8, training=TrainingConfig(epochs=2, batch_size=64, patience=0)
     )
     first, second = make_dataset(300, 50, 50, seed=1), make_dataset(300, 50, 50, seed=2)
+    assert seq2seq.FAMILY.fit_preprocessing(config, first).get_config() != (
+        seq2seq.FAMILY.fit_preprocessing(config, second).get_config()
+    )
     with pytest.raises(KeyboardInterrupt):
-        seq2seq.FAMILY.train(config, first, tmp_path, extra_callbacks=[Interrupt()])
+        seq2seq.FAMILY.train(config, first, tmp_path, extra_callbacks=[Interrupt(after_epoch=0)])
     vocabulary = json.loads((tmp_path / seq2seq.FAMILY.side_file).read_text())
     resumed = seq2seq.FAMILY.train(config, second, tmp_path).fitted
     assert resumed.get_config() == vocabulary
-    assert history_epochs(tmp_path) == [0, 1, 2]
-
-    fresh = seq2seq.FAMILY.train(config, second, tmp_path).fitted
-    assert fresh.get_config() == seq2seq.FAMILY.fit_preprocessing(config, second).get_config()
+    assert history_epochs(tmp_path) == [0, 1]
