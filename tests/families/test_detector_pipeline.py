@@ -77,9 +77,10 @@ def test_augmented_batches_are_seeded_and_differ_per_epoch(small_scenes):
 
 def test_the_small_trained_model_learns_and_is_scored(trained_detector, scenes):
     *_, report, artifact = trained_detector
-    # Eight epochs of a narrow model on 400 scenes check the plumbing, not the quality (the profiles reach
-    # mAP@0.5 0.96): the loss falls far and the mAP (0.14 on this machine) is above an untrained model's
-    # ~0.01, by margins no CPU's rounding decides.
+    # Eight epochs of a narrow model on 400 scenes check the plumbing, not the quality (the quick profile
+    # reaches mAP@0.5 0.92): the loss falls far and the mAP (0.12, 0.20 and 0.17 for seeds 0-2 on this
+    # machine, batch-norm momentum 0.9) is above an untrained model's ~0.01. At Keras's 0.99 the same run
+    # scored 0.008 or 0.14 depending on the data order: its inference statistics were still a third initial.
     losses = read_history(artifact.parent.parent.parent / "run")["loss"]
     assert len(losses) == DETECTOR_EPOCHS and losses[-1] < 0.7 * losses[0]
     assert report["test"]["map_50"] > 0.03

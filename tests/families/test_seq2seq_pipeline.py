@@ -14,6 +14,7 @@ from pipelines import seq2seq
 from pipelines.data.date_data import make_dataset
 from pipelines.export.seq2seq_graph import Seq2SeqGraph
 from serving.contract import Decoding, read_metadata
+from tests.conftest import DATE_SPLITS
 
 pytestmark = pytest.mark.slow
 
@@ -27,7 +28,7 @@ def test_a_short_training_run_already_normalises_most_test_dates(trained_seq2seq
     assert report["test"]["character_error_rate"] <= 0.02
     assert report["test"]["bleu"] >= 95.0
     assert set(report["test_by_locale"]) >= {"en_US", "ko_KR", "ja_JP", "de_DE", "fr_FR", "es_ES", "hand"}
-    assert sum(group["count"] for group in report["test_by_locale"].values()) == 500
+    assert sum(group["count"] for group in report["test_by_locale"].values()) == DATE_SPLITS[2]
 
 
 def test_the_keras_graph_answers_the_issue_examples_as_the_export_does(trained_seq2seq, date_answers):
