@@ -39,7 +39,8 @@ EVALUATION_SCORE_THRESHOLD = 0.01
 LOSS_PANELS = ("loss", "box_loss", "objectness_loss", "class_loss")
 
 PROFILES: dict[str, dict[str, Any]] = {
-    # Measured on the project's 2-core machine (issue 14): 4 min 22 s, test mAP@0.5 0.92. Base 16 on 3,000
+    # Measured on the project's 2-core machine (issue 14): 4 min 22 s, test mAP@0.5 0.92 (0.875 with the data
+    # seeded ahead of the pipelines: only the batch order differs). Base 16 on 3,000
     # scenes reached 0.956 in 43 min; base 8 is 2.6x cheaper a step, and batch 16 at 3e-3 learns more per
     # epoch than batch 32 at 2e-3 (0.86 after 12 epochs). More scenes or epochs at base 8 did not help
     # (3,000 scenes: 0.91 in 6 min; 15 cosine epochs: 0.92 in 6.5 min).
