@@ -20,6 +20,7 @@ COPY serving serving
 RUN --mount=type=cache,target=/root/.cache/pip \
     python -m venv /opt/venv \
     && /opt/venv/bin/pip install --quiet --disable-pip-version-check ".[${TENSORFLOW}]" \
+    && /opt/venv/bin/pip install --quiet --disable-pip-version-check --no-deps "tensorflow-serving-api>=2.20,<2.22" \
     && rm -rf /opt/venv/lib/python3*/site-packages/tensorflow/include  # C++ headers for building custom ops: 290 MB
 
 # 2. The artifacts to bake in, if the build context has any (an image without them serves mounted ones).

@@ -9,6 +9,9 @@ export BENTOML_HOME ?= $(CURDIR)/.bentoml
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 # TensorFlow's GPU build when a GPU is visible, else the (smaller) CPU build.
 TF_EXTRA := $(shell nvidia-smi -L >/dev/null 2>&1 && echo gpu || echo cpu)
+# TF Serving's protos (its model config file, warm-up records). The package asks for `tensorflow`, which
+# tensorflow-cpu already is under another name, so it is installed without its dependencies (it needs protobuf).
+TFSERVING_API := tensorflow-serving-api>=2.20,<2.22
 
 .PHONY: help install train serve run test lint test-container image bench clean
 
@@ -26,6 +29,7 @@ $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e ".[$(TF_EXTRA),train,dev]"
+	$(BIN)/pip install --quiet --no-deps "$(TFSERVING_API)"
 	touch $@
 
 install: $(BIN)/.installed

@@ -47,6 +47,8 @@ PROFILES: dict[str, dict[str, Any]] = {
     "quick": {
         "train_size": 2000,
         "base_filters": 8,
+        "downsamplings": 4,
+        "stem_strides": 1,
         "residual_blocks": 1,
         "epochs": 10,
         "batch_size": 16,
@@ -58,6 +60,8 @@ PROFILES: dict[str, dict[str, Any]] = {
     "default": {
         "train_size": 6000,
         "base_filters": 16,
+        "downsamplings": 4,
+        "stem_strides": 1,
         "residual_blocks": 1,
         "epochs": 40,
         "batch_size": 32,
@@ -81,6 +85,7 @@ class DetectorConfig(Config):
     num_anchors: int = 3
     base_filters: int = 16
     downsamplings: int = 4
+    stem_strides: int = 1
     residual_blocks: int = 1
     batch_norm_momentum: float = 0.99
     augment: bool = True
@@ -99,7 +104,7 @@ class DetectorConfig(Config):
 
     @property
     def grid(self) -> tuple[int, int]:
-        cells = self.image_size // 2**self.downsamplings
+        cells = self.image_size // (self.stem_strides * 2**self.downsamplings)
         return cells, cells
 
 
@@ -292,6 +297,7 @@ class DetectorFamily(Family[DetectorConfig, DetectionDataset, np.ndarray]):
             num_anchors=config.num_anchors,
             base_filters=config.base_filters,
             downsamplings=config.downsamplings,
+            stem_strides=config.stem_strides,
             residual_blocks=config.residual_blocks,
             batch_norm_momentum=config.batch_norm_momentum,
         )
@@ -409,6 +415,15 @@ class DetectorFamily(Family[DetectorConfig, DetectionDataset, np.ndarray]):
         )
         parser.add_argument("--residual-blocks", type=int, help="residual blocks per stage")
         parser.add_argument(
+            "--downsamplings", type=int, help="stride-2 stages after the stem; with it, sets the grid's size"
+        )
+        parser.add_argument(
+            "--stem-strides",
+            type=int,
+            choices=(1, 2),
+            help="the first convolution's stride; 2 skips the costly full-resolution layers",
+        )
+        parser.add_argument(
             "--no-augment", action="store_true", help="turn off the random zoom/shift of training scenes"
         )
         parser.add_argument(
@@ -441,6 +456,8 @@ class DetectorFamily(Family[DetectorConfig, DetectionDataset, np.ndarray]):
             num_anchors=args.anchors,
             base_filters=flags.preset_value(args, preset, "base_filters"),
             residual_blocks=flags.preset_value(args, preset, "residual_blocks"),
+            downsamplings=flags.preset_value(args, preset, "downsamplings"),
+            stem_strides=flags.preset_value(args, preset, "stem_strides"),
             augment=not args.no_augment,
             score_threshold=args.score_threshold,
             iou_threshold=args.iou_threshold,

@@ -40,6 +40,11 @@ class AdaptiveBatcher:
         self._arrived.set()
         return await future
 
+    def close(self) -> None:
+        """Cancel the worker from any thread; requests already answered are not affected."""
+        if self._worker is not None and not self._worker.done():
+            self._worker.get_loop().call_soon_threadsafe(self._worker.cancel)
+
     async def _run(self) -> None:
         while True:
             if not self._waiting:

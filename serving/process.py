@@ -29,8 +29,10 @@ def running_process(
     env: dict[str, str] | None = None,
     log_path: Path | None = None,
     timeout: float = 120.0,
+    probe: str = "/readyz",
 ) -> Iterator[str]:
-    """Run an HTTP server `command` listening on loopback `port`; yield its base URL once /readyz answers 200."""
+    """Run an HTTP server `command` listening on loopback `port`; yield its base URL once `probe` answers 200
+    (/livez for a server that starts with nothing to serve yet)."""
     with open(log_path, "wb") if log_path else contextlib.nullcontext(subprocess.DEVNULL) as log:
         process = subprocess.Popen(
             command,
@@ -42,7 +44,7 @@ def running_process(
         )
         url = f"http://127.0.0.1:{port}"
         try:
-            _wait_ready(url, process, timeout)
+            _wait_ready(url + probe, process, timeout)
             yield url
         finally:
             process.terminate()
@@ -60,6 +62,7 @@ def running_server(
     port: int | None = None,
     log_path: Path | None = None,
     timeout: float = 120.0,
+    probe: str = "/readyz",
 ):
     """Run `bentoml serve <service>` (this project's by default) on a free loopback port; yield its base URL."""
     port = port or free_port()
@@ -74,18 +77,18 @@ def running_server(
         "--port",
         str(port),
     ]
-    return running_process(command, port=port, env=env, log_path=log_path, timeout=timeout)
+    return running_process(command, port=port, env=env, log_path=log_path, timeout=timeout, probe=probe)
 
 
-def _wait_ready(url: str, process: subprocess.Popen, timeout: float) -> None:
+def _wait_ready(probe_url: str, process: subprocess.Popen, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"the server exited with code {process.returncode} before it was ready")
         try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+            if httpx.get(probe_url, timeout=2).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
         time.sleep(0.3)
-    raise TimeoutError(f"the server at {url} was not ready within {timeout:.0f} s")
+    raise TimeoutError(f"{probe_url} did not answer 200 within {timeout:.0f} s")

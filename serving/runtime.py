@@ -30,6 +30,7 @@ class ModelRuntime:
         configured = settings.current()
         self.max_batch_size = configured.max_batch if configured.batching else 1
         self._batchers: dict[tuple, AdaptiveBatcher] = {}
+        self.in_flight = 0  # requests inside `run`: an unloading version waits for them
 
     def batch_spec(self, signature_name: str) -> tf.TensorSpec:
         """The signature's batched input (batch axis first)."""
@@ -50,12 +51,21 @@ class ModelRuntime:
             self._batchers[key] = AdaptiveBatcher(
                 lambda items: self.call(signature_name, items, options), max_batch_size=self.max_batch_size
             )
+        self.in_flight += 1
         try:
             return await self._batchers[key](batch)
         except tf.errors.InvalidArgumentError as error:
             # The graph checks what it is given (an image TensorFlow cannot decode, a beam width out of
             # range): the input is at fault, not the server.
             raise self._rejected(signature_name, _reason(error.message)) from None
+        finally:
+            self.in_flight -= 1
+
+    def close(self) -> None:
+        """Stop the batchers' workers (safe from any thread): an unloaded version keeps nothing alive."""
+        for batcher in self._batchers.values():
+            batcher.close()
+        self._batchers = {}
 
     def _rejected(self, signature_name: str, reason: str) -> inputs.InputError:
         # A failed assertion is the graph's own check of an input (a beam width, a threshold), even on a

@@ -28,6 +28,7 @@ from serving.fast_path import FastPath
 from serving.inputs import InputError
 
 if TYPE_CHECKING:
+    from serving.model_manager import ModelManager, Served
     from serving.runtime import ModelRuntime
 
 logger = logging.getLogger("modelservice")
@@ -52,21 +53,26 @@ async def unexpected_error(request: Request, error: Exception) -> JSONResponse:
     return JSONResponse({"error": f"internal error: {type(error).__name__}"}, status_code=500)
 
 
-def runtimes(request: Request) -> dict[str, "ModelRuntime"]:
-    return request.app.state.runtimes
+def manager(request: Request) -> "ModelManager":
+    return request.app.state.manager
 
 
-def find_model(request: Request, name: str, version: str | None = None) -> "ModelRuntime":
-    runtime = runtimes(request).get(name)
-    if runtime is None:
-        raise InputError(
-            f"no model named {name!r} is served", expected=f"one of {sorted(runtimes(request))}", status=404
-        )
-    if version is not None and version != runtime.model.version:
-        raise InputError(
-            f"version {version} of {name!r} is not served", expected=f"version {runtime.model.version}", status=404
-        )
-    return runtime
+def served(request: Request) -> "Served":
+    """What is AVAILABLE now: one snapshot for the whole request, however versions change meanwhile."""
+    return request.app.state.manager.served
+
+
+def version_number(version: str | None) -> int | None:
+    if version is None:
+        return None
+    if not version.isdigit():
+        raise InputError(f"version {version!r} is not a version number", expected="a whole number, as in /versions/3")
+    return int(version)
+
+
+def find_model(request: Request, name: str, version: str | None = None, label: str | None = None) -> "ModelRuntime":
+    """The model version a TF Serving route names: by number, by label, or its highest AVAILABLE version."""
+    return served(request).runtime(name, version=version_number(version), label=label)
 
 
 def query_value(request: Request, name: str, default: str | None = None) -> str | None:
@@ -75,26 +81,36 @@ def query_value(request: Request, name: str, default: str | None = None) -> str 
 
 
 def model_for_task(request: Request, task: Task) -> "ModelRuntime":
-    name = query_value(request, "model")
-    candidates = [runtime for runtime in runtimes(request).values() if runtime.model.task == task]
-    if name:
-        runtime = find_model(request, name)
-        if runtime.model.task != task:
-            # Each route reads its own task's metadata (a detector's thresholds): another task's model cannot answer it.
-            raise InputError(
-                f"model {name!r} is a {runtime.model.task}, not a {task}",
-                expected=f"a {task}: one of {sorted(r.model.name for r in candidates)}",
-            )
-        return runtime
-    if candidates:
-        return candidates[0]
-    raise InputError(f"no {task} model is served", expected="train and export one first", status=404)
+    """The model of ?model= (else the first of this task), at ?version= or ?label= (else its highest version)."""
+    name, version, label = (query_value(request, key) for key in ("model", "version", "label"))
+    if version is not None and label is not None:
+        raise InputError("both ?version= and ?label= are given", expected="one of them, or neither for the latest")
+    now = served(request)
+    defaults = {model: now.runtime(model) for model in now.runtimes}
+    candidates = [model for model, runtime in defaults.items() if runtime.model.task == task]
+    if not name:
+        if not candidates:
+            raise InputError(f"no {task} model is served", expected="train and export one first", status=404)
+        name = candidates[0]
+    runtime = now.runtime(name, version=version_number(version), label=label)
+    if runtime.model.task != task:
+        # Each route reads its own task's metadata (a detector's thresholds): another task's model cannot answer it.
+        raise InputError(
+            f"model {name!r} is a {runtime.model.task}, not a {task}",
+            expected=f"a {task}: one of {candidates}",
+        )
+    return runtime
 
 
 @api.get("/models")
 async def list_models(request: Request) -> dict[str, Any]:
-    """The served models and their metadata.json (a schema-1 artifact's with its roles migrated)."""
-    return {"models": [runtime.model.metadata.to_dict() for runtime in runtimes(request).values()]}
+    """Every AVAILABLE version's metadata.json (a schema-1 artifact's with its roles migrated)."""
+    now = served(request)
+    return {
+        "models": [
+            runtime.model.metadata.to_dict() for versions in now.runtimes.values() for runtime in versions.values()
+        ]
+    }
 
 
 @api.post("/classify")
@@ -240,39 +256,51 @@ def model_tag(runtime: "ModelRuntime") -> dict[str, str]:
 
 @api.get("/v1/models")
 async def served_models(request: Request) -> dict[str, Any]:
-    """Every served model: name, task, versions and each signature's inputs and outputs."""
-    return {
-        "models": [
-            {
-                "name": runtime.model.name,
-                "task": runtime.model.task,
-                "versions": [{"version": runtime.model.version, "state": "AVAILABLE"}],
-                "signatures": runtime.signature_summaries(),
-            }
-            for runtime in runtimes(request).values()
+    """Every model: name, task, each version's state and labels, and the latest version's signatures."""
+    now, listed = served(request), []
+    for name in manager(request).model_names():
+        entry: dict[str, Any] = {"name": name, "task": None, "versions": [], "signatures": {}}
+        if name in now.runtimes:
+            latest = now.runtime(name)
+            entry |= {"task": latest.model.task, "signatures": latest.signature_summaries()}
+        entry["versions"] = [
+            {"version": str(status.version), "state": str(status.state), "labels": now.labels_of(name, status.version)}
+            | ({"error": status.error} if status.error else {})
+            for status in manager(request).statuses(name)
         ]
-    }
+        listed.append(entry)
+    return {"models": listed}
 
 
 @api.get("/v1/models/{name}")
 @api.get("/v1/models/{name}/versions/{version}")
-async def model_status(request: Request, name: str, version: str | None = None) -> dict[str, Any]:
-    runtime = find_model(request, name, version)
-    return {
-        "model_version_status": [
-            {
-                "version": runtime.model.version,
-                "state": "AVAILABLE",
-                "status": {"error_code": "OK", "error_message": ""},
-            }
-        ]
-    }
+@api.get("/v1/models/{name}/labels/{label}")
+async def model_status(
+    request: Request, name: str, version: str | None = None, label: str | None = None
+) -> dict[str, Any]:
+    """TF Serving's model status: every version this server knows (or the one asked for), its state and error."""
+    statuses = manager(request).statuses(name)
+    if label is not None:
+        version = str(find_model(request, name, label=label).model.version)
+    if version is not None:
+        number = version_number(version)
+        statuses = [status for status in statuses if status.version == number]
+        if not statuses:
+            raise InputError(
+                f"version {version} of {name!r} is not known to this server",
+                expected=f"one of {[status.version for status in manager(request).statuses(name)]}",
+                status=404,
+            )
+    return {"model_version_status": [status.to_tfserving() for status in statuses]}
 
 
 @api.get("/v1/models/{name}/metadata")
 @api.get("/v1/models/{name}/versions/{version}/metadata")
-async def model_metadata(request: Request, name: str, version: str | None = None) -> dict[str, Any]:
-    runtime = find_model(request, name, version)
+@api.get("/v1/models/{name}/labels/{label}/metadata")
+async def model_metadata(
+    request: Request, name: str, version: str | None = None, label: str | None = None
+) -> dict[str, Any]:
+    runtime = find_model(request, name, version, label)
     return {
         "model_spec": {"name": name, "signature_name": "", "version": runtime.model.version},
         "metadata": {"signature_def": {"signature_def": runtime.signature_defs()}},
@@ -281,8 +309,11 @@ async def model_metadata(request: Request, name: str, version: str | None = None
 
 @api.post("/v1/models/{name}:predict")
 @api.post("/v1/models/{name}/versions/{version}:predict")
-async def tfserving_predict(request: Request, name: str, version: str | None = None) -> dict[str, Any]:
-    runtime = find_model(request, name, version)
+@api.post("/v1/models/{name}/labels/{label}:predict")
+async def tfserving_predict(
+    request: Request, name: str, version: str | None = None, label: str | None = None
+) -> dict[str, Any]:
+    runtime = find_model(request, name, version, label)
     body = await inputs.read_body(request)
     document = inputs.parse_json(body)
     if not isinstance(document, dict):
@@ -329,22 +360,26 @@ SETTINGS = settings.current()
 class ModelService:
     def __init__(self) -> None:
         # TensorFlow loads here, in the worker that serves, not in BentoML's parent process that only reads this class.
-        from serving import store
-        from serving.runtime import ModelRuntime
+        from serving import model_config, store
+        from serving.model_manager import ModelManager
 
         logger.setLevel(SETTINGS.log_level)
-        api.state.runtimes = {
-            name: ModelRuntime(model) for name, model in store.load_all(SETTINGS.model_dir, SETTINGS.models).items()
-        }
-        for runtime in api.state.runtimes.values():
-            logger.info(
-                "serving %s:%s (%s) from %s",
-                runtime.model.name,
-                runtime.model.version,
-                runtime.model.task,
-                runtime.model.path,
-            )
+        manager = ModelManager(
+            model_config.configured_specs(SETTINGS.models, SETTINGS.model_config_file),
+            store.source_for(SETTINGS.model_dir),
+            max_load_retries=SETTINGS.max_load_retries,
+        )
+        manager.poll()
+        if SETTINGS.require_models and (problem := manager.start_problem()):
+            raise store.ModelLoadError(problem)  # python -m serving checks this first and says why
+        api.state.manager = manager
         tuning.settle_after_load()
+        if SETTINGS.poll_seconds:
+            manager.start_polling(SETTINGS.poll_seconds)
+
+    async def __is_ready__(self) -> bool:
+        """/readyz answers 200 once a model version is AVAILABLE (BentoML asks this)."""
+        return bool(api.state.manager.served.runtimes)
 
 
 ModelService.add_asgi_middleware(FastPath, api=api, endpoints=(classify, detect, translate, tfserving_predict))

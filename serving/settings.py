@@ -26,6 +26,23 @@ def positive(text: str) -> int:
     return value
 
 
+def non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError("must be 0 or more")
+    return value
+
+
+def seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError("must be a number of seconds") from None
+    if not value >= 0 or value == float("inf"):
+        raise ValueError("must be a number of seconds, 0 or more")
+    return value
+
+
 def port_number(text: str) -> int:
     value = int(text)
     if not 1 <= value <= 65535:
@@ -58,7 +75,17 @@ class Settings:
     model_dir: Path | None = setting(
         None, Path, "folder of artifacts (<name>/<version>/) to serve; unset: the BentoML model store"
     )
-    models: str = setting("", str, 'which models, "classifier,seq2seq:3"; unset: every model at its latest version')
+    models: str = setting(
+        "", str, 'which models and versions, "classifier:latest=2,seq2seq:3,4"; unset: every model, latest version'
+    )
+    model_config_file: Path | None = setting(
+        None, Path, "TF Serving's model config file (text protobuf, or .json/.yaml): models, policies, labels"
+    )
+    require_models: bool = setting(
+        True, flag, "refuse to start without a version to serve, or with one that fails; 0: start and wait for them"
+    )
+    poll_seconds: float = setting(2.0, seconds, "how often to look for new and removed versions; 0: only at start")
+    max_load_retries: int = setting(5, non_negative_int, "more tries for a version that fails to load")
     host: str = setting("127.0.0.1", str, "bind address")
     port: int = setting(3000, port_number, "HTTP port")
     workers: int = setting(1, positive, "server processes; each loads every model and batches only its own requests")

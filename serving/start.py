@@ -15,8 +15,12 @@ import os
 import sys
 from dataclasses import fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from serving.settings import PREFIX, Settings, SettingsError
+
+if TYPE_CHECKING:
+    from serving.model_manager import ModelManager
 
 EXIT_CANNOT_START = 2
 
@@ -68,21 +72,21 @@ def serve(args: argparse.Namespace) -> int:
         configured = settings_from(args)
     except SettingsError as error:
         return cannot_start(error)
-    from serving import store  # imports TensorFlow: after the arguments, so that --help stays instant
+    from serving import model_config, store  # imports TensorFlow: after the arguments, so that --help stays instant
+    from serving.model_manager import ModelManager
 
     try:
-        models = store.load_all(configured.model_dir, configured.models)
-    except store.ModelLoadError as error:
+        specs = model_config.configured_specs(configured.models, configured.model_config_file)
+        source = store.source_for(configured.model_dir)
+        if configured.require_models:
+            source.check()
+        manager = ModelManager(specs, source, max_load_retries=0)
+        manager.poll()
+    except (model_config.ConfigError, store.ModelLoadError) as error:
         return cannot_start(error)
-    source = configured.model_dir or "the BentoML store"
-    print(
-        f"modelservice: serving {len(models)} model(s) from {source} on http://{configured.host}:{configured.port}",
-        flush=True,
-    )
-    tags = {name: f"{model.name}:{model.version}" for name, model in models.items()}
-    width = max(map(len, tags.values()))
-    for name, model in models.items():
-        print(f"  {tags[name]:<{width}}  {model.task:<10}  {model.path}", flush=True)
+    if configured.require_models and (problem := manager.start_problem()):
+        return cannot_start(problem)
+    report(manager, configured)
     command = [
         sys.executable,
         "-m",
@@ -97,6 +101,26 @@ def serve(args: argparse.Namespace) -> int:
     os.execvpe(command[0], command, {**os.environ, **configured.env()})
 
 
-def cannot_start(error: Exception) -> int:
+def report(manager: "ModelManager", configured: Settings) -> None:
+    """What the server will serve, as this check found it."""
+    available = manager.served.runtimes
+    print(
+        f"modelservice: serving {len(available)} model(s) from {manager.source} on "
+        f"http://{configured.host}:{configured.port}",
+        flush=True,
+    )
+    rows = [
+        (f"{name}:{version}", runtime) for name, versions in available.items() for version, runtime in versions.items()
+    ]
+    width = max((len(tag) for tag, _ in rows), default=0)
+    for tag, runtime in rows:
+        print(f"  {tag:<{width}}  {runtime.model.task:<10}  {runtime.model.path}", flush=True)
+    for failure in manager.failures():
+        print(f"  not served: {failure}", flush=True)
+    if configured.poll_seconds:
+        print(f"  new and removed versions are picked up every {configured.poll_seconds:g} s", flush=True)
+
+
+def cannot_start(error: Exception | str) -> int:
     print(f"modelservice: cannot start: {error}", file=sys.stderr, flush=True)
     return EXIT_CANNOT_START

@@ -15,6 +15,7 @@ import bentoml
 import tensorflow as tf
 
 from serving.contract import LAYOUT, ArtifactError, ArtifactMetadata, Role, Task, TextSpec, read_metadata, versions
+from serving.model_config import ModelSpec
 
 
 class ModelLoadError(RuntimeError):
@@ -46,63 +47,95 @@ class LoadedModel:
         return self.metadata.input
 
 
-def requested(spec: str) -> list[tuple[str, str | None]]:
-    """(name, version or None for the latest) for each entry of "classifier,seq2seq:3"."""
-    entries = []
-    for part in (part.strip() for part in spec.split(",")):
-        if part:
-            name, _, version = part.partition(":")
-            entries.append((name, None if version in ("", "latest") else version))
-    return entries
+class FolderSource:
+    """A folder of artifacts: `<root>/<name>/<version>/` (MODELSERVICE_MODEL_DIR, the container's /models)."""
 
+    def __init__(self, root: Path):
+        self.root = root
 
-def folder_artifacts(model_dir: Path, spec: str = "") -> list[Path]:
-    """The version folders to serve from an artifact root."""
-    if not model_dir.is_dir():
-        raise ModelLoadError(
-            f"model folder {model_dir} does not exist: mount one (docker run -v $PWD/artifacts:{model_dir}) "
-            "or bake artifacts/ into the image"
-        )
-    listed = {entry.name: [str(number) for number in versions(entry)] for entry in sorted(model_dir.iterdir())}
-    found = {name: numbers for name, numbers in listed.items() if numbers}  # model name -> its complete versions
-    entries = requested(spec) or [(name, None) for name in found]
-    if not entries:
-        raise ModelLoadError(f"no model found in {model_dir}: expected {LAYOUT}")
-    paths = []
-    for name, version in entries:
-        if name not in found:
-            raise ModelLoadError(f"no model named {name!r} in {model_dir}: found {list(found) or 'none'}")
-        if version is not None and version not in found[name]:
+    def __str__(self) -> str:
+        return str(self.root)
+
+    def check(self) -> None:
+        if not self.root.is_dir():
             raise ModelLoadError(
-                f"{model_dir / name} has no version {version}: found versions {', '.join(found[name])}"
+                f"model folder {self.root} does not exist: mount one (docker run -v $PWD/artifacts:{self.root}) "
+                "or bake artifacts/ into the image"
             )
-        paths.append(model_dir / name / (version or found[name][-1]))
-    return paths
+
+    def names(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        try:
+            return [entry.name for entry in sorted(self.root.iterdir()) if versions(entry)]
+        except PermissionError as error:
+            raise unreadable(error) from None
+
+    def versions(self, spec: ModelSpec) -> dict[int, Path]:
+        root = spec.base_path or self.root / spec.name
+        try:
+            return {number: root / str(number) for number in versions(root)}
+        except PermissionError as error:
+            raise unreadable(error) from None
+
+    def where(self, spec: ModelSpec) -> str:
+        return str(spec.base_path or self.root / spec.name)
+
+    def missing(self, name: str) -> str:
+        return f"no model named {name!r} in {self.root}: found {self.names() or 'none'}"
+
+    def empty(self) -> str:
+        return f"no model found in {self.root}: expected {LAYOUT}"
 
 
-def store_artifacts(spec: str = "") -> list[Path]:
-    """The folders of the BentoML store's models to serve (every model's latest version by default)."""
-    tags = [f"{name}:{version or 'latest'}" for name, version in requested(spec)]
-    tags = tags or [f"{name}:latest" for name in sorted({model.tag.name for model in bentoml.models.list()})]
-    if not tags:
-        raise ModelLoadError(
+class StoreSource:
+    """The BentoML model store, where `make run` and `modelservice export` register each version as <name>:<version>."""
+
+    def __str__(self) -> str:
+        return "the BentoML store"
+
+    def check(self) -> None:
+        pass
+
+    def names(self) -> list[str]:
+        return sorted({model.tag.name for model in bentoml.models.list()})
+
+    def versions(self, spec: ModelSpec) -> dict[int, Path]:
+        if spec.base_path is not None:
+            return FolderSource(spec.base_path.parent).versions(spec)
+        try:
+            found = bentoml.models.list(spec.name)
+        except bentoml.exceptions.NotFound:
+            return {}
+        return {int(model.tag.version): Path(model.path) for model in found if str(model.tag.version).isdigit()}
+
+    def where(self, spec: ModelSpec) -> str:
+        return str(spec.base_path) if spec.base_path else f"model {spec.name!r} in the BentoML store"
+
+    def missing(self, name: str) -> str:
+        return f"model {name!r} is not in the BentoML store: found {self.names() or 'none'}"
+
+    def empty(self) -> str:
+        return (
             "no models to serve: the BentoML model store is empty. Train one with `make run` or "
             "`python -m pipelines.classifier`, register an artifact with `modelservice export`, or serve a folder of "
             "artifacts with MODELSERVICE_MODEL_DIR."
         )
-    paths = []
-    for tag in tags:
-        try:
-            paths.append(Path(bentoml.models.get(tag).path))
-        except bentoml.exceptions.NotFound as error:
-            raise ModelLoadError(f"model {tag} is not in the BentoML store: {error}") from None
-    return paths
+
+
+Source = FolderSource | StoreSource
+
+
+def source_for(model_dir: Path | None) -> Source:
+    return FolderSource(model_dir) if model_dir is not None else StoreSource()
 
 
 def load(path: Path) -> LoadedModel:
     """One artifact version, checked: its metadata is complete and names signatures the SavedModel has."""
     try:
         metadata = read_metadata(path)
+    except PermissionError as error:
+        raise unreadable(error) from None
     except ArtifactError as error:
         raise ModelLoadError(f"corrupt model at {path}: {error}") from None
     try:
@@ -126,17 +159,11 @@ def load(path: Path) -> LoadedModel:
     )
 
 
-def load_all(model_dir: Path | None, spec: str = "") -> dict[str, LoadedModel]:
-    """Every model to serve, by name: from `model_dir` when given, else from the BentoML store."""
-    try:
-        paths = folder_artifacts(model_dir, spec) if model_dir is not None else store_artifacts(spec)
-        models = [load(path) for path in paths]
-    except PermissionError as error:
-        raise ModelLoadError(
-            f"cannot read {error.filename}: permission denied to user id {os.getuid()}, which this server runs as; "
-            "make the artifacts readable by every user (chmod -R a+rX artifacts)"
-        ) from None
-    return {model.name: model for model in models}
+def unreadable(error: PermissionError) -> ModelLoadError:
+    return ModelLoadError(
+        f"cannot read {error.filename}: permission denied to user id {os.getuid()}, which this server runs as; "
+        "make the artifacts readable by every user (chmod -R a+rX artifacts)"
+    )
 
 
 def _first_line(error: Exception) -> str:

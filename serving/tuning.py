@@ -26,7 +26,7 @@ import sys
 from bentoml._internal.server.http import traffic as bentoml_traffic
 from fastapi.responses import JSONResponse
 
-INFERENCE_ROUTES = [r"/(classify|detect|translate)$", r"/v1/models/[^/]+(/versions/[^/]+)?:predict$"]
+INFERENCE_ROUTES = [r"/(classify|detect|translate)$", r"/v1/models/[^/]+(/(versions|labels)/[^/]+)?:predict$"]
 GC_THRESHOLDS = (10_000, 10, 100)
 GIL_SWITCH_SECONDS = 0.0002
 
@@ -61,6 +61,14 @@ class CancellingTimeoutMiddleware(bentoml_traffic.TimeoutMiddleware):
 
 if hasattr(bentoml_traffic.TimeoutMiddleware, "_set_timer_out"):  # the BentoML 1.4 implementation this fixes
     bentoml_traffic.TimeoutMiddleware = CancellingTimeoutMiddleware
+
+
+def release_memory() -> None:
+    """Call once an unloaded model is unreferenced: the frozen start-up graph may hold its cycles, so thaw, collect,
+    freeze again."""
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
 
 
 def settle_after_load() -> None:

@@ -455,7 +455,7 @@ def test_v1_models_lists_every_served_model_with_versions_and_signatures(server,
     metadata = {model["name"]: model for model in httpx.get(server + "/models", timeout=TIMEOUT).json()["models"]}
     for name, model in listed.items():
         assert model["task"] == metadata[name]["task"]
-        assert model["versions"] == [{"version": str(metadata[name]["version"]), "state": "AVAILABLE"}]
+        assert model["versions"] == [{"version": str(metadata[name]["version"]), "state": "AVAILABLE", "labels": []}]
         assert set(metadata[name]["signatures"].values()) <= set(model["signatures"]), name
     classifier = listed["classifier"]
     assert classifier["versions"][0]["version"] == ref.version

@@ -14,6 +14,8 @@ import pytest
 
 from serving import start, store
 from serving.contract import METADATA_FILE, Role
+from serving.model_config import ModelSpec, VersionPolicy, parse_models_setting
+from serving.model_manager import ModelManager
 from serving.process import PROJECT_ROOT, free_port, running_process
 from serving.settings import Settings, SettingsError
 
@@ -36,6 +38,10 @@ def test_settings_read_every_variable_and_round_trip():
     environ = {
         "MODELSERVICE_MODEL_DIR": "/models",
         "MODELSERVICE_MODELS": "classifier,seq2seq:2",
+        "MODELSERVICE_MODEL_CONFIG_FILE": "/etc/models.config",
+        "MODELSERVICE_REQUIRE_MODELS": "0",
+        "MODELSERVICE_POLL_SECONDS": "0.5",
+        "MODELSERVICE_MAX_LOAD_RETRIES": "0",
         "MODELSERVICE_HOST": "0.0.0.0",
         "MODELSERVICE_PORT": "8080",
         "MODELSERVICE_WORKERS": "2",
@@ -52,6 +58,10 @@ def test_settings_read_every_variable_and_round_trip():
     assert settings == Settings(
         model_dir=Path("/models"),
         models="classifier,seq2seq:2",
+        model_config_file=Path("/etc/models.config"),
+        require_models=False,
+        poll_seconds=0.5,
+        max_load_retries=0,
         host="0.0.0.0",
         port=8080,
         workers=2,
@@ -77,6 +87,9 @@ def test_settings_read_every_variable_and_round_trip():
         ("MODELSERVICE_MAX_INSTANCES", "-3", "must be at least 1"),
         ("MODELSERVICE_BATCHING", "maybe", "must be 1/true/yes/on or 0/false/no/off"),
         ("MODELSERVICE_LOG_LEVEL", "loud", "must be one of DEBUG, INFO, WARNING, ERROR"),
+        ("MODELSERVICE_POLL_SECONDS", "soon", "must be a number of seconds"),
+        ("MODELSERVICE_POLL_SECONDS", "-1", "must be a number of seconds, 0 or more"),
+        ("MODELSERVICE_MAX_LOAD_RETRIES", "-1", "must be 0 or more"),
     ],
 )
 def test_a_bad_setting_names_the_variable_and_what_it_must_be(name, value, reason):
@@ -101,21 +114,14 @@ def make_layout(root: Path, folders: list[str]) -> Path:
     return root
 
 
-def test_requested_models_and_versions():
-    assert store.requested("classifier, seq2seq:3,,detector:latest ") == [
-        ("classifier", None),
-        ("seq2seq", "3"),
-        ("detector", None),
-    ]
-    assert store.requested("") == []
-
-
-def test_a_folder_serves_each_models_latest_complete_version(tmp_path):
+def test_a_folder_lists_each_models_complete_versions(tmp_path):
     root = make_layout(
         tmp_path, ["classifier/1", "classifier/2", "classifier/10", "classifier/.staging-x1", "seq2seq/1", "notes"]
     )
-    assert store.folder_artifacts(root) == [root / "classifier/10", root / "seq2seq/1"]
-    assert store.folder_artifacts(root, "classifier:2") == [root / "classifier/2"]
+    source = store.FolderSource(root)
+    assert source.names() == ["classifier", "seq2seq"]
+    assert source.versions(ModelSpec("classifier")) == {number: root / f"classifier/{number}" for number in (1, 2, 10)}
+    assert VersionPolicy().select(source.versions(ModelSpec("classifier"))) == [10]
 
 
 @pytest.mark.parametrize(
@@ -133,9 +139,15 @@ def test_a_folder_without_the_models_asked_for_says_what_it_holds(tmp_path, fold
     if folders is not None:
         root.mkdir()
         make_layout(root, folders)
-    with pytest.raises(store.ModelLoadError) as caught:
-        store.folder_artifacts(root, spec)
-    assert message.format(root=root) in str(caught.value)
+    source = store.FolderSource(root)
+    try:
+        source.check()
+        manager = ModelManager(parse_models_setting(spec), source)
+        manager.poll()
+        problem = manager.start_problem()
+    except store.ModelLoadError as error:
+        problem = str(error)
+    assert message.format(root=root) in problem
 
 
 # --- checking a model before serving it -----------------------------------------------------------
@@ -189,8 +201,16 @@ DAMAGES = {
 }
 
 
+def served_from(model_dir: Path) -> ModelManager:
+    manager = ModelManager([], store.FolderSource(model_dir))
+    manager.poll()
+    return manager
+
+
 def test_a_sound_model_loads_from_a_folder(model_dir):
-    (model,) = store.load_all(model_dir).values()
+    manager = served_from(model_dir)
+    assert manager.start_problem() is None
+    model = manager.served.runtime("classifier").model
     assert (model.name, model.task, model.path) == ("classifier", "classifier", only_version(model_dir))
     assert {"serving_default", "classify_uint8", "classify_image_bytes"} <= set(model.signatures)
     outputs = model.signature(Role.IMAGES)(images=np.zeros((1, 8, 8, 1), np.float32))
@@ -202,10 +222,9 @@ def test_a_damaged_model_is_named_with_what_is_wrong(model_dir, damage):
     apply, reason = DAMAGES[damage]
     version = only_version(model_dir)
     apply(version)
-    with pytest.raises(store.ModelLoadError) as caught:
-        store.load_all(model_dir)
-    assert f"corrupt model at {version}: " in str(caught.value)
-    assert reason in str(caught.value)
+    problem = served_from(model_dir).start_problem()
+    assert f"corrupt model at {version}: " in problem
+    assert reason in problem
 
 
 # --- python -m serving ---------------------------------------------------------------------------

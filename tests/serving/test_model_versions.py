@@ -1,0 +1,389 @@
+"""Several versions of a model at once: version policies, labels, the model config file, and versions that
+appear, fail or disappear while the server runs (TF Serving's semantics, serving/model_manager.py)."""
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from serving import store
+from serving.contract import METADATA_FILE
+from serving.inputs import InputError
+from serving.model_config import (
+    ConfigError,
+    ModelSpec,
+    VersionPolicy,
+    configured_specs,
+    parse_models_setting,
+    read_config_file,
+)
+from serving.model_manager import ModelManager, State
+from serving.process import running_server
+
+# --- MODELSERVICE_MODELS -------------------------------------------------------------------------
+
+
+def test_the_models_setting_names_models_and_their_version_policies():
+    assert parse_models_setting("classifier, seq2seq:3,4,,detector:latest=2, transfer:all,glyphs:latest") == [
+        ModelSpec("classifier"),
+        ModelSpec("seq2seq", VersionPolicy("specific", versions=(3, 4))),
+        ModelSpec("detector", VersionPolicy("latest", count=2)),
+        ModelSpec("transfer", VersionPolicy("all")),
+        ModelSpec("glyphs"),
+    ]
+    assert parse_models_setting("") == []
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("3,classifier", "version 3 follows no model:version entry"),
+        ("classifier,4", "version 4 follows no model:version entry"),
+        ("classifier:newest", "unknown version choice 'newest'"),
+        ("classifier:latest=0", "unknown version choice 'latest=0'"),
+        ("classifier,classifier:2", "model 'classifier' is configured twice"),
+        ("class/ifier", "model name 'class/ifier' is not valid"),
+    ],
+)
+def test_a_bad_models_setting_says_what_is_wrong(text, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_models_setting(text)
+
+
+@pytest.mark.parametrize(
+    ("policy", "selected"),
+    [
+        (VersionPolicy(), [10]),
+        (VersionPolicy("latest", count=2), [3, 10]),
+        (VersionPolicy("latest", count=9), [1, 3, 10]),
+        (VersionPolicy("all"), [1, 3, 10]),
+        (VersionPolicy("specific", versions=(3, 7)), [3]),
+    ],
+)
+def test_a_policy_selects_versions_as_tf_serving_does(policy, selected):
+    assert policy.select([10, 1, 3]) == selected
+
+
+# --- the model config file -----------------------------------------------------------------------
+
+TFSERVING_CONFIG = """
+model_config_list {
+  config {
+    name: "classifier"
+    base_path: "/models/classifier"
+    model_platform: "tensorflow"
+    model_version_policy { latest { num_versions: 2 } }
+    version_labels { key: "stable" value: 1 }
+    version_labels { key: "canary" value: 2 }
+  }
+  config {
+    name: "dates"
+    base_path: "seq2seq"
+    model_version_policy { specific { versions: 4 versions: 3 } }
+  }
+  config { name: "detector" model_version_policy { all {} } }
+}
+"""
+
+EXPECTED_SPECS = [
+    ModelSpec("classifier", VersionPolicy("latest", count=2), Path("/models/classifier"), {"stable": 1, "canary": 2}),
+    ModelSpec("dates", VersionPolicy("specific", versions=(3, 4)), Path("{folder}/seq2seq")),
+    ModelSpec("detector", VersionPolicy("all")),
+]
+
+
+def expected_specs(folder: Path) -> list[ModelSpec]:
+    return [
+        ModelSpec(spec.name, spec.policy, Path(str(spec.base_path).format(folder=folder)), spec.labels)
+        if spec.base_path
+        else spec
+        for spec in EXPECTED_SPECS
+    ]
+
+
+def test_tf_servings_own_config_file_is_read_unchanged(tmp_path):
+    path = tmp_path / "models.config"
+    path.write_text(TFSERVING_CONFIG)
+    assert read_config_file(path) == expected_specs(tmp_path)
+
+
+def test_the_same_config_reads_as_json_and_yaml(tmp_path):
+    document = {
+        "model_config_list": {
+            "config": [
+                {
+                    "name": "classifier",
+                    "base_path": "/models/classifier",
+                    "model_platform": "tensorflow",
+                    "model_version_policy": {"latest": {"num_versions": 2}},
+                    "version_labels": {"stable": 1, "canary": 2},
+                },
+                {"name": "dates", "basePath": "seq2seq", "modelVersionPolicy": {"specific": {"versions": [4, 3]}}},
+                {"name": "detector", "model_version_policy": {"all": {}}},
+            ]
+        }
+    }
+    as_json = tmp_path / "models.json"
+    as_json.write_text(json.dumps(document))
+    assert read_config_file(as_json) == expected_specs(tmp_path)
+    import yaml
+
+    as_yaml = tmp_path / "models.yaml"
+    as_yaml.write_text(yaml.safe_dump(document))
+    assert read_config_file(as_yaml) == expected_specs(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("model_config_list { config { name: 'a' colour: 'red' } }", 'has no field named "colour"'),
+        ("model_config_list { config { name: 'a' model_platform: 'pytorch' } }", "model_platform 'pytorch'"),
+        ("model_config_list { config { name: 'a' version_labels { key: 'be-ta' value: 1 } } }", "label 'be-ta'"),
+        ("model_config_list { config { name: 'a' model_version_policy { specific {} } } }", "lists no version"),
+        ("model_config_list { config { name: 'a' } config { name: 'a' } }", "model 'a' is configured twice"),
+        ("model_config_list { }", "names no model"),
+        ("", "no model_config_list"),
+    ],
+)
+def test_a_bad_config_file_says_where_and_what(tmp_path, text, message):
+    path = tmp_path / "models.config"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message) as caught:
+        read_config_file(path)
+    assert str(path) in str(caught.value)
+
+
+def test_the_setting_and_the_file_are_not_both_taken(tmp_path):
+    with pytest.raises(ConfigError, match="set one"):
+        configured_specs("classifier", tmp_path / "models.config")
+    with pytest.raises(ConfigError, match="cannot be read"):
+        configured_specs("", tmp_path / "missing.config")
+
+
+# --- the manager, on real exports ----------------------------------------------------------------
+
+
+def add_version(root: Path, artifact: Path, version: int, *, name: str = "classifier") -> Path:
+    """A copy of `artifact` as `root/name/version`, its metadata saying that version, as an export writes it."""
+    target = root / name / str(version)
+    staging = root / name / f".staging-{version}"
+    shutil.copytree(artifact, staging)
+    metadata = json.loads((staging / METADATA_FILE).read_text())
+    (staging / METADATA_FILE).write_text(json.dumps(metadata | {"version": version}))
+    staging.rename(target)
+    return target
+
+
+def corrupt(version_dir: Path) -> None:
+    saved_model = version_dir / "saved_model.pb"
+    saved_model.write_bytes(saved_model.read_bytes()[:100])
+
+
+@pytest.fixture
+def artifact(trained_classifier) -> Path:
+    return trained_classifier[2]
+
+
+def manager_for(root: Path, models: str = "", **options) -> ModelManager:
+    manager = ModelManager(parse_models_setting(models), store.FolderSource(root), **options)
+    manager.poll()
+    return manager
+
+
+def states(manager: ModelManager, name: str = "classifier") -> dict[int, str]:
+    return {status.version: str(status.state) for status in manager.statuses(name)}
+
+
+def test_latest_two_serves_both_and_answers_the_highest_by_default(tmp_path, artifact):
+    for version in (1, 2, 3):
+        add_version(tmp_path, artifact, version)
+    manager = manager_for(tmp_path, "classifier:latest=2")
+    assert states(manager) == {3: "AVAILABLE", 2: "AVAILABLE"}
+    assert manager.served.runtime("classifier").model.version == "3"
+    assert manager.served.runtime("classifier", version=2).model.version == "2"
+    with pytest.raises(InputError, match=r"version 1 of 'classifier' is not available") as caught:
+        manager.served.runtime("classifier", version=1)
+    assert caught.value.status == 404
+
+
+def test_a_new_version_is_served_and_the_old_one_unloaded_without_a_restart(tmp_path, artifact):
+    add_version(tmp_path, artifact, 1)
+    manager = manager_for(tmp_path)
+    old = manager.served.runtime("classifier")
+    add_version(tmp_path, artifact, 2)
+    manager.poll()
+    assert states(manager) == {2: "AVAILABLE", 1: "END"}
+    assert sorted(manager.served.runtimes["classifier"]) == [2]
+    assert old._batchers == {}  # closed
+    assert [status.error for status in manager.statuses("classifier")] == ["", ""]
+
+
+def test_a_corrupt_new_version_never_serves_and_the_old_one_keeps_serving(tmp_path, artifact):
+    add_version(tmp_path, artifact, 1)
+    manager = manager_for(tmp_path, max_load_retries=2)
+    corrupt(add_version(tmp_path, artifact, 2))
+    for _ in range(5):
+        manager.poll()
+    (broken, working) = manager.statuses("classifier")
+    assert (broken.version, broken.state, working.version, working.state) == (2, State.END, 1, State.AVAILABLE)
+    assert "corrupt model at" in broken.error and "the SavedModel does not load" in broken.error
+    assert broken.attempts == 3  # the first try and max_load_retries more, then no more until the folder changes
+    assert manager.served.runtime("classifier").model.version == "1"
+    assert broken.to_tfserving()["status"]["error_code"] == "UNKNOWN"
+    shutil.rmtree(tmp_path / "classifier" / "2")
+    add_version(tmp_path, artifact, 2)  # fixed: exported again into the same version
+    manager.poll()
+    assert states(manager) == {2: "AVAILABLE", 1: "END"}
+
+
+def test_a_removed_version_is_unloaded_even_when_it_was_the_last(tmp_path, artifact):
+    add_version(tmp_path, artifact, 1)
+    add_version(tmp_path, artifact, 2)
+    manager = manager_for(tmp_path, "classifier:all")
+    shutil.rmtree(tmp_path / "classifier" / "2")
+    manager.poll()
+    assert states(manager) == {2: "END", 1: "AVAILABLE"}
+    shutil.rmtree(tmp_path / "classifier")
+    manager.poll()
+    assert manager.served.runtimes == {}
+    assert states(manager) == {2: "END", 1: "END"}
+
+
+def test_labels_route_to_their_version_and_only_to_an_available_one(tmp_path, artifact):
+    for version in (1, 2):
+        add_version(tmp_path, artifact, version)
+    specs = [ModelSpec("classifier", VersionPolicy("all"), labels={"stable": 1, "canary": 2, "next": 3})]
+    manager = ModelManager(specs, store.FolderSource(tmp_path))
+    manager.poll()
+    assert manager.served.runtime("classifier", label="stable").model.version == "1"
+    assert manager.served.runtime("classifier", label="canary").model.version == "2"
+    assert manager.served.labels_of("classifier", 2) == ["canary"]
+    with pytest.raises(InputError, match="label 'next' of 'classifier' points to version 3, which is not available"):
+        manager.served.runtime("classifier", label="next")
+    with pytest.raises(InputError, match="model 'classifier' has no label 'beta'"):
+        manager.served.runtime("classifier", label="beta")
+
+
+def test_an_unloading_version_finishes_its_requests_first(tmp_path, artifact):
+    add_version(tmp_path, artifact, 1)
+    manager = manager_for(tmp_path)
+    old = manager.served.runtime("classifier")
+    old.in_flight = 1  # a request inside the model call
+    add_version(tmp_path, artifact, 2)
+    released = []
+
+    def finish() -> None:
+        time.sleep(0.3)
+        released.append(states(manager)[1])
+        old.in_flight = 0
+
+    import threading
+
+    threading.Thread(target=finish).start()
+    manager.poll()
+    assert released == ["UNLOADING"]  # it waited, out of the routing, until the request was done
+    assert states(manager) == {2: "AVAILABLE", 1: "END"}
+
+
+# --- the real server -----------------------------------------------------------------------------
+
+
+def wait_for(condition, *, timeout: float = 60.0, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+def version_states(url: str, name: str = "classifier") -> dict[str, dict]:
+    answer = httpx.get(f"{url}/v1/models/{name}", timeout=30)
+    assert answer.status_code == 200, answer.text
+    return {status["version"]: status for status in answer.json()["model_version_status"]}
+
+
+@pytest.mark.slow
+def test_the_server_picks_up_versions_labels_and_failures_while_it_runs(tmp_path, artifact, digits):
+    models = tmp_path / "models"
+    add_version(models, artifact, 1)
+    config = tmp_path / "models.config"
+    config.write_text(
+        'model_config_list { config { name: "classifier" base_path: "models/classifier" '
+        'model_version_policy { latest { num_versions: 2 } } version_labels { key: "stable" value: 1 } } }'
+    )
+    images = {"instances": digits.test.images[:2].tolist()}
+    env = {"MODELSERVICE_MODEL_CONFIG_FILE": str(config), "MODELSERVICE_POLL_SECONDS": "0.5"}
+    with running_server(env=env, log_path=tmp_path / "server.log") as url:
+        assert version_states(url) == {
+            "1": {"version": "1", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}
+        }
+        add_version(models, artifact, 2)
+        wait_for(lambda: version_states(url).get("2", {}).get("state") == "AVAILABLE", what="version 2")
+        assert httpx.post(f"{url}/classify", json=images, timeout=30).json()["model"]["version"] == "2"
+        assert httpx.post(f"{url}/classify?version=1", json=images, timeout=30).json()["model"]["version"] == "1"
+        assert httpx.post(f"{url}/classify?label=stable", json=images, timeout=30).json()["model"]["version"] == "1"
+        by_version = httpx.post(f"{url}/v1/models/classifier/versions/1:predict", json=images, timeout=30)
+        by_label = httpx.post(f"{url}/v1/models/classifier/labels/stable:predict", json=images, timeout=30)
+        latest = httpx.post(f"{url}/v1/models/classifier:predict", json=images, timeout=30)
+        assert by_version.status_code == by_label.status_code == latest.status_code == 200
+        np.testing.assert_allclose(
+            [row["probabilities"] for row in by_version.json()["predictions"]],
+            [row["probabilities"] for row in by_label.json()["predictions"]],
+        )
+        assert httpx.get(f"{url}/v1/models/classifier/labels/stable", timeout=30).json() == {
+            "model_version_status": [version_states(url)["1"]]
+        }
+        assert (
+            httpx.get(f"{url}/v1/models/classifier/labels/stable/metadata", timeout=30).json()["model_spec"]["version"]
+            == "1"
+        )
+        missing = httpx.post(f"{url}/classify?version=7", json=images, timeout=30)
+        assert missing.status_code == 404 and "version 7 of 'classifier' is not available" in missing.json()["error"]
+        both = httpx.post(f"{url}/classify?version=1&label=stable", json=images, timeout=30)
+        assert both.status_code == 400
+
+        corrupt(add_version(models, artifact, 3))
+        wait_for(lambda: version_states(url).get("3", {}).get("state") == "END", what="version 3 to fail")
+        failed = version_states(url)["3"]["status"]
+        assert failed["error_code"] == "UNKNOWN" and "the SavedModel does not load" in failed["error_message"]
+        assert {version: status["state"] for version, status in version_states(url).items()} == {
+            "3": "END",
+            "2": "AVAILABLE",
+            "1": "AVAILABLE",
+        }
+        assert httpx.post(f"{url}/classify", json=images, timeout=30).json()["model"]["version"] == "2"
+
+        shutil.rmtree(models / "classifier" / "3")
+        add_version(models, artifact, 3)
+        wait_for(lambda: version_states(url)["3"]["state"] == "AVAILABLE", what="version 3 fixed")
+        wait_for(lambda: version_states(url)["1"]["state"] == "END", what="version 1 to unload")
+        listed = httpx.get(f"{url}/v1/models", timeout=30).json()["models"]
+        assert [(entry["version"], entry["state"]) for entry in listed[0]["versions"]] == [
+            ("3", "AVAILABLE"),
+            ("2", "AVAILABLE"),
+            ("1", "END"),
+        ]
+        gone = httpx.post(f"{url}/classify?label=stable", json=images, timeout=30)
+        assert gone.status_code == 404 and "points to version 1, which is not available" in gone.json()["error"]
+
+
+@pytest.mark.slow
+def test_the_server_can_start_empty_and_serve_what_arrives(tmp_path, artifact, digits):
+    models = tmp_path / "models"
+    models.mkdir()
+    env = {
+        "MODELSERVICE_MODEL_DIR": str(models),
+        "MODELSERVICE_REQUIRE_MODELS": "0",
+        "MODELSERVICE_POLL_SECONDS": "0.5",
+    }
+    with running_server(env=env, log_path=tmp_path / "server.log", probe="/livez") as url:
+        assert httpx.get(f"{url}/livez", timeout=30).status_code == 200
+        assert httpx.get(f"{url}/readyz", timeout=30).status_code == 503
+        add_version(models, artifact, 1)
+        wait_for(lambda: httpx.get(f"{url}/readyz", timeout=30).status_code == 200, what="/readyz")
+        answer = httpx.post(f"{url}/classify", json={"instances": digits.test.images[:1].tolist()}, timeout=30)
+        assert answer.status_code == 200 and answer.json()["model"] == {"name": "classifier", "version": "1"}
