@@ -39,16 +39,16 @@ EVALUATION_SCORE_THRESHOLD = 0.01
 LOSS_PANELS = ("loss", "box_loss", "objectness_loss", "class_loss")
 
 PROFILES: dict[str, dict[str, Any]] = {
-    # Measured on the project's 2-core machine (issue 14): 4 min 22 s, test mAP@0.5 0.92 (0.875 with the data
-    # seeded ahead of the pipelines: only the batch order differs). Base 16 on 3,000
-    # scenes reached 0.956 in 43 min; base 8 is 2.6x cheaper a step, and batch 16 at 3e-3 learns more per
-    # epoch than batch 32 at 2e-3 (0.86 after 12 epochs). More scenes or epochs at base 8 did not help
-    # (3,000 scenes: 0.91 in 6 min; 15 cosine epochs: 0.92 in 6.5 min).
+    # Measured on the project's 2-core machine (issue 14): base 8 at full resolution, 4 min 22 s to 4 min 56 s and
+    # test mAP@0.5 0.875-0.92 with the AVX2 CPU; on a 2-core AVX-512 one, 2 min 44 s and 0.826. A stride-2 stem
+    # with base 24 costs the same per step (93 against 98 ms at batch 16) and reached 0.902 in 2 min 50 s there
+    # (base 32: 0.921 at 1.3x the step; base 24 for 13 epochs: 0.910). Base 16 at full resolution on 3,000 scenes
+    # reached 0.956 but took 43 min. Batch 16 at 3e-3 learns more per epoch than batch 32 at 2e-3.
     "quick": {
         "train_size": 2000,
-        "base_filters": 8,
-        "downsamplings": 4,
-        "stem_strides": 1,
+        "base_filters": 24,
+        "downsamplings": 3,
+        "stem_strides": 2,
         "residual_blocks": 1,
         "epochs": 10,
         "batch_size": 16,

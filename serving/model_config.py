@@ -117,6 +117,7 @@ def read_config_file(path: Path) -> list[ModelSpec]:
         text = path.read_text()
     except OSError as error:
         raise ConfigError(f"model config file {path}: cannot be read ({error.strerror or error})") from None
+    where = f"model config file {path}"
     message = model_server_config_pb2.ModelServerConfig()
     try:
         if path.suffix == ".json":
@@ -126,26 +127,39 @@ def read_config_file(path: Path) -> list[ModelSpec]:
         else:
             text_format.Parse(text, message)
     except (text_format.ParseError, json_format.ParseError, ValueError, yaml.YAMLError) as error:
-        raise ConfigError(
-            f"model config file {path}: {_one_line(error)}; expected TF Serving's ModelServerConfig"
-        ) from None
+        raise ConfigError(f"{where}: {_one_line(error)}; expected TF Serving's ModelServerConfig") from None
+    return specs_from_message(message, where, path.parent)
+
+
+def parse_config_document(document: object, where: str, base_dir: Path) -> list[ModelSpec]:
+    """A ModelServerConfig as decoded JSON (an admin reload's body); relative base paths start at `base_dir`."""
+    message = model_server_config_pb2.ModelServerConfig()
+    try:
+        json_format.ParseDict(document, message)
+    except (json_format.ParseError, AttributeError, TypeError) as error:
+        raise ConfigError(f"{where}: {_one_line(error)}; expected TF Serving's ModelServerConfig as JSON") from None
+    return specs_from_message(message, where, base_dir)
+
+
+def specs_from_message(
+    message: model_server_config_pb2.ModelServerConfig, where: str, base_dir: Path
+) -> list[ModelSpec]:
     if message.WhichOneof("config") != "model_config_list":
-        raise ConfigError(f"model config file {path}: no model_config_list (custom_model_config is not supported)")
-    specs = [_spec_from_proto(config, path) for config in message.model_config_list.config]
+        raise ConfigError(f"{where}: no model_config_list (custom_model_config is not supported)")
+    specs = [_spec_from_proto(config, where, base_dir) for config in message.model_config_list.config]
     if not specs:
-        raise ConfigError(f"model config file {path}: model_config_list names no model")
-    return _unique(specs, f"model config file {path}")
+        raise ConfigError(f"{where}: model_config_list names no model")
+    return _unique(specs, where)
 
 
-def _spec_from_proto(config, path: Path) -> ModelSpec:
-    where = f"model config file {path}"
+def _spec_from_proto(config, where: str, base_dir: Path) -> ModelSpec:
     name = _model_name(config.name, where)
     where = f"{where}, model {name!r}"
     if config.model_platform not in PLATFORMS:
         raise ConfigError(f"{where}: model_platform {config.model_platform!r} is not served: expected 'tensorflow'")
     base_path = Path(config.base_path) if config.base_path else None
     if base_path is not None and not base_path.is_absolute():
-        base_path = path.parent / base_path  # relative to the file, so a config and its models travel together
+        base_path = base_dir / base_path  # relative to the file, so a config and its models travel together
     for label in config.version_labels:
         check_label(label, where)
     return ModelSpec(

@@ -163,6 +163,44 @@ class ModelManager:
             return failures[0]
         return None if self.served.runtimes else self.source.empty()
 
+    # --- changes at run time (the admin API) ---------------------------------------------------
+
+    def set_label(self, name: str, label: str, version: int) -> None:
+        """Point `label` of `name` at `version`, which must be AVAILABLE (TF Serving's rule)."""
+        with self._polling:
+            available = sorted(self._runtimes.get(name, {}))
+            if version not in available:
+                raise InputError(
+                    f"version {version} of {name!r} is not available, so no label can point to it",
+                    expected=f"an available version: {available}",
+                    status=409,
+                )
+            self._labels.setdefault(name, {})[label] = version
+            self._publish()
+        logger.info("label %s of %s now points to version %s", label, name, version)
+
+    def remove_label(self, name: str, label: str) -> None:
+        with self._polling:
+            if label not in self._labels.get(name, {}):
+                raise InputError(
+                    f"model {name!r} has no label {label!r}",
+                    expected=f"one of {sorted(self._labels.get(name, {}))}",
+                    status=404,
+                )
+            del self._labels[name][label]
+            self._publish()
+        logger.info("label %s of %s removed", label, name)
+
+    def reconfigure(self, specs: list[ModelSpec]) -> None:
+        """Serve `specs` from now on (their labels replace the current ones), and poll at once."""
+        with self._polling:
+            self.specs = specs
+            self._labels = {spec.name: dict(spec.labels) for spec in specs}
+            self.problems.clear()
+            self._publish()
+        self.poll()
+        logger.info("configuration reloaded: %s", ", ".join(f"{s.name} ({s.policy})" for s in specs) or "every model")
+
     # --- polling ------------------------------------------------------------------------------
 
     def poll(self) -> None:

@@ -21,7 +21,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.datastructures import FormData, UploadFile
 
-from serving import drawing, inputs, settings, tuning
+from serving import admin, drawing, inputs, settings, tuning
 from serving.answers import classifier_predictions, detector_predictions, seq2seq_predictions, to_json
 from serving.contract import Role, Task
 from serving.fast_path import FastPath
@@ -40,6 +40,9 @@ api = FastAPI(
         "over exported TensorFlow SavedModels."
     ),
 )
+
+
+api.include_router(admin.router)
 
 
 @api.exception_handler(InputError)

@@ -64,8 +64,8 @@ def log_level(text: str) -> str:
     return text.upper()
 
 
-def setting(default: Any, parse: Callable[[str], Any], meaning: str) -> Any:
-    return field(default=default, metadata={"parse": parse, "meaning": meaning})
+def setting(default: Any, parse: Callable[[str], Any], meaning: str, *, secret: bool = False) -> Any:
+    return field(default=default, repr=not secret, metadata={"parse": parse, "meaning": meaning})
 
 
 @dataclass(frozen=True)
@@ -95,6 +95,12 @@ class Settings:
     max_instances: int = setting(64, positive, "most images or texts in one request; more are answered 413")
     timeout: int = setting(60, positive, "seconds before a request is answered 504")
     max_concurrency: int = setting(512, positive, "requests in flight before new ones are answered 503")
+    admin_token: str = setting(
+        "",
+        str,
+        "turns the admin API (/admin: reload, labels) on; requests need Authorization: Bearer <token>",
+        secret=True,
+    )
     log_level: str = setting("INFO", log_level, " | ".join(LOG_LEVELS))
     access_log: bool = setting(False, flag, "one log line per request (costs more than a model call under load)")
 

@@ -387,3 +387,89 @@ def test_the_server_can_start_empty_and_serve_what_arrives(tmp_path, artifact, d
         wait_for(lambda: httpx.get(f"{url}/readyz", timeout=30).status_code == 200, what="/readyz")
         answer = httpx.post(f"{url}/classify", json={"instances": digits.test.images[:1].tolist()}, timeout=30)
         assert answer.status_code == 200 and answer.json()["model"] == {"name": "classifier", "version": "1"}
+
+
+# --- the admin API -------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_the_admin_api_moves_labels_and_reloads_the_config_only_with_the_token(tmp_path, artifact, digits):
+    models = tmp_path / "models"
+    for version in (1, 2):
+        add_version(models, artifact, version)
+    config = tmp_path / "models.config"
+    config.write_text(
+        'model_config_list { config { name: "classifier" base_path: "models/classifier" '
+        'model_version_policy { all {} } version_labels { key: "stable" value: 2 } } }'
+    )
+    images = {"instances": digits.test.images[:1].tolist()}
+    token = {"Authorization": "Bearer s3cret"}
+    env = {"MODELSERVICE_MODEL_CONFIG_FILE": str(config), "MODELSERVICE_ADMIN_TOKEN": "s3cret"}
+    with running_server(env=env, log_path=tmp_path / "server.log") as url:
+        stable = f"{url}/admin/models/classifier/labels/stable"
+
+        def stable_version() -> str:
+            return httpx.post(f"{url}/classify?label=stable", json=images, timeout=30).json()["model"]["version"]
+
+        refused = [
+            httpx.put(stable, json={"version": 1}, timeout=30),
+            httpx.put(stable, json={"version": 1}, headers={"Authorization": "Bearer guess"}, timeout=30),
+            httpx.put(stable, json={"version": 1}, headers={"Authorization": "s3cret"}, timeout=30),
+            httpx.post(f"{url}/admin/reload", timeout=30),
+        ]
+        assert [answer.status_code for answer in refused] == [401, 403, 401, 401]
+        assert refused[0].json()["error"] == "missing admin token"
+        assert refused[1].json()["error"] == "wrong admin token"
+        assert stable_version() == "2"  # nothing changed
+
+        rollback = httpx.put(stable, json={"version": 1}, headers=token, timeout=30)
+        assert rollback.status_code == 200 and rollback.json() == {
+            "name": "classifier",
+            "label": "stable",
+            "version": "1",
+        }
+        assert stable_version() == "1"
+        not_loaded = httpx.put(stable, json={"version": 9}, headers=token, timeout=30)
+        assert (
+            not_loaded.status_code == 409 and "version 9 of 'classifier' is not available" in not_loaded.json()["error"]
+        )
+        bad_label = httpx.put(f"{url}/admin/models/classifier/labels/be-ta", json={"version": 1}, headers=token)
+        assert bad_label.status_code == 400 and "label 'be-ta' is not a valid label" in bad_label.json()["error"]
+        canary = f"{url}/admin/models/classifier/labels/canary"
+        assert httpx.put(canary, json={"version": 2}, headers=token, timeout=30).status_code == 200
+        assert httpx.delete(canary, headers=token, timeout=30).status_code == 200
+        assert httpx.post(f"{url}/classify?label=canary", json=images, timeout=30).status_code == 404
+
+        only_one = {
+            "model_config_list": {
+                "config": [
+                    {
+                        "name": "classifier",
+                        "base_path": "models/classifier",
+                        "model_version_policy": {"specific": {"versions": [1]}},
+                    }
+                ]
+            }
+        }
+        reloaded = httpx.post(f"{url}/admin/reload", json=only_one, headers=token, timeout=60)
+        assert reloaded.status_code == 200, reloaded.text
+        assert {version: status["state"] for version, status in version_states(url).items()} == {
+            "2": "END",
+            "1": "AVAILABLE",
+        }
+        assert httpx.post(f"{url}/classify?label=stable", json=images, timeout=30).status_code == 404  # labels reset
+        assert httpx.post(f"{url}/admin/reload", headers=token, timeout=60).status_code == 200  # the file again
+        assert {version: status["state"] for version, status in version_states(url).items()} == {
+            "2": "AVAILABLE",
+            "1": "AVAILABLE",
+        }
+        assert stable_version() == "2"
+        bad = httpx.post(f"{url}/admin/reload", json={"model_config_list": {"colour": 1}}, headers=token, timeout=30)
+        assert bad.status_code == 400 and "colour" in bad.json()["error"]
+
+
+@pytest.mark.slow
+def test_the_admin_api_is_off_without_a_token(server):
+    answer = httpx.post(f"{server}/admin/reload", headers={"Authorization": "Bearer anything"}, timeout=30)
+    assert answer.status_code == 403
+    assert answer.json()["error"] == "the admin API is off"

@@ -51,6 +51,7 @@ def test_settings_read_every_variable_and_round_trip():
         "MODELSERVICE_MAX_INSTANCES": "4",
         "MODELSERVICE_TIMEOUT": "5",
         "MODELSERVICE_MAX_CONCURRENCY": "10",
+        "MODELSERVICE_ADMIN_TOKEN": "s3cret",
         "MODELSERVICE_LOG_LEVEL": "debug",
         "MODELSERVICE_ACCESS_LOG": "yes",
     }
@@ -71,6 +72,7 @@ def test_settings_read_every_variable_and_round_trip():
         max_instances=4,
         timeout=5,
         max_concurrency=10,
+        admin_token="s3cret",
         log_level="DEBUG",
         access_log=True,
     )

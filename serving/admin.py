@@ -1,0 +1,92 @@
+"""The admin API: reload the model configuration, set, move and remove version labels.
+
+Off unless MODELSERVICE_ADMIN_TOKEN is set; then every admin request needs `Authorization: Bearer <token>`
+(401 without one, 403 with a wrong one, and nothing changes). The inference routes stay open: a reverse
+proxy in front of the server handles their authentication.
+
+    POST   /admin/reload                          re-read MODELSERVICE_MODEL_CONFIG_FILE, or take the
+                                                  ModelServerConfig (as JSON) in the body, and poll at once
+    PUT    /admin/models/{name}/labels/{label}    {"version": 3}: point the label at an AVAILABLE version
+    DELETE /admin/models/{name}/labels/{label}
+
+A rollback is a label moved back: `PUT /admin/models/classifier/labels/stable {"version": 2}`.
+"""
+
+import asyncio
+import hmac
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Request
+
+from serving import inputs, model_config, settings
+from serving.inputs import InputError
+
+router = APIRouter(prefix="/admin", tags=["admin"])
+
+
+def authorize(request: Request) -> None:
+    token = settings.current().admin_token
+    if not token:
+        raise InputError(
+            "the admin API is off", expected="a server started with MODELSERVICE_ADMIN_TOKEN set", status=403
+        )
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not given:
+        raise InputError("missing admin token", expected="the header Authorization: Bearer <token>", status=401)
+    if not hmac.compare_digest(given.strip().encode(), token.encode()):
+        raise InputError("wrong admin token", expected="the token MODELSERVICE_ADMIN_TOKEN holds", status=403)
+
+
+def manager(request: Request):
+    return request.app.state.manager
+
+
+@router.post("/reload")
+async def reload_config(request: Request) -> dict[str, Any]:
+    """Serve a new configuration: the body's ModelServerConfig (JSON), else the config file read again."""
+    authorize(request)
+    configured = settings.current()
+    body = await inputs.read_body(request)
+    base_dir = configured.model_config_file.parent if configured.model_config_file else Path.cwd()
+    try:
+        if body.strip():
+            specs = model_config.parse_config_document(inputs.parse_json(body), "the request body", base_dir)
+        elif configured.model_config_file is not None:
+            specs = model_config.read_config_file(configured.model_config_file)
+        else:
+            raise InputError(
+                "no model config file to read again",
+                expected="a ModelServerConfig as JSON in the body, or a server started with "
+                "MODELSERVICE_MODEL_CONFIG_FILE",
+            )
+    except model_config.ConfigError as error:
+        raise InputError(str(error), expected="TF Serving's ModelServerConfig") from None
+    await asyncio.to_thread(manager(request).reconfigure, specs)  # loads run off the event loop
+    return {"models": [spec.name for spec in specs], "problems": manager(request).failures()}
+
+
+@router.put("/models/{name}/labels/{label}")
+async def set_label(request: Request, name: str, label: str) -> dict[str, Any]:
+    authorize(request)
+    label = _label(label)
+    document = inputs.parse_json(await inputs.read_body(request))
+    version = inputs.integer_option(
+        inputs.field(document, "version", '{"version": N}'), "version", low=1, high=2**63 - 1
+    )
+    manager(request).set_label(name, label, version)
+    return {"name": name, "label": label, "version": str(version)}
+
+
+@router.delete("/models/{name}/labels/{label}")
+async def remove_label(request: Request, name: str, label: str) -> dict[str, Any]:
+    authorize(request)
+    manager(request).remove_label(name, _label(label))
+    return {"name": name, "label": label, "removed": True}
+
+
+def _label(label: str) -> str:
+    try:
+        return model_config.check_label(label, "the path")
+    except model_config.ConfigError as error:
+        raise InputError(str(error), expected="a label of letters, digits and _") from None
