@@ -21,6 +21,7 @@ from pipelines.data.figures import plot_image_gallery
 from pipelines.data.image_data import ImageDataset, Split, load_dataset, make_tf_dataset, pixel_statistics
 from pipelines.evaluation import classification, plots
 from pipelines.export.classifier_graph import ClassifierGraph
+from pipelines.export.warmup import WARMUP_EXAMPLES
 from pipelines.family import Config, Family, RunFolder, Trained
 from pipelines.training import flags
 from pipelines.training.loop import TrainingConfig, fit, read_history
@@ -162,6 +163,9 @@ class ClassifierFamily(Family[ClassifierConfig, ImageDataset, None]):
 
     def served_graph(self, trained: Trained, data: ImageDataset) -> ClassifierGraph:
         return ClassifierGraph(trained.model, data.class_names)
+
+    def warmup_examples(self, data: ImageDataset) -> list:
+        return list(data.test.images[:WARMUP_EXAMPLES])
 
     def artifact_metadata(self, trained: Trained, data: ImageDataset, report: dict[str, Any]) -> ArtifactMetadata:
         metrics = {key: report[key] for key in ("test_accuracy", "dev_accuracy", "train_accuracy")}

@@ -29,6 +29,7 @@ from pipelines.data.scene_data import DetectionDataset, Scene
 from pipelines.evaluation import plots
 from pipelines.evaluation.detection_metrics import Detections, GroundTruth, evaluate_detections, precision_recall_at
 from pipelines.export.detector_graph import DetectorGraph
+from pipelines.export.warmup import WARMUP_EXAMPLES
 from pipelines.family import Config, Family, RunFolder, Trained
 from pipelines.training import flags
 from pipelines.training.loop import TrainingConfig, fit, read_history
@@ -348,6 +349,9 @@ class DetectorFamily(Family[DetectorConfig, DetectionDataset, np.ndarray]):
             iou_threshold=config.iou_threshold,
             max_detections=config.max_detections,
         )
+
+    def warmup_examples(self, data: DetectionDataset) -> list:
+        return [scene.image for scene in data.test[:WARMUP_EXAMPLES]]
 
     def artifact_metadata(self, trained: Trained, data: DetectionDataset, report: dict[str, Any]) -> ArtifactMetadata:
         config = trained.config

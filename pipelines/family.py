@@ -236,12 +236,22 @@ class Family(ABC, Generic[C, D, F]):
     @abstractmethod
     def artifact_metadata(self, trained: Trained[C, F], data: D, report: dict[str, Any]) -> Any: ...
 
+    @abstractmethod
+    def warmup_examples(self, data: D) -> list[Any]:
+        """A few real test inputs (images (H, W, C) 0-255, or texts): the artifact's warm-up requests."""
+
     def export(self, trained: Trained[C, F], data: D, report: dict[str, Any], root: Path) -> Path:
         from pipelines.export.artifact import export_artifact
 
         keras_model = trained.model if self.keeps_keras_model else None
         metadata = self.artifact_metadata(trained, data, report)
-        return export_artifact(self.served_graph(trained, data), root=root, metadata=metadata, keras_model=keras_model)
+        return export_artifact(
+            self.served_graph(trained, data),
+            root=root,
+            metadata=metadata,
+            keras_model=keras_model,
+            warmup_examples=self.warmup_examples(data),
+        )
 
     # --- flows ---
 

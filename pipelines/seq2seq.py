@@ -30,6 +30,7 @@ from pipelines.data import date_data, generated_tfds
 from pipelines.data.date_data import DatePair
 from pipelines.evaluation import plots, text_metrics
 from pipelines.export.seq2seq_graph import MAX_BEAM_WIDTH, Seq2SeqGraph
+from pipelines.export.warmup import WARMUP_EXAMPLES
 from pipelines.family import Config, Family, RunFolder, Trained
 from pipelines.training import flags
 from pipelines.training.loop import TrainingConfig, fit, read_history
@@ -279,6 +280,9 @@ class Seq2SeqFamily(Family[Seq2SeqConfig, date_data.DateDataset, CharTokenizer])
 
     def served_graph(self, trained: Trained, data: date_data.DateDataset) -> Seq2SeqGraph:
         return Seq2SeqGraph(trained.model, trained.fitted, default_beam_width=trained.config.beam_width)
+
+    def warmup_examples(self, data: date_data.DateDataset) -> list:
+        return [pair.text for pair in data.test[:WARMUP_EXAMPLES]]
 
     def artifact_metadata(
         self, trained: Trained, data: date_data.DateDataset, report: dict[str, Any]

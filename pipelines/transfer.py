@@ -52,6 +52,7 @@ from pipelines.classifier import ClassifierConfig, evaluate_model, predict_ids
 from pipelines.data.image_data import ImageDataset, Split, load_dataset, make_tf_dataset
 from pipelines.evaluation import plots
 from pipelines.export.classifier_graph import ClassifierGraph
+from pipelines.export.warmup import WARMUP_EXAMPLES
 from pipelines.family import MODEL_FILE, Config, Family, RunFolder, Trained
 from pipelines.training import flags
 from pipelines.training.loop import TrainingConfig, fit, is_resuming, read_history
@@ -400,6 +401,9 @@ class TransferFamily(Family[TransferConfig, ImageDataset, TransferPlan]):
 
     def served_graph(self, trained: Trained, data: ImageDataset) -> ClassifierGraph:
         return CLASSIFIER.served_graph(trained, data)
+
+    def warmup_examples(self, data: ImageDataset) -> list:
+        return list(data.test.images[:WARMUP_EXAMPLES])
 
     def artifact_metadata(self, trained: Trained, data: ImageDataset, report: dict[str, Any]) -> ArtifactMetadata:
         """A classifier artifact (served by /classify) that says it was transfer-learned, from what, and how it

@@ -121,6 +121,16 @@ class ArtifactMetadata:
         """The SavedModel signature that takes `role`'s input."""
         return self.signatures[role]
 
+    def option_defaults(self) -> dict[str, float | int]:
+        """The served default of each scalar signature input, by the input's name (a beam width, thresholds)."""
+        defaults: dict[str, float | int] = {}
+        if self.decoding is not None:
+            defaults["beam_width"] = self.decoding.default_beam_width
+        if self.postprocessing is not None:
+            defaults["score_threshold"] = self.postprocessing.score_threshold
+            defaults["iou_threshold"] = self.postprocessing.iou_threshold
+        return defaults
+
     def role_of(self, signature_name: str) -> Role | None:
         return next((role for role, name in self.signatures.items() if name == signature_name), None)
 

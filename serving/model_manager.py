@@ -3,7 +3,8 @@
 A poll (at start, then every MODELSERVICE_POLL_SECONDS in a background thread) lists each model's versions,
 asks the model's version policy (`serving.model_config`) which to serve, and then:
 
-- loads each newly selected version: START → LOADING → AVAILABLE. A version that fails to load goes to END
+- loads each newly selected version and runs its warm-up requests (serving/warmup.py):
+  START → LOADING → AVAILABLE. A version that fails to load goes to END
   with the reason and never takes traffic; it is tried again at the next polls, up to `max_load_retries` more
   times (TF Serving's --max_num_load_retries, default 5), and again whenever its folder changes.
 - unloads each version the policy no longer selects (AVAILABLE → UNLOADING → END), but only once every version
@@ -293,6 +294,9 @@ class ModelManager:
         try:
             model = store.load(path)
             runtime = self.make_runtime(dataclasses.replace(model, name=name, version=str(version)))
+            started = time.perf_counter()
+            runtime.warm_up(store.warmup_requests(path))
+            warm_up_ms = (time.perf_counter() - started) * 1000
         except Exception as error:  # whatever a version does wrong, the versions already serving keep serving
             reason = str(error) if isinstance(error, store.ModelLoadError) else f"{type(error).__name__}: {error}"
             with self._guard:
@@ -303,7 +307,7 @@ class ModelManager:
         with self._guard:
             status.state = State.AVAILABLE
         self._publish()
-        logger.info("serving %s:%s (%s) from %s", name, version, model.task, path)
+        logger.info("serving %s:%s (%s) from %s, warmed up in %.0f ms", name, version, model.task, path, warm_up_ms)
 
     def _unload(self, name: str, version: int) -> None:
         status = self._statuses[name][version]

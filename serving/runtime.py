@@ -11,7 +11,8 @@ from tensorflow.core.framework import types_pb2
 from serving import inputs, settings
 from serving.batching import AdaptiveBatcher
 from serving.contract import Role
-from serving.store import LoadedModel
+from serving.store import LoadedModel, ModelLoadError
+from serving.warmup import WarmupRequest
 
 # Per model call, not per request: how much batching the traffic allows, beside BentoML's request metrics.
 BATCH_SIZES = Histogram(
@@ -60,6 +61,22 @@ class ModelRuntime:
             raise self._rejected(signature_name, _reason(error.message)) from None
         finally:
             self.in_flight -= 1
+
+    def warm_up(self, requests: list[WarmupRequest]) -> None:
+        """Run the artifact's warm-up requests (serving.warmup), as TF Serving does before a version serves."""
+        for index, request in enumerate(requests):
+            function = self.model.signatures.get(request.signature_name)
+            if function is None:
+                raise ModelLoadError(
+                    f"warm-up request {index} names signature {request.signature_name!r}, which the SavedModel lacks"
+                )
+            try:
+                function(**{name: tf.constant(value) for name, value in request.inputs.items()})
+            except (tf.errors.OpError, TypeError, ValueError) as error:
+                reason = _reason(error.message) if isinstance(error, tf.errors.OpError) else str(error)
+                raise ModelLoadError(
+                    f"warm-up request {index} ({request.signature_name}) failed: {reason.splitlines()[0]}"
+                ) from None
 
     def close(self) -> None:
         """Stop the batchers' workers (safe from any thread): an unloaded version keeps nothing alive."""

@@ -16,6 +16,7 @@ import tensorflow as tf
 
 from serving.contract import LAYOUT, ArtifactError, ArtifactMetadata, Role, Task, TextSpec, read_metadata, versions
 from serving.model_config import ModelSpec
+from serving.warmup import WARMUP_FILE, WarmupRequest, read_warmup
 
 
 class ModelLoadError(RuntimeError):
@@ -157,6 +158,19 @@ def load(path: Path) -> LoadedModel:
         metadata=metadata,
         signatures=signatures,
     )
+
+
+def warmup_requests(path: Path) -> list[WarmupRequest]:
+    """The version's warm-up requests, checked readable (a damaged file fails the load, as in TF Serving)."""
+    try:
+        return read_warmup(path)
+    except PermissionError as error:
+        raise unreadable(error) from None
+    except (tf.errors.OpError, ValueError) as error:
+        message = error.message if isinstance(error, tf.errors.OpError) else str(error)
+        raise ModelLoadError(
+            f"corrupt model at {path}: {WARMUP_FILE} does not read ({_first_line(Exception(message))})"
+        ) from None
 
 
 def unreadable(error: PermissionError) -> ModelLoadError:

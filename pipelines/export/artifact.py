@@ -12,17 +12,27 @@ import datetime as dt
 import os
 import shutil
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import tensorflow as tf
 
+from pipelines.export.warmup import Example, warmup_requests
 from serving.contract import KERAS_MODEL_FILE, ArtifactMetadata, read_metadata, versions, write_metadata
+from serving.warmup import write_warmup
 
 
-def export_artifact(module: tf.Module, *, root: Path, metadata: ArtifactMetadata, keras_model: Any = None) -> Path:
+def export_artifact(
+    module: tf.Module,
+    *,
+    root: Path,
+    metadata: ArtifactMetadata,
+    keras_model: Any = None,
+    warmup_examples: Sequence[Example] = (),
+) -> Path:
     """Save `module` with its `signatures()` and `metadata` (and `keras_model` as model.keras, when given) as the
-    next version of `metadata.name`; return its folder."""
+    next version of `metadata.name`, with warm-up requests built from `warmup_examples`; return its folder."""
     model_root = Path(root) / metadata.name
     model_root.mkdir(parents=True, exist_ok=True)
     # Staging inside model_root keeps the final rename on one filesystem, which is what makes it atomic.
@@ -34,9 +44,17 @@ def export_artifact(module: tf.Module, *, root: Path, metadata: ArtifactMetadata
         tf.saved_model.save(module, str(staging), signatures=module.signatures())
         if keras_model is not None:
             keras_model.save(staging / KERAS_MODEL_FILE)
+        if warmup_examples:
+            signatures = {name: _concrete(function) for name, function in module.signatures().items()}
+            requests = warmup_requests(signatures, warmup_examples, metadata.option_defaults())
+            write_warmup(staging, metadata.name, requests)
         return _publish(staging, model_root, metadata)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _concrete(function: Any) -> Any:
+    return function.get_concrete_function() if hasattr(function, "get_concrete_function") else function
 
 
 def _publish(staging: Path, model_root: Path, metadata: ArtifactMetadata) -> Path:

@@ -168,3 +168,39 @@ def test_registration_in_the_bentoml_store_is_idempotent(trained_classifier):
     assert stored.info.labels["task"] == "classifier"
     assert Path(stored.path_of("saved_model.pb")).is_file()
     assert json.loads(Path(stored.path_of("metadata.json")).read_text())["version"] == int(artifact.name)
+
+
+# --- warm-up requests ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fixture", ["trained_classifier", "trained_seq2seq", "trained_detector"])
+def test_every_signature_gets_real_warm_up_requests_that_run_with_bare_tensorflow(request, fixture):
+    from serving.warmup import WARMUP_FILE, read_warmup
+
+    artifact = request.getfixturevalue(fixture)[-1]
+    assert (artifact / WARMUP_FILE).is_file()
+    warmups = read_warmup(artifact)
+    graph = tf.saved_model.load(str(artifact))
+    assert sorted({warmup.signature_name for warmup in warmups}) == sorted(graph.signatures)
+    sizes = {}
+    for warmup in warmups:
+        batched = {name: value for name, value in warmup.inputs.items() if value.ndim}
+        (size,) = {len(value) for value in batched.values()}
+        sizes.setdefault(warmup.signature_name, []).append(size)
+        outputs = graph.signatures[warmup.signature_name](
+            **{name: tf.constant(value) for name, value in warmup.inputs.items()}
+        )
+        assert all(len(value) == size for value in outputs.values() if value.shape.rank)
+    assert all(found == [1, 4] for found in sizes.values()), sizes  # one alone, then a batch
+
+
+def test_scalar_inputs_of_warm_up_requests_take_the_served_defaults(trained_seq2seq, trained_detector):
+    from serving.warmup import read_warmup
+
+    beam = {w.signature_name: w.inputs.get("beam_width") for w in read_warmup(trained_seq2seq[-1])}
+    default_beam = read_metadata(trained_seq2seq[-1]).decoding.default_beam_width
+    assert beam["translate"] == default_beam
+    detect = next(w for w in read_warmup(trained_detector[-1]) if w.signature_name == "detect_images")
+    postprocessing = read_metadata(trained_detector[-1]).postprocessing
+    assert float(detect.inputs["score_threshold"]) == pytest.approx(postprocessing.score_threshold)
+    assert float(detect.inputs["iou_threshold"]) == pytest.approx(postprocessing.iou_threshold)

@@ -277,8 +277,9 @@ def test_an_unloading_version_finishes_its_requests_first(tmp_path, artifact):
     released = []
 
     def finish() -> None:
-        time.sleep(0.3)
-        released.append(states(manager)[1])
+        wait_for(lambda: states(manager)[1] == "UNLOADING", timeout=60, what="version 1 to start unloading")
+        time.sleep(0.2)
+        released.append(states(manager)[1])  # still UNLOADING: it waits for the request
         old.in_flight = 0
 
     import threading
@@ -473,3 +474,20 @@ def test_the_admin_api_is_off_without_a_token(server):
     answer = httpx.post(f"{server}/admin/reload", headers={"Authorization": "Bearer anything"}, timeout=30)
     assert answer.status_code == 403
     assert answer.json()["error"] == "the admin API is off"
+
+
+def test_a_version_whose_warm_up_fails_never_serves(tmp_path, artifact):
+    from serving.warmup import WarmupRequest, read_warmup, write_warmup
+
+    add_version(tmp_path, artifact, 1)
+    assert len(read_warmup(tmp_path / "classifier" / "1")) == 6  # 3 signatures × (1 image, a batch of 4)
+    broken = add_version(tmp_path, artifact, 2)
+    write_warmup(broken, "classifier", [WarmupRequest("no_such_signature", {"images": np.zeros((1, 8, 8, 1))})])
+    wrong_dtype = add_version(tmp_path, artifact, 3)
+    write_warmup(wrong_dtype, "classifier", [WarmupRequest("serving_default", {"images": np.array([b"x"])})])
+    manager = manager_for(tmp_path, "classifier:all", max_load_retries=0)
+    failed = {status.version: status.error for status in manager.statuses("classifier")}
+    assert failed[1] == ""
+    assert "warm-up request 0 names signature 'no_such_signature', which the SavedModel lacks" in failed[2]
+    assert "warm-up request 0 (serving_default) failed" in failed[3]
+    assert sorted(manager.served.runtimes["classifier"]) == [1]
