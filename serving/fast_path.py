@@ -7,9 +7,11 @@ mount of the FastAPI app, Starlette's router and FastAPI's request machinery (de
 response encoding, here done by orjson). At 64 connections on 2 cores that machinery cost more CPU per request than the
 handler and its share of the model call together (benchmarks/serving.py). Matching uses the FastAPI
 routes' own compiled paths and methods, errors go to the app's own exception handlers, and FastAPI still
-serves every other request and documents these routes at /docs.
+serves every other request and documents these routes at /docs. Each answer is counted and timed per
+model version and route (`serving.metrics`): the route sets `request.state.model` once it has chosen one.
 """
 
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
@@ -19,6 +21,8 @@ from fastapi.routing import APIRoute
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+from serving import metrics
 
 Endpoint = Callable[..., Awaitable[Any]]
 
@@ -31,18 +35,23 @@ class FastPath:
         self.api = api
         chosen = set(endpoints)
         self.routes = [
-            (route.path_regex, route.methods, route.endpoint)
+            (route.path_regex, route.methods, route.endpoint, route.path)
             for route in api.routes
             if isinstance(route, APIRoute) and route.endpoint in chosen
         ]
-        if missing := chosen - {endpoint for _, _, endpoint in self.routes}:
+        if missing := chosen - {endpoint for _, _, endpoint, _ in self.routes}:
             raise ValueError(f"not routes of the app: {sorted(endpoint.__name__ for endpoint in missing)}")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            for path, methods, endpoint in self.routes:
+            for path, methods, endpoint, template in self.routes:
                 if scope["method"] in methods and (match := path.match(scope["path"])):
+                    started = time.perf_counter()
                     response = await self.answer(scope, receive, endpoint, match.groupdict())
+                    state = scope.get("state", {})
+                    metrics.observe_request(
+                        state.get("model"), template, response.status_code, time.perf_counter() - started
+                    )
                     await response(scope, receive, send)
                     return
         await self.app(scope, receive, send)

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
-from serving import store, tuning
+from serving import metrics, store, tuning
 from serving.contract import METADATA_FILE
 from serving.inputs import InputError
 from serving.model_config import ModelSpec
@@ -290,6 +290,7 @@ class ModelManager:
         status = VersionStatus(version, path, State.LOADING, attempts=attempts, stamp=stamp)
         with self._guard:
             self._statuses[name][version] = status
+        metrics.set_state(name, version, State.LOADING)
         logger.info("loading %s:%s from %s", name, version, path)
         try:
             model = store.load(path)
@@ -300,19 +301,20 @@ class ModelManager:
         except Exception as error:  # whatever a version does wrong, the versions already serving keep serving
             reason = str(error) if isinstance(error, store.ModelLoadError) else f"{type(error).__name__}: {error}"
             with self._guard:
-                status.state, status.error, status.attempts = State.END, reason, attempts + 1
+                status.error, status.attempts = reason, attempts + 1
+            self._enter(name, status, State.END)
+            metrics.LOADS.labels(str(path), "fail").inc()
             logger.error("version %s of %s failed to load (attempt %d): %s", version, name, attempts + 1, reason)
             return
         self._runtimes.setdefault(name, {})[version] = runtime
-        with self._guard:
-            status.state = State.AVAILABLE
+        self._enter(name, status, State.AVAILABLE)
+        metrics.LOADS.labels(str(path), "success").inc()
         self._publish()
         logger.info("serving %s:%s (%s) from %s, warmed up in %.0f ms", name, version, model.task, path, warm_up_ms)
 
     def _unload(self, name: str, version: int) -> None:
         status = self._statuses[name][version]
-        with self._guard:
-            status.state = State.UNLOADING
+        self._enter(name, status, State.UNLOADING)
         runtime = self._runtimes[name].pop(version)
         if not self._runtimes[name]:
             del self._runtimes[name]
@@ -323,9 +325,14 @@ class ModelManager:
         runtime.close()
         del runtime
         tuning.release_memory()
-        with self._guard:
-            status.state = State.END
+        self._enter(name, status, State.END)
+        metrics.UNLOADS.labels(name, str(version)).inc()
         logger.info("unloaded %s:%s", name, version)
+
+    def _enter(self, name: str, status: VersionStatus, state: State) -> None:
+        with self._guard:
+            status.state = state
+        metrics.set_state(name, status.version, state)
 
     def _publish(self) -> None:
         self.served = Served(

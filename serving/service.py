@@ -75,7 +75,13 @@ def version_number(version: str | None) -> int | None:
 
 def find_model(request: Request, name: str, version: str | None = None, label: str | None = None) -> "ModelRuntime":
     """The model version a TF Serving route names: by number, by label, or its highest AVAILABLE version."""
-    return served(request).runtime(name, version=version_number(version), label=label)
+    return chosen(request, served(request).runtime(name, version=version_number(version), label=label))
+
+
+def chosen(request: Request, runtime: "ModelRuntime") -> "ModelRuntime":
+    """Record which version answers, for the per-version metrics (serving.metrics)."""
+    request.state.model = (runtime.model.name, runtime.model.version)
+    return runtime
 
 
 def query_value(request: Request, name: str, default: str | None = None) -> str | None:
@@ -102,7 +108,7 @@ def model_for_task(request: Request, task: Task) -> "ModelRuntime":
             f"model {name!r} is a {runtime.model.task}, not a {task}",
             expected=f"a {task}: one of {candidates}",
         )
-    return runtime
+    return chosen(request, runtime)
 
 
 @api.get("/models")

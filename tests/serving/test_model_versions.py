@@ -371,6 +371,53 @@ def test_the_server_picks_up_versions_labels_and_failures_while_it_runs(tmp_path
         gone = httpx.post(f"{url}/classify?label=stable", json=images, timeout=30)
         assert gone.status_code == 404 and "points to version 1, which is not available" in gone.json()["error"]
 
+        exported = metric_samples(httpx.get(f"{url}/metrics", timeout=30).text)
+        requests = ":tensorflow:serving:request_count_total"
+        assert (
+            exported[
+                (
+                    requests,
+                    (("model_name", "classifier"), ("model_version", "1"), ("route", "/classify"), ("status", "200")),
+                )
+            ]
+            == 2
+        )
+        assert (
+            exported[(requests, (("model_name", ""), ("model_version", ""), ("route", "/classify"), ("status", "404")))]
+            == 2
+        )
+        predict = (
+            ("model_name", "classifier"),
+            ("model_version", "1"),
+            ("route", "/v1/models/{name}/versions/{version}:predict"),
+            ("status", "200"),
+        )
+        assert exported[(requests, predict)] == 1
+        latency = exported[(":tensorflow:serving:request_latency_count", predict[:3])]
+        assert latency == 1
+        state = "modelservice_model_version_state"
+        assert exported[(state, (("model_name", "classifier"), ("model_version", "1"), ("state", "END")))] == 1
+        assert exported[(state, (("model_name", "classifier"), ("model_version", "1"), ("state", "AVAILABLE")))] == 0
+        assert exported[(state, (("model_name", "classifier"), ("model_version", "3"), ("state", "AVAILABLE")))] == 1
+        loads = ":tensorflow:cc:saved_model:load_attempt_count_total"
+        version_3 = str(models / "classifier" / "3")
+        assert exported[(loads, (("model_path", version_3), ("status", "fail")))] >= 1
+        assert exported[(loads, (("model_path", version_3), ("status", "success")))] == 1
+        assert (
+            exported[("modelservice_model_unloads_total", (("model_name", "classifier"), ("model_version", "1")))] == 1
+        )
+
+
+def metric_samples(text: str) -> dict[tuple[str, tuple], float]:
+    """Prometheus text → {(sample name, sorted label pairs): value}."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
 
 @pytest.mark.slow
 def test_the_server_can_start_empty_and_serve_what_arrives(tmp_path, artifact, digits):
