@@ -43,7 +43,9 @@ train: install
 serve: install
 	$(BIN)/modelservice serve --host $(HOST) --port $(PORT)
 
-run: train serve
+# Serving starts as soon as the first family is exported; the others join as they finish (pipelines/run.py).
+run: install
+	$(BIN)/python -m pipelines.run --host $(HOST) --port $(PORT)
 
 # Test processes (pytest-xdist): "auto" is one per CPU core; TEST_WORKERS=0 runs the suite in this process.
 TEST_WORKERS ?= auto

@@ -10,8 +10,8 @@ import httpx
 import numpy as np
 import pytest
 
+from benchmarks.model_swaps import copy_as_version
 from serving import store
-from serving.contract import METADATA_FILE
 from serving.inputs import InputError
 from serving.model_config import (
     ConfigError,
@@ -167,17 +167,6 @@ def test_the_setting_and_the_file_are_not_both_taken(tmp_path):
 # --- the manager, on real exports ----------------------------------------------------------------
 
 
-def add_version(root: Path, artifact: Path, version: int, *, name: str = "classifier") -> Path:
-    """A copy of `artifact` as `root/name/version`, its metadata saying that version, as an export writes it."""
-    target = root / name / str(version)
-    staging = root / name / f".staging-{version}"
-    shutil.copytree(artifact, staging)
-    metadata = json.loads((staging / METADATA_FILE).read_text())
-    (staging / METADATA_FILE).write_text(json.dumps(metadata | {"version": version}))
-    staging.rename(target)
-    return target
-
-
 def corrupt(version_dir: Path) -> None:
     saved_model = version_dir / "saved_model.pb"
     saved_model.write_bytes(saved_model.read_bytes()[:100])
@@ -200,7 +189,7 @@ def states(manager: ModelManager, name: str = "classifier") -> dict[int, str]:
 
 def test_latest_two_serves_both_and_answers_the_highest_by_default(tmp_path, artifact):
     for version in (1, 2, 3):
-        add_version(tmp_path, artifact, version)
+        copy_as_version(artifact, tmp_path, version)
     manager = manager_for(tmp_path, "classifier:latest=2")
     assert states(manager) == {3: "AVAILABLE", 2: "AVAILABLE"}
     assert manager.served.runtime("classifier").model.version == "3"
@@ -211,10 +200,10 @@ def test_latest_two_serves_both_and_answers_the_highest_by_default(tmp_path, art
 
 
 def test_a_new_version_is_served_and_the_old_one_unloaded_without_a_restart(tmp_path, artifact):
-    add_version(tmp_path, artifact, 1)
+    copy_as_version(artifact, tmp_path, 1)
     manager = manager_for(tmp_path)
     old = manager.served.runtime("classifier")
-    add_version(tmp_path, artifact, 2)
+    copy_as_version(artifact, tmp_path, 2)
     manager.poll()
     assert states(manager) == {2: "AVAILABLE", 1: "END"}
     assert sorted(manager.served.runtimes["classifier"]) == [2]
@@ -223,9 +212,9 @@ def test_a_new_version_is_served_and_the_old_one_unloaded_without_a_restart(tmp_
 
 
 def test_a_corrupt_new_version_never_serves_and_the_old_one_keeps_serving(tmp_path, artifact):
-    add_version(tmp_path, artifact, 1)
+    copy_as_version(artifact, tmp_path, 1)
     manager = manager_for(tmp_path, max_load_retries=2)
-    corrupt(add_version(tmp_path, artifact, 2))
+    corrupt(copy_as_version(artifact, tmp_path, 2))
     for _ in range(5):
         manager.poll()
     (broken, working) = manager.statuses("classifier")
@@ -235,14 +224,14 @@ def test_a_corrupt_new_version_never_serves_and_the_old_one_keeps_serving(tmp_pa
     assert manager.served.runtime("classifier").model.version == "1"
     assert broken.to_tfserving()["status"]["error_code"] == "UNKNOWN"
     shutil.rmtree(tmp_path / "classifier" / "2")
-    add_version(tmp_path, artifact, 2)  # fixed: exported again into the same version
+    copy_as_version(artifact, tmp_path, 2)  # fixed: exported again into the same version
     manager.poll()
     assert states(manager) == {2: "AVAILABLE", 1: "END"}
 
 
 def test_a_removed_version_is_unloaded_even_when_it_was_the_last(tmp_path, artifact):
-    add_version(tmp_path, artifact, 1)
-    add_version(tmp_path, artifact, 2)
+    copy_as_version(artifact, tmp_path, 1)
+    copy_as_version(artifact, tmp_path, 2)
     manager = manager_for(tmp_path, "classifier:all")
     shutil.rmtree(tmp_path / "classifier" / "2")
     manager.poll()
@@ -255,7 +244,7 @@ def test_a_removed_version_is_unloaded_even_when_it_was_the_last(tmp_path, artif
 
 def test_labels_route_to_their_version_and_only_to_an_available_one(tmp_path, artifact):
     for version in (1, 2):
-        add_version(tmp_path, artifact, version)
+        copy_as_version(artifact, tmp_path, version)
     specs = [ModelSpec("classifier", VersionPolicy("all"), labels={"stable": 1, "canary": 2, "next": 3})]
     manager = ModelManager(specs, store.FolderSource(tmp_path))
     manager.poll()
@@ -269,11 +258,11 @@ def test_labels_route_to_their_version_and_only_to_an_available_one(tmp_path, ar
 
 
 def test_an_unloading_version_finishes_its_requests_first(tmp_path, artifact):
-    add_version(tmp_path, artifact, 1)
+    copy_as_version(artifact, tmp_path, 1)
     manager = manager_for(tmp_path)
     old = manager.served.runtime("classifier")
     old.in_flight = 1  # a request inside the model call
-    add_version(tmp_path, artifact, 2)
+    copy_as_version(artifact, tmp_path, 2)
     released = []
 
     def finish() -> None:
@@ -310,7 +299,7 @@ def version_states(url: str, name: str = "classifier") -> dict[str, dict]:
 @pytest.mark.slow
 def test_the_server_picks_up_versions_labels_and_failures_while_it_runs(tmp_path, artifact, digits):
     models = tmp_path / "models"
-    add_version(models, artifact, 1)
+    copy_as_version(artifact, models, 1)
     config = tmp_path / "models.config"
     config.write_text(
         'model_config_list { config { name: "classifier" base_path: "models/classifier" '
@@ -322,7 +311,7 @@ def test_the_server_picks_up_versions_labels_and_failures_while_it_runs(tmp_path
         assert version_states(url) == {
             "1": {"version": "1", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}
         }
-        add_version(models, artifact, 2)
+        copy_as_version(artifact, models, 2)
         wait_for(lambda: version_states(url).get("2", {}).get("state") == "AVAILABLE", what="version 2")
         assert httpx.post(f"{url}/classify", json=images, timeout=30).json()["model"]["version"] == "2"
         assert httpx.post(f"{url}/classify?version=1", json=images, timeout=30).json()["model"]["version"] == "1"
@@ -347,7 +336,7 @@ def test_the_server_picks_up_versions_labels_and_failures_while_it_runs(tmp_path
         both = httpx.post(f"{url}/classify?version=1&label=stable", json=images, timeout=30)
         assert both.status_code == 400
 
-        corrupt(add_version(models, artifact, 3))
+        corrupt(copy_as_version(artifact, models, 3))
         wait_for(lambda: version_states(url).get("3", {}).get("state") == "END", what="version 3 to fail")
         failed = version_states(url)["3"]["status"]
         assert failed["error_code"] == "UNKNOWN" and "the SavedModel does not load" in failed["error_message"]
@@ -359,7 +348,7 @@ def test_the_server_picks_up_versions_labels_and_failures_while_it_runs(tmp_path
         assert httpx.post(f"{url}/classify", json=images, timeout=30).json()["model"]["version"] == "2"
 
         shutil.rmtree(models / "classifier" / "3")
-        add_version(models, artifact, 3)
+        copy_as_version(artifact, models, 3)
         wait_for(lambda: version_states(url)["3"]["state"] == "AVAILABLE", what="version 3 fixed")
         wait_for(lambda: version_states(url)["1"]["state"] == "END", what="version 1 to unload")
         listed = httpx.get(f"{url}/v1/models", timeout=30).json()["models"]
@@ -431,7 +420,7 @@ def test_the_server_can_start_empty_and_serve_what_arrives(tmp_path, artifact, d
     with running_server(env=env, log_path=tmp_path / "server.log", probe="/livez") as url:
         assert httpx.get(f"{url}/livez", timeout=30).status_code == 200
         assert httpx.get(f"{url}/readyz", timeout=30).status_code == 503
-        add_version(models, artifact, 1)
+        copy_as_version(artifact, models, 1)
         wait_for(lambda: httpx.get(f"{url}/readyz", timeout=30).status_code == 200, what="/readyz")
         answer = httpx.post(f"{url}/classify", json={"instances": digits.test.images[:1].tolist()}, timeout=30)
         assert answer.status_code == 200 and answer.json()["model"] == {"name": "classifier", "version": "1"}
@@ -444,7 +433,7 @@ def test_the_server_can_start_empty_and_serve_what_arrives(tmp_path, artifact, d
 def test_the_admin_api_moves_labels_and_reloads_the_config_only_with_the_token(tmp_path, artifact, digits):
     models = tmp_path / "models"
     for version in (1, 2):
-        add_version(models, artifact, version)
+        copy_as_version(artifact, models, version)
     config = tmp_path / "models.config"
     config.write_text(
         'model_config_list { config { name: "classifier" base_path: "models/classifier" '
@@ -526,11 +515,11 @@ def test_the_admin_api_is_off_without_a_token(server):
 def test_a_version_whose_warm_up_fails_never_serves(tmp_path, artifact):
     from serving.warmup import WarmupRequest, read_warmup, write_warmup
 
-    add_version(tmp_path, artifact, 1)
+    copy_as_version(artifact, tmp_path, 1)
     assert len(read_warmup(tmp_path / "classifier" / "1")) == 6  # 3 signatures × (1 image, a batch of 4)
-    broken = add_version(tmp_path, artifact, 2)
+    broken = copy_as_version(artifact, tmp_path, 2)
     write_warmup(broken, "classifier", [WarmupRequest("no_such_signature", {"images": np.zeros((1, 8, 8, 1))})])
-    wrong_dtype = add_version(tmp_path, artifact, 3)
+    wrong_dtype = copy_as_version(artifact, tmp_path, 3)
     write_warmup(wrong_dtype, "classifier", [WarmupRequest("serving_default", {"images": np.array([b"x"])})])
     manager = manager_for(tmp_path, "classifier:all", max_load_retries=0)
     failed = {status.version: status.error for status in manager.statuses("classifier")}

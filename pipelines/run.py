@@ -1,0 +1,79 @@
+"""What `make run` does: train every family's quick profile, and serve each one as soon as it is exported.
+
+    python -m pipelines.run                          # classifier, seq2seq, detector, transfer; then serve
+    python -m pipelines.run --families classifier detector --port 3001
+
+The server starts once the first family is exported (the classifier, about half a minute of training) and
+picks up the others from the BentoML model store as they finish (it polls every MODELSERVICE_POLL_SECONDS,
+default 2), so the first answer comes minutes before the last model is trained. A family already exported
+is not trained again (`--skip-if-exported`). At the end it prints how long each family took, then keeps
+serving until Ctrl-C.
+"""
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+
+FAMILIES = ("classifier", "seq2seq", "detector", "transfer")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m pipelines.run", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--families", nargs="+", choices=FAMILIES, default=list(FAMILIES), help="in this order")
+    parser.add_argument("--host", default="127.0.0.1", help="bind address (default: %(default)s)")
+    parser.add_argument("--port", type=int, default=3000, help="port (default: %(default)s)")
+    args = parser.parse_args(argv)
+    started = time.monotonic()
+    timings: list[tuple[str, float]] = []
+    server: subprocess.Popen | None = None
+    try:
+        for name in args.families:
+            began = time.monotonic()
+            subprocess.run([sys.executable, "-m", f"pipelines.{name}", "--skip-if-exported"], check=True)
+            timings.append((name, time.monotonic() - began))
+            if server is None:
+                server = start_server(args.host, args.port)
+            else:
+                print(f"run: {name} is exported; the server picks it up within seconds", flush=True)
+        print(summary(timings, time.monotonic() - started, f"http://{args.host}:{args.port}"), flush=True)
+        return server.wait() if server is not None else 0
+    except subprocess.CalledProcessError as error:
+        print(f"run: {' '.join(error.cmd[1:])} failed with exit status {error.returncode}", file=sys.stderr)
+        return error.returncode
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        if server is not None and server.poll() is None:
+            server.terminate()
+            server.wait(timeout=30)
+
+
+def start_server(host: str, port: int) -> subprocess.Popen:
+    print(f"run: starting the server on http://{host}:{port}; the other families join as they finish", flush=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "serving", "--host", host, "--port", str(port)],
+        env={"MODELSERVICE_POLL_SECONDS": "2", **os.environ},
+    )
+
+
+def summary(timings: list[tuple[str, float]], total: float, url: str) -> str:
+    rows = [f"  {name:<11} {_minutes(seconds)}" for name, seconds in timings]
+    return "\n".join(
+        [
+            "run: time per family (training, evaluation, export)",
+            *rows,
+            f"  {'in all':<11} {_minutes(total)}; serving every family at {url} (Ctrl-C stops it)",
+        ]
+    )
+
+
+def _minutes(seconds: float) -> str:
+    return f"{int(seconds // 60)} min {seconds % 60:02.0f} s"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
