@@ -70,6 +70,7 @@ bench: install
 	$(BIN)/python -m benchmarks.decoding --train-if-missing
 	$(BIN)/python -m benchmarks.detection --train-if-missing
 	$(BIN)/python -m benchmarks.transfer
+	$(BIN)/python -m benchmarks.model_swaps
 
 clean:
 	rm -rf $(VENV) runs artifacts .bentoml
