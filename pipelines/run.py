@@ -12,6 +12,7 @@ serving until Ctrl-C.
 
 import argparse
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -27,6 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1", help="bind address (default: %(default)s)")
     parser.add_argument("--port", type=int, default=3000, help="port (default: %(default)s)")
     args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))  # stop the server too, below
     started = time.monotonic()
     timings: list[tuple[str, float]] = []
     server: subprocess.Popen | None = None
