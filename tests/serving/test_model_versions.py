@@ -297,17 +297,24 @@ def version_states(url: str, name: str = "classifier") -> dict[str, dict]:
 
 
 @pytest.mark.slow
-def test_the_server_picks_up_versions_labels_and_failures_while_it_runs(tmp_path, artifact, digits):
+def test_the_server_starts_empty_and_picks_up_versions_labels_and_failures_while_it_runs(tmp_path, artifact, digits):
     models = tmp_path / "models"
-    copy_as_version(artifact, models, 1)
     config = tmp_path / "models.config"
     config.write_text(
         'model_config_list { config { name: "classifier" base_path: "models/classifier" '
         'model_version_policy { latest { num_versions: 2 } } version_labels { key: "stable" value: 1 } } }'
     )
     images = {"instances": digits.test.images[:2].tolist()}
-    env = {"MODELSERVICE_MODEL_CONFIG_FILE": str(config), "MODELSERVICE_POLL_SECONDS": "0.5"}
-    with running_server(env=env, log_path=tmp_path / "server.log") as url:
+    env = {
+        "MODELSERVICE_MODEL_CONFIG_FILE": str(config),
+        "MODELSERVICE_POLL_SECONDS": "0.5",
+        "MODELSERVICE_REQUIRE_MODELS": "0",
+    }
+    with running_server(env=env, log_path=tmp_path / "server.log", probe="/livez") as url:
+        assert httpx.get(f"{url}/readyz", timeout=30).status_code == 503  # nothing to serve yet
+        assert version_states(url) == {}
+        copy_as_version(artifact, models, 1)
+        wait_for(lambda: httpx.get(f"{url}/readyz", timeout=30).status_code == 200, what="/readyz")
         assert version_states(url) == {
             "1": {"version": "1", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}
         }
@@ -406,27 +413,6 @@ def metric_samples(text: str) -> dict[tuple[str, tuple], float]:
         for family in text_string_to_metric_families(text)
         for sample in family.samples
     }
-
-
-@pytest.mark.slow
-def test_the_server_can_start_empty_and_serve_what_arrives(tmp_path, artifact, digits):
-    models = tmp_path / "models"
-    models.mkdir()
-    env = {
-        "MODELSERVICE_MODEL_DIR": str(models),
-        "MODELSERVICE_REQUIRE_MODELS": "0",
-        "MODELSERVICE_POLL_SECONDS": "0.5",
-    }
-    with running_server(env=env, log_path=tmp_path / "server.log", probe="/livez") as url:
-        assert httpx.get(f"{url}/livez", timeout=30).status_code == 200
-        assert httpx.get(f"{url}/readyz", timeout=30).status_code == 503
-        copy_as_version(artifact, models, 1)
-        wait_for(lambda: httpx.get(f"{url}/readyz", timeout=30).status_code == 200, what="/readyz")
-        answer = httpx.post(f"{url}/classify", json={"instances": digits.test.images[:1].tolist()}, timeout=30)
-        assert answer.status_code == 200 and answer.json()["model"] == {"name": "classifier", "version": "1"}
-
-
-# --- the admin API -------------------------------------------------------------------------------
 
 
 @pytest.mark.slow
