@@ -3,12 +3,14 @@
     python -m serving                      # checks the models, says which it serves, then starts this
     bentoml serve serving.service:ModelService --port 3000
 
-Configuration comes from MODELSERVICE_* environment variables (`serving/settings.py`): which models
-(MODELSERVICE_MODELS, "classifier" or "classifier:3,..."; default every model at its latest version) from
-where (MODELSERVICE_MODEL_DIR, a folder of artifacts; default the BentoML store), workers, batching,
-limits, log level. Routes: POST /classify, POST /translate, POST /detect (boxes as JSON, or drawn on the
-image as a PNG with format=png), TF Serving's REST API under /v1/models (GET /v1/models lists every served
-model), GET /models, plus BentoML's /livez, /readyz and /metrics. FastAPI's OpenAPI docs are at /docs.
+Configuration comes from MODELSERVICE_* environment variables (`serving/settings.py`): which models and
+versions (MODELSERVICE_MODELS, "classifier:latest=2,seq2seq:3", or TF Serving's model config file; default
+every model at its latest version, `serving/model_config.py`) from where (MODELSERVICE_MODEL_DIR, a folder
+of artifacts; default the BentoML store), kept in step with it while serving (`serving/model_manager.py`),
+workers, batching, limits, log level, the admin token. Routes: POST /classify, POST /translate, POST /detect
+(boxes as JSON, or drawn on the image as a PNG with format=png), TF Serving's REST API under /v1/models (by
+version and by label; GET /v1/models lists every model's versions), GET /models, the admin API under /admin,
+plus BentoML's /livez, /readyz and /metrics. FastAPI's OpenAPI docs are at /docs.
 """
 
 import logging

@@ -33,7 +33,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--models",
-        help='which models, "classifier,seq2seq:2" (default: every model, latest version) [MODELSERVICE_MODELS]',
+        help='which models and versions, "classifier:latest=2,seq2seq:3,4" (default: every model, latest version) '
+        "[MODELSERVICE_MODELS]",
+    )
+    parser.add_argument(
+        "--model-config-file",
+        type=Path,
+        help="TF Serving's model config file (text protobuf, or .json/.yaml) [MODELSERVICE_MODEL_CONFIG_FILE]",
+    )
+    parser.add_argument(
+        "--poll-seconds",
+        type=float,
+        help="look for new versions this often; 0: only at start [MODELSERVICE_POLL_SECONDS]",
     )
     parser.add_argument("--host", help="bind address (default: 127.0.0.1) [MODELSERVICE_HOST]")
     parser.add_argument("--port", type=int, help="port (default: 3000) [MODELSERVICE_PORT]")

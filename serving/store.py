@@ -2,8 +2,8 @@
 
 Two sources: a folder of artifacts (`<name>/<version>/`, as `serving.contract` defines them and TF Serving
 reads them; MODELSERVICE_MODEL_DIR, the container's /models), or the BentoML model store (the default
-outside a container). MODELSERVICE_MODELS picks models and pins versions in either. Serving imports nothing
-from the training side (`pipelines`, `models`): what it knows of an artifact is `serving.contract`.
+outside a container); `serving.model_config` and `serving.model_manager` choose which versions serve. Serving
+imports nothing from the training side (`pipelines`, `models`): what it knows of an artifact is `serving.contract`.
 """
 
 import os
