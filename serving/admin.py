@@ -6,7 +6,7 @@ proxy in front of the server handles their authentication.
 
     POST   /admin/reload                          re-read MODELSERVICE_MODEL_CONFIG_FILE, or take the
                                                   ModelServerConfig (as JSON) in the body, and poll at once
-    PUT    /admin/models/{name}/labels/{label}    {"version": 3}: point the label at an AVAILABLE version
+    PUT    /admin/models/{name}/labels/{label}    {"version": 3}: point the label at an AVAILABLE version (or POST)
     DELETE /admin/models/{name}/labels/{label}
 
 A rollback is a label moved back: `PUT /admin/models/classifier/labels/stable {"version": 2}`.
@@ -67,6 +67,7 @@ async def reload_config(request: Request) -> dict[str, Any]:
 
 
 @router.put("/models/{name}/labels/{label}")
+@router.post("/models/{name}/labels/{label}")
 async def set_label(request: Request, name: str, label: str) -> dict[str, Any]:
     authorize(request)
     label = _label(label)

@@ -459,7 +459,8 @@ def test_the_admin_api_moves_labels_and_reloads_the_config_only_with_the_token(t
         bad_label = httpx.put(f"{url}/admin/models/classifier/labels/be-ta", json={"version": 1}, headers=token)
         assert bad_label.status_code == 400 and "label 'be-ta' is not a valid label" in bad_label.json()["error"]
         canary = f"{url}/admin/models/classifier/labels/canary"
-        assert httpx.put(canary, json={"version": 2}, headers=token, timeout=30).status_code == 200
+        assert httpx.post(canary, json={"version": 2}, headers=token, timeout=30).status_code == 200  # POST works too
+        assert httpx.post(f"{url}/classify?label=canary", json=images, timeout=30).json()["model"]["version"] == "2"
         assert httpx.delete(canary, headers=token, timeout=30).status_code == 200
         assert httpx.post(f"{url}/classify?label=canary", json=images, timeout=30).status_code == 404
 
