@@ -11,20 +11,19 @@ serving until Ctrl-C.
 """
 
 import argparse
-import os
 import signal
 import subprocess
 import sys
 import time
 
-FAMILIES = ("classifier", "seq2seq", "detector", "transfer")
+from pipelines.family import NAMES, duration
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m pipelines.run", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--families", nargs="+", choices=FAMILIES, default=list(FAMILIES), help="in this order")
+    parser.add_argument("--families", nargs="+", choices=NAMES, default=list(NAMES), help="in this order")
     parser.add_argument("--host", default="127.0.0.1", help="bind address (default: %(default)s)")
     parser.add_argument("--port", type=int, default=3000, help="port (default: %(default)s)")
     args = parser.parse_args(argv)
@@ -56,25 +55,18 @@ def main(argv: list[str] | None = None) -> int:
 
 def start_server(host: str, port: int) -> subprocess.Popen:
     print(f"run: starting the server on http://{host}:{port}; the other families join as they finish", flush=True)
-    return subprocess.Popen(
-        [sys.executable, "-m", "serving", "--host", host, "--port", str(port)],
-        env={"MODELSERVICE_POLL_SECONDS": "2", **os.environ},
-    )
+    return subprocess.Popen([sys.executable, "-m", "serving", "--host", host, "--port", str(port)])
 
 
 def summary(timings: list[tuple[str, float]], total: float, url: str) -> str:
-    rows = [f"  {name:<11} {_minutes(seconds)}" for name, seconds in timings]
+    rows = [f"  {name:<11} {duration(seconds)}" for name, seconds in timings]
     return "\n".join(
         [
             "run: time per family (training, evaluation, export)",
             *rows,
-            f"  {'in all':<11} {_minutes(total)}; serving every family at {url} (Ctrl-C stops it)",
+            f"  {'in all':<11} {duration(total)}; serving every family at {url} (Ctrl-C stops it)",
         ]
     )
-
-
-def _minutes(seconds: float) -> str:
-    return f"{int(seconds // 60)} min {seconds % 60:02.0f} s"
 
 
 if __name__ == "__main__":

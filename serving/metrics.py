@@ -14,6 +14,8 @@ A request whose model was never resolved (an unknown name, a bad body) has empty
 names in URLs cannot multiply the series.
 """
 
+from enum import StrEnum
+
 from prometheus_client import Counter, Gauge, Histogram
 
 REQUESTS = Counter(
@@ -39,7 +41,6 @@ STATES = Gauge(
     ["model_name", "model_version", "state"],
     multiprocess_mode="livemax",
 )
-STATE_NAMES = ("START", "LOADING", "AVAILABLE", "UNLOADING", "END")
 
 
 def observe_request(model: tuple[str, str] | None, route: str, status: int, seconds: float) -> None:
@@ -48,6 +49,7 @@ def observe_request(model: tuple[str, str] | None, route: str, status: int, seco
     LATENCY.labels(name, version, route).observe(seconds * 1e6)
 
 
-def set_state(name: str, version: int, state: str) -> None:
-    for known in STATE_NAMES:
-        STATES.labels(name, str(version), known).set(1 if known == state else 0)
+def set_state(name: str, version: int, state: StrEnum) -> None:
+    """1 for `state`, 0 for every other member of its enum (model_manager.State)."""
+    for known in type(state):
+        STATES.labels(name, str(version), str(known)).set(1 if known == state else 0)

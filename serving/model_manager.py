@@ -18,6 +18,7 @@ in one assignment, so a request sees either the old set or the new one, never a 
 """
 
 import dataclasses
+import functools
 import logging
 import threading
 import time
@@ -100,6 +101,11 @@ class Served:
                 f"version {version} of {name!r} is not available", expected=f"one of {sorted(versions)}", status=404
             )
         return versions[version]
+
+    @functools.cached_property
+    def tasks(self) -> dict[str, str]:
+        """Each model's task (its highest AVAILABLE version's), worked out once per snapshot, not per request."""
+        return {name: self.runtime(name).model.task for name in self.runtimes}
 
     def labels_of(self, name: str, version: int) -> list[str]:
         return sorted(label for label, target in self.labels.get(name, {}).items() if target == version)
@@ -277,8 +283,10 @@ class ModelManager:
 
     def _should_load(self, name: str, version: int, path: Path) -> bool:
         status = self._statuses[name].get(version)
-        if status is None or status.state != State.END:
-            return status is None
+        if status is None:
+            return True
+        if status.state != State.END:
+            return False  # loading or loaded already
         if not status.error:
             return True  # unloaded before, selected again (a policy change, a rollback)
         return _stamp(path) != status.stamp or status.attempts <= self.max_load_retries

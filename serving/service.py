@@ -64,7 +64,7 @@ def manager(request: Request) -> "ModelManager":
 
 def served(request: Request) -> "Served":
     """What is AVAILABLE now: one snapshot for the whole request, however versions change meanwhile."""
-    return request.app.state.manager.served
+    return manager(request).served
 
 
 def version_number(version: str | None) -> int | None:
@@ -97,8 +97,7 @@ def model_for_task(request: Request, task: Task) -> "ModelRuntime":
     if version is not None and label is not None:
         raise InputError("both ?version= and ?label= are given", expected="one of them, or neither for the latest")
     now = served(request)
-    defaults = {model: now.runtime(model) for model in now.runtimes}
-    candidates = [model for model, runtime in defaults.items() if runtime.model.task == task]
+    candidates = [model for model, its_task in now.tasks.items() if its_task == task]
     if not name:
         if not candidates:
             raise InputError(f"no {task} model is served", expected="train and export one first", status=404)

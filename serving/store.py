@@ -167,10 +167,7 @@ def warmup_requests(path: Path) -> list[WarmupRequest]:
     except PermissionError as error:
         raise unreadable(error) from None
     except (tf.errors.OpError, ValueError) as error:
-        message = error.message if isinstance(error, tf.errors.OpError) else str(error)
-        raise ModelLoadError(
-            f"corrupt model at {path}: {WARMUP_FILE} does not read ({_first_line(Exception(message))})"
-        ) from None
+        raise ModelLoadError(f"corrupt model at {path}: {WARMUP_FILE} does not read ({_first_line(error)})") from None
 
 
 def unreadable(error: PermissionError) -> ModelLoadError:

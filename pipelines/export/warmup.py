@@ -13,7 +13,7 @@ import tensorflow as tf
 
 from serving.warmup import WarmupRequest
 
-WARMUP_EXAMPLES = 4
+WARMUP_EXAMPLES = 4  # what each family's `warmup_examples` takes from its test split
 
 Example = np.ndarray | str  # an image (H, W, C) 0-255, or a text
 
@@ -24,7 +24,7 @@ def warmup_requests(
     """Requests for each of `signatures` (concrete functions) built from `examples`."""
     if not examples:
         raise ValueError("warm-up needs at least one example")
-    examples = list(examples[:WARMUP_EXAMPLES])
+    examples = list(examples)
     same_shape = len({np.shape(example) for example in examples}) == 1
     batches = [examples[:1]] + ([examples] if same_shape and len(examples) > 1 else [])
     requests = []
