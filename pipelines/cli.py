@@ -5,7 +5,8 @@ modelservice train seq2seq [--profile default] [--architecture transformer] ...
 modelservice train detector [--profile default] [--dataset coco:DIR] ...
 modelservice train transfer [--backbone mobilenet_v2 --weights imagenet] [--transfer-strategy partial] ...
 modelservice evaluate [--run-dir runs/classifier]
-modelservice export [--run-dir runs/seq2seq] [--artifacts artifacts]
+modelservice export [--run-dir runs/seq2seq] [--artifacts artifacts] [--no-validate]
+modelservice validate artifacts/classifier/3 [--baseline 2] [--thresholds gate.yaml] [--min-quality 0.97]
 modelservice serve [--model-dir artifacts] [--models classifier,seq2seq:2] [--host 127.0.0.1] [--port 3000]
 modelservice predict artifacts/classifier digit.png [more.png ...]
 modelservice predict artifacts/seq2seq "March 4, 1999" "20.01.2023" [--beam-width 3]
@@ -18,8 +19,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pipelines.family import NAMES, SUMMARIES, RunFolder, family
+from pipelines import validation
+from pipelines.family import NAMES, SUMMARIES, RunFolder, add_validation_arguments, family
 from pipelines.training.flags import threshold
+from pipelines.validation.thresholds import add_gate_arguments
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -36,11 +39,28 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from pipelines.family import publish
+    from pipelines.family import publish, validation_status
 
-    artifact = family(RunFolder(args.run_dir).family_name()).export_run(args.run_dir, args.artifacts)
+    chosen = family(RunFolder(args.run_dir).family_name())
+    gate = chosen.gate_options(args)
+    artifact = chosen.export_run(args.run_dir, args.artifacts, gate)
     publish(artifact, register=not args.no_register)
-    return 0
+    return validation_status(artifact) if gate else 0
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from pipelines.validation.gate import GateError, GateOptions, exit_status, resolve_version, validate_and_print
+    from pipelines.validation.thresholds import ThresholdsError
+    from serving.contract import ArtifactError, read_metadata
+
+    try:
+        candidate = resolve_version(args.artifact)
+        chosen = family(read_metadata(candidate).family)
+        options = GateOptions(chosen.gate_defaults().from_args(args), args.baseline)
+        return exit_status(validate_and_print(candidate, options))
+    except (GateError, ThresholdsError, ArtifactError) as error:
+        print(f"modelservice validate: {error}", file=sys.stderr)
+        return 2
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -143,7 +163,20 @@ def parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
                 "--artifacts", type=Path, default=Path("artifacts"), help="artifact root (default: %(default)s)"
             )
             sub.add_argument("--no-register", action="store_true", help="skip the BentoML model store")
+            add_validation_arguments(sub)
         sub.set_defaults(handler=handler)
+
+    validate = verbs.add_parser(
+        "validate",
+        help="run the validation gate on an exported version: bless it (served) or not (exit status 3)",
+        description=validation.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    validate.add_argument(
+        "artifact", type=Path, help="version folder (artifacts/classifier/3) or model folder (its latest version)"
+    )
+    add_gate_arguments(validate)
+    validate.set_defaults(handler=_validate)
 
     serve = verbs.add_parser(
         "serve",

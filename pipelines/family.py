@@ -11,13 +11,15 @@ A family is one object (`FAMILY` in `pipelines/<name>.py`) with the same methods
     served_graph(trained, data) -> tf.Module     the graph the SavedModel holds, pre- and post-processing inside
     artifact_metadata(trained, data, report)     the serving.contract metadata of the export
     export(trained, data, report, root) -> Path  the next artifact version
+    held_out(data) -> HeldOut                    the split the validation gate scores exported versions on
 
-and the flows built on them: `run` (train → evaluate → export → register), `evaluate_run`, `export_run`
+and the flows built on them: `run` (train → evaluate → export → validate → register), `evaluate_run`, `export_run`
 and `main` (`python -m pipelines.<name>`). `family(name)` imports a family only when it is asked for, so
 the `modelservice` command does not load training code to serve.
 """
 
 import argparse
+import dataclasses
 import importlib
 import json
 import time
@@ -27,7 +29,12 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, fields, is_dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Generic, Self, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Self, TypeVar
+
+if TYPE_CHECKING:
+    from pipelines.validation.gate import GateOptions
+    from pipelines.validation.scoring import HeldOut
+    from pipelines.validation.thresholds import Thresholds
 
 NAMES = ("classifier", "seq2seq", "detector", "transfer")
 # The one-line help of `modelservice train FAMILY`, readable without importing the family (its module's first line).
@@ -38,6 +45,7 @@ SUMMARIES = {
     "transfer": "Transfer learning, end to end: pretrained backbone → new head → fine-tuning → comparison → export.",
 }
 
+QUALITY_TOLERANCE = 0.005  # how much lower than the baseline's the optimizing metric may be: 0.5 points
 RUN_RECORD = "run.json"
 MODEL_FILE = "model.keras"
 REPORT_FILE = "report.json"
@@ -156,6 +164,9 @@ class Family(ABC, Generic[C, D, F]):
     description: ClassVar[str]  # the family script's --help text
     side_file: ClassVar[str | None] = None  # where `fit_preprocessing`'s result is kept in the run folder
     keeps_keras_model: ClassVar[bool] = False  # export model.keras beside the SavedModel (transfer backbones)
+    # The validation gate's default floors (pipelines/validation): what the quick profile reaches, with margin.
+    quality_floor: ClassVar[float]
+    group_floor: ClassVar[float]
 
     # --- command line ---
 
@@ -240,17 +251,38 @@ class Family(ABC, Generic[C, D, F]):
     def warmup_examples(self, data: D) -> list[Any]:
         """A few real test inputs (images (H, W, C) 0-255, or texts): the artifact's warm-up requests."""
 
-    def export(self, trained: Trained[C, F], data: D, report: dict[str, Any], root: Path) -> Path:
+    @abstractmethod
+    def held_out(self, data: D) -> "HeldOut":
+        """The test split as the task's signatures take it (pipelines.validation.scoring.HeldOut)."""
+
+    def gate_defaults(self) -> "Thresholds":
+        """The validation gate's thresholds before a file or flags change them."""
+        from pipelines.validation.thresholds import ChangeThreshold, MetricThreshold, Thresholds
+
+        return Thresholds(
+            quality=MetricThreshold(lower=self.quality_floor, change=ChangeThreshold(absolute=QUALITY_TOLERANCE)),
+            groups=MetricThreshold(lower=self.group_floor),
+        )
+
+    def export(
+        self, trained: Trained[C, F], data: D, report: dict[str, Any], root: Path, *, pending: bool = False
+    ) -> Path:
+        """The next artifact version, its held-out split's fingerprint in the metadata; `pending`: marked
+        waiting for the validation gate, so no server serves it before the gate has run."""
         from pipelines.export.artifact import export_artifact
+        from serving.contract import Blessing
 
         keras_model = trained.model if self.keeps_keras_model else None
         metadata = self.artifact_metadata(trained, data, report)
+        held_out = self.held_out(data)
+        dataset = {**metadata.dataset, "held_out": {"size": len(held_out), "fingerprint": held_out.fingerprint()}}
         return export_artifact(
             self.served_graph(trained, data),
             root=root,
-            metadata=metadata,
+            metadata=dataclasses.replace(metadata, dataset=dataset),
             keras_model=keras_model,
             warmup_examples=self.warmup_examples(data),
+            blessing=Blessing(blessed=False, pending=True) if pending else None,
         )
 
     # --- flows ---
@@ -264,26 +296,41 @@ class Family(ABC, Generic[C, D, F]):
         print(f"checkpoints, logs, history and plots in {run_dir}")
         return trained, data, report
 
-    def run(self, config: C, *, run_dir: Path, artifacts: Path, register: bool = True) -> Path:
-        """Train, evaluate, export and register; returns the new artifact folder."""
+    def run(
+        self, config: C, *, run_dir: Path, artifacts: Path, register: bool = True, gate: "GateOptions | None" = None
+    ) -> Path:
+        """Train, evaluate, export, validate (when given a `gate`) and register; returns the new artifact folder."""
         trained, data, report = self.train_and_evaluate(config, run_dir)
-        return publish(self.export(trained, data, report, artifacts), register=register)
+        return publish(self.export_and_validate(trained, data, report, artifacts, gate), register=register)
+
+    def export_and_validate(
+        self, trained: Trained[C, F], data: D, report: dict[str, Any], artifacts: Path, gate: "GateOptions | None"
+    ) -> Path:
+        """Export; with a `gate`, the version waits as pending until the gate has written its verdict."""
+        artifact = self.export(trained, data, report, artifacts, pending=gate is not None)
+        print(f"exported {artifact}")
+        if gate is not None:
+            from pipelines.validation.gate import validate_and_print
+
+            validate_and_print(artifact, gate, data=data)
+        return artifact
 
     def evaluate_run(self, run_dir: Path) -> dict[str, Any]:
         """Re-evaluate a finished training run; returns the headline figures."""
         trained = self.load_trained(run_dir)
         return self.headline(self.evaluate(trained, self.load_data(trained.config), run_dir))
 
-    def export_run(self, run_dir: Path, artifacts: Path) -> Path:
-        """Export a finished run as the next artifact version (its saved evaluation, else a fresh one)."""
+    def export_run(self, run_dir: Path, artifacts: Path, gate: "GateOptions | None" = None) -> Path:
+        """Export a finished run as the next artifact version (its saved evaluation, else a fresh one), validated
+        when given a `gate`."""
         trained = self.load_trained(run_dir)
         data = self.load_data(trained.config)
         report = RunFolder(run_dir).saved_report() or self.evaluate(trained, data, run_dir)
-        return self.export(trained, data, report, artifacts)
+        return self.export_and_validate(trained, data, report, artifacts, gate)
 
     def main(self, argv: list[str] | None = None) -> int:
-        """`python -m pipelines.<name>`: train → evaluate → export → register, or skip when already exported."""
-        from serving.contract import latest_version
+        """`python -m pipelines.<name>`: train → evaluate → export → validate → register, or skip if exported."""
+        from serving.contract import latest_version, read_blessing
 
         parser = argparse.ArgumentParser(
             prog=f"python -m pipelines.{self.name}",
@@ -297,22 +344,34 @@ class Family(ABC, Generic[C, D, F]):
         parser.add_argument(
             "--no-register", action="store_true", help="do not copy the artifact into the BentoML model store"
         )
+        add_validation_arguments(parser)
         args = parser.parse_args(argv)
         if args.skip_if_exported and (found := latest_version(args.artifacts / args.name)):
             print(f"{found} exists; skipping training (drop --skip-if-exported to train a new version)")
             if not args.no_register:
                 register_artifact(found)
-            return 0
+            return 0 if read_blessing(found) is None else validation_status(found)
         config = self.prepared(args)
+        gate = self.gate_options(args)
         started = time.monotonic()
-        self.run(
+        artifact = self.run(
             config,
             run_dir=args.run_dir or Path("runs") / args.name,
             artifacts=args.artifacts,
             register=not args.no_register,
+            gate=gate,
         )
-        print(f"{self.name}: data, training, evaluation and export took {duration(time.monotonic() - started)}")
-        return 0
+        stages = "evaluation, export and validation" if gate else "evaluation and export"
+        print(f"{self.name}: data, training, {stages} took {duration(time.monotonic() - started)}")
+        return validation_status(artifact) if gate else 0
+
+    def gate_options(self, args: argparse.Namespace) -> "GateOptions | None":
+        """The gate the command line asks for (`add_validation_arguments`), None for --no-validate."""
+        from pipelines.validation.gate import GateOptions
+
+        if args.no_validate:
+            return None
+        return GateOptions(self.gate_defaults().from_args(args), args.baseline)
 
     def prepared(self, args: argparse.Namespace) -> C:
         """The config the command line asks for, with the CPU split into the devices it names."""
@@ -321,6 +380,27 @@ class Family(ABC, Generic[C, D, F]):
         config = self.config_from_args(args)
         split_cpu(config.training.cpu_devices)
         return config
+
+
+def add_validation_arguments(parser: argparse.ArgumentParser) -> None:
+    """--no-validate and the validation gate's thresholds, for the commands that export."""
+    from pipelines.validation.thresholds import add_gate_arguments
+
+    parser.add_argument(
+        "--no-validate",
+        action="store_true",
+        help="skip the validation gate: the version has no blessing record and is served as before the gate",
+    )
+    add_gate_arguments(parser)
+
+
+def validation_status(artifact: Path) -> int:
+    """The exit status for an exported and validated version: 0 when blessed, else NOT_BLESSED_EXIT."""
+    from pipelines.validation import NOT_BLESSED_EXIT
+    from serving.contract import read_blessing
+
+    blessing = read_blessing(artifact)
+    return 0 if blessing is not None and blessing.blessed else NOT_BLESSED_EXIT
 
 
 def duration(seconds: float) -> str:
@@ -343,8 +423,7 @@ def register_artifact(artifact: Path) -> str:
 
 
 def publish(artifact: Path, *, register: bool) -> Path:
-    """Announce a new artifact version and copy it into the BentoML model store unless told not to."""
-    print(f"exported {artifact}")
+    """Copy a new artifact version into the BentoML model store unless told not to."""
     if register:
         print(f"registered in the BentoML model store as {register_artifact(artifact)}")
     return artifact

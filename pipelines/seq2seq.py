@@ -34,6 +34,7 @@ from pipelines.export.warmup import WARMUP_EXAMPLES
 from pipelines.family import Config, Family, RunFolder, Trained
 from pipelines.training import flags
 from pipelines.training.loop import TrainingConfig, fit, read_history
+from pipelines.validation.scoring import HeldOut
 from serving.contract import ArtifactMetadata, Decoding, Role, Task, TextSpec
 
 PROFILES: dict[str, dict[str, Any]] = {
@@ -193,6 +194,8 @@ class Seq2SeqFamily(Family[Seq2SeqConfig, date_data.DateDataset, CharTokenizer])
     name = "seq2seq"
     config_type = Seq2SeqConfig
     profiles = PROFILES
+    quality_floor = 0.98  # 0.999-1.0 exact match in the quick profile, per style
+    group_floor = 0.9
     description = __doc__
     side_file = "tokenizer.json"  # a resumed run must keep the vocabulary its checkpoint was trained with
 
@@ -283,6 +286,14 @@ class Seq2SeqFamily(Family[Seq2SeqConfig, date_data.DateDataset, CharTokenizer])
 
     def warmup_examples(self, data: date_data.DateDataset) -> list:
         return [pair.text for pair in data.test[:WARMUP_EXAMPLES]]
+
+    def held_out(self, data: date_data.DateDataset) -> HeldOut:
+        pairs = data.test
+        return HeldOut(
+            tuple(pair.text for pair in pairs),
+            tuple(pair.target for pair in pairs),
+            groups=tuple(pair.style for pair in pairs),
+        )
 
     def artifact_metadata(
         self, trained: Trained, data: date_data.DateDataset, report: dict[str, Any]

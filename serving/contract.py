@@ -13,17 +13,24 @@ A signature's role says which input a signature takes, with the same meaning for
     image_bytes   encoded image strings (PNG, JPEG, GIF, BMP) and the task's options
     texts         strings and the task's options
 
+A version may also hold `blessing.json` (`Blessing`), the validation gate's verdict: serving serves a
+version whose record says it is not blessed (or still pending) only when told to, and a version with no
+record at all as before, with a warning.
+
 Artifacts written before the roles had one meaning (schema 1: the seq2seq "texts" role was its default and
 "texts_beam_width" took the beam width; the detector's default was "images_default") are migrated on read.
 """
 
 import json
+import os
+import tempfile
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 METADATA_FILE = "metadata.json"
+BLESSING_FILE = "blessing.json"
 KERAS_MODEL_FILE = "model.keras"
 SCHEMA_VERSION = 2
 LAYOUT = (
@@ -298,4 +305,107 @@ def write_metadata(artifact_dir: Path, metadata: ArtifactMetadata) -> Path:
     metadata.validate()
     path = Path(artifact_dir) / METADATA_FILE
     path.write_text(json.dumps(metadata.to_dict(), indent=2, sort_keys=True, ensure_ascii=False))
+    return path
+
+
+# --- the validation gate's record -----------------------------------------------------------------
+
+
+class Verdict(StrEnum):
+    PASS = "pass"
+    FAIL = "fail"
+    NOT_CHECKED = "not checked"  # reported for information (a class with too few examples to judge)
+
+
+@dataclass(frozen=True)
+class Check:
+    """One row of the gate's table: what was measured, against what, and the verdict."""
+
+    name: str  # "accuracy", "accuracy vs baseline", "recall[7]", "latency p99 ms", "size MB", "loads and answers"
+    threshold: str  # readable: ">= 0.95", ">= baseline - 0.005", "<= 2 x baseline"
+    verdict: Verdict
+    value: float | None = None
+    baseline: float | None = None
+    detail: str = ""
+    limit: float | None = None  # the number `threshold` compares the value with (a floor, a ceiling)
+
+
+@dataclass(frozen=True)
+class Blessing:
+    """What `blessing.json` holds: the gate's verdict on one version, every check, and what it compared with."""
+
+    blessed: bool
+    pending: bool = False  # exported, the gate not yet run (or interrupted): not served until it has run
+    checks: tuple[Check, ...] = ()
+    metric: str = ""  # the optimizing metric
+    baseline_version: int | None = None
+    data_fingerprint: str = ""  # SHA-256 of the held-out split both models were evaluated on
+    notes: tuple[str, ...] = ()
+    thresholds: dict[str, Any] = field(default_factory=dict)
+    validated_at: str = ""
+
+    @property
+    def failed(self) -> list[Check]:
+        return [check for check in self.checks if check.verdict == Verdict.FAIL]
+
+    def summary(self) -> str:
+        """One line: "blessed", "pending validation" or "not blessed: <the failed checks>"."""
+        if self.pending:
+            return "pending validation (run `modelservice validate` on it)"
+        if self.blessed:
+            return "blessed"
+        failures = "; ".join(_failure(check) for check in self.failed)
+        return f"not blessed: {failures}" if failures else "not blessed"
+
+    def to_dict(self) -> dict[str, Any]:
+        return _plain(self)
+
+    @classmethod
+    def from_dict(cls, document: Any) -> "Blessing":
+        if not isinstance(document, dict) or not isinstance(document.get("blessed"), bool):
+            raise ArtifactError(f'{BLESSING_FILE} is not an object with a boolean "blessed"')
+        try:
+            checks = tuple(
+                Check(**{**check, "verdict": Verdict(check["verdict"])}) for check in document.get("checks", ())
+            )
+            known = {item.name for item in fields(cls)} - {"checks", "notes"}
+            return cls(
+                checks=checks,
+                notes=tuple(document.get("notes", ())),
+                **{key: value for key, value in document.items() if key in known},
+            )
+        except (TypeError, ValueError, KeyError) as error:
+            raise ArtifactError(f"{BLESSING_FILE} is invalid: {type(error).__name__}: {error}") from None
+
+
+def _failure(check: Check) -> str:
+    if check.value is None:  # nothing was measured: the detail says why
+        return f"{check.name}: {check.detail}"
+    return f"{check.name} {check.value:.4g} (needs {check.threshold})"
+
+
+def read_blessing(artifact_dir: Path) -> Blessing | None:
+    """The version's gate record, None if it has none; ArtifactError if it cannot be read."""
+    path = Path(artifact_dir) / BLESSING_FILE
+    try:
+        document = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except ValueError as error:
+        raise ArtifactError(f"{BLESSING_FILE} is not valid JSON ({error})") from None
+    return Blessing.from_dict(document)
+
+
+def write_blessing(artifact_dir: Path, blessing: Blessing) -> Path:
+    """Replace the version's record in one rename, so a server polling it reads the old record or the new one."""
+    path = Path(artifact_dir) / BLESSING_FILE
+    handle, staging = tempfile.mkstemp(prefix=f".{BLESSING_FILE}.", dir=artifact_dir)
+    try:
+        with os.fdopen(handle, "w") as file:
+            json.dump(blessing.to_dict(), file, indent=2, ensure_ascii=False)
+        os.chmod(staging, 0o644)  # mkstemp's 0600 would hide it from a server running as another user
+        os.replace(staging, path)
+    finally:
+        if os.path.exists(staging):
+            os.unlink(staging)
     return path

@@ -7,6 +7,10 @@ asks the model's version policy (`serving.model_config`) which to serve, and the
   START → LOADING → AVAILABLE. A version that fails to load goes to END
   with the reason and never takes traffic; it is tried again at the next polls, up to `max_load_retries` more
   times (TF Serving's --max_num_load_retries, default 5), and again whenever its folder changes.
+- serves only the versions the validation gate blessed (`blessing.json`, pipelines/validation), unless told
+  to serve unblessed ones too; a version with no record at all serves as before, with a warning. A selected
+  version that is not blessed (or still pending) is listed in START with its blessing, and the policy picks
+  among the others: blessing a newer version is what rolls it out, and un-blessing the serving one rolls back.
 - unloads each version the policy no longer selects (AVAILABLE → UNLOADING → END), but only once every version
   it selects is AVAILABLE: a model is never left with fewer versions to answer than before, and a candidate
   that fails leaves the versions it would have replaced serving (TF Serving's availability-preserving
@@ -57,6 +61,7 @@ class VersionStatus:
     error: str = ""  # why it failed to load; "" for a version that loaded (and maybe was unloaded since)
     attempts: int = 0  # failed loads since its folder last changed
     stamp: float | None = None  # its folder's modification time at the last attempt
+    blessing: str = ""  # the validation gate's verdict in words ("blessed", "not blessed: ...", "pending ...")
 
     def to_tfserving(self) -> dict:
         """The version as TF Serving's GetModelStatus answers it."""
@@ -120,11 +125,13 @@ class ModelManager:
         source: store.Source,
         *,
         max_load_retries: int = MAX_LOAD_RETRIES,
+        serve_unblessed: bool = False,
         make_runtime: Callable[[store.LoadedModel], ModelRuntime] = ModelRuntime,
     ):
         self.specs = specs
         self.source = source
         self.max_load_retries = max_load_retries
+        self.serve_unblessed = serve_unblessed
         self.make_runtime = make_runtime
         self.served = Served()
         self.problems: dict[str, str] = {}  # model name -> why its versions could not be listed
@@ -253,6 +260,11 @@ class ModelManager:
         except store.ModelLoadError as error:
             self._note_problem(spec.name, str(error))
             return
+        with self._guard:
+            self._statuses.setdefault(spec.name, {})
+        blessings = {version: store.blessing(path) for version, path in found.items()}
+        eligible = {version: path for version, path in found.items() if blessings[version][0] or self.serve_unblessed}
+        self._note_blessings(spec, found, eligible, blessings)
         absent = [version for version in spec.policy.versions if version not in found]
         if not found:
             self._note_problem(spec.name, self.source.missing(spec.name))
@@ -262,19 +274,45 @@ class ModelManager:
                 f"{self.source.where(spec)} has no version {', '.join(map(str, absent))}: "
                 f"found versions {', '.join(map(str, sorted(found)))}",
             )
+        elif not eligible:
+            unblessed = "; ".join(f"version {version}: {text}" for version, (_, text) in sorted(blessings.items()))
+            self._note_problem(spec.name, f"no version of {spec.name!r} may serve ({unblessed})")
         else:
             self.problems.pop(spec.name, None)
-        with self._guard:
-            self._statuses.setdefault(spec.name, {})
-        selected = spec.policy.select(found)
+        selected = spec.policy.select(eligible)
         for version in selected:
             if self._should_load(spec.name, version, found[version]):
                 self._load(spec.name, version, found[version])
         serving = self._runtimes.get(spec.name, {})
         replaced = bool(selected) and all(version in serving for version in selected)
         for version in list(serving):
-            if version not in selected and (replaced or version not in found):
+            if version not in selected and (replaced or version not in eligible):
                 self._unload(spec.name, version)
+
+    def _note_blessings(
+        self,
+        spec: ModelSpec,
+        found: dict[int, Path],
+        eligible: dict[int, Path],
+        blessings: dict[int, tuple[bool, str]],
+    ) -> None:
+        """Keep each known version's blessing up to date, and list the versions the policy would pick but the
+        gate holds back (in START), so that the version list says why they do not serve."""
+        held_back = set(spec.policy.select(found)) - set(eligible)
+        with self._guard:
+            statuses = self._statuses[spec.name]
+            for version, (_, text) in blessings.items():
+                status = statuses.get(version)
+                if status is None and version in held_back:
+                    statuses[version] = VersionStatus(version, found[version], blessing=text)
+                    metrics.set_state(spec.name, version, State.START)
+                    logger.warning("version %s of %s is not served: %s", version, spec.name, text)
+                elif status is not None and status.blessing != text:
+                    if status.blessing:
+                        logger.info("version %s of %s: %s", version, spec.name, text)
+                    status.blessing = text
+                    if text == store.NO_BLESSING:
+                        logger.warning("version %s of %s has %s", version, spec.name, text)
 
     def _note_problem(self, name: str, problem: str) -> None:
         if self.problems.get(name) != problem:
@@ -283,7 +321,7 @@ class ModelManager:
 
     def _should_load(self, name: str, version: int, path: Path) -> bool:
         status = self._statuses[name].get(version)
-        if status is None:
+        if status is None or status.state == State.START:  # new, or held back by the gate until now
             return True
         if status.state != State.END:
             return False  # loading or loaded already
@@ -295,17 +333,16 @@ class ModelManager:
         previous = self._statuses[name].get(version)
         stamp = _stamp(path)
         attempts = previous.attempts if previous is not None and previous.stamp == stamp else 0
-        status = VersionStatus(version, path, State.LOADING, attempts=attempts, stamp=stamp)
+        blessing = previous.blessing if previous is not None else store.blessing(path)[1]
+        status = VersionStatus(version, path, State.LOADING, attempts=attempts, stamp=stamp, blessing=blessing)
+        if blessing == store.NO_BLESSING:
+            logger.warning("version %s of %s has %s", version, name, blessing)
         with self._guard:
             self._statuses[name][version] = status
         metrics.set_state(name, version, State.LOADING)
         logger.info("loading %s:%s from %s", name, version, path)
         try:
-            model = store.load(path)
-            runtime = self.make_runtime(dataclasses.replace(model, name=name, version=str(version)))
-            started = time.perf_counter()
-            runtime.warm_up(store.warmup_requests(path))
-            warm_up_ms = (time.perf_counter() - started) * 1000
+            runtime, warm_up_ms = load_version(path, name, version, self.make_runtime)
         except Exception as error:  # whatever a version does wrong, the versions already serving keep serving
             reason = str(error) if isinstance(error, store.ModelLoadError) else f"{type(error).__name__}: {error}"
             with self._guard:
@@ -318,7 +355,9 @@ class ModelManager:
         self._enter(name, status, State.AVAILABLE)
         metrics.LOADS.labels(str(path), "success").inc()
         self._publish()
-        logger.info("serving %s:%s (%s) from %s, warmed up in %.0f ms", name, version, model.task, path, warm_up_ms)
+        logger.info(
+            "serving %s:%s (%s) from %s, warmed up in %.0f ms", name, version, runtime.model.task, path, warm_up_ms
+        )
 
     def _unload(self, name: str, version: int) -> None:
         status = self._statuses[name][version]
@@ -347,6 +386,17 @@ class ModelManager:
             {name: dict(versions) for name, versions in self._runtimes.items()},
             {name: dict(labels) for name, labels in self._labels.items()},
         )
+
+
+def load_version(
+    path: Path, name: str, version: int, make_runtime: Callable[[store.LoadedModel], ModelRuntime] = ModelRuntime
+) -> tuple[ModelRuntime, float]:
+    """One version loaded as the server serves it, after its warm-up requests ran: (runtime, warm-up ms)."""
+    model = store.load(path)
+    runtime = make_runtime(dataclasses.replace(model, name=name, version=str(version)))
+    started = time.perf_counter()
+    runtime.warm_up(store.warmup_requests(path))
+    return runtime, (time.perf_counter() - started) * 1000
 
 
 def _stamp(path: Path) -> float | None:

@@ -266,7 +266,7 @@ def model_tag(runtime: "ModelRuntime") -> dict[str, str]:
 
 @api.get("/v1/models")
 async def served_models(request: Request) -> dict[str, Any]:
-    """Every model: name, task, each version's state and labels, and the latest version's signatures."""
+    """Every model: name, task, each version's state, labels and blessing, and the latest version's signatures."""
     now, listed = served(request), []
     for name in manager(request).model_names():
         entry: dict[str, Any] = {"name": name, "task": None, "versions": [], "signatures": {}}
@@ -274,7 +274,12 @@ async def served_models(request: Request) -> dict[str, Any]:
             latest = now.runtime(name)
             entry |= {"task": latest.model.task, "signatures": latest.signature_summaries()}
         entry["versions"] = [
-            {"version": str(status.version), "state": str(status.state), "labels": now.labels_of(name, status.version)}
+            {
+                "version": str(status.version),
+                "state": str(status.state),
+                "labels": now.labels_of(name, status.version),
+                "blessing": status.blessing,
+            }
             | ({"error": status.error} if status.error else {})
             for status in manager(request).statuses(name)
         ]
@@ -378,6 +383,7 @@ class ModelService:
             model_config.configured_specs(SETTINGS.models, SETTINGS.model_config_file),
             store.source_for(SETTINGS.model_dir),
             max_load_retries=SETTINGS.max_load_retries,
+            serve_unblessed=SETTINGS.serve_unblessed,
         )
         manager.poll()
         if SETTINGS.require_models and (problem := manager.start_problem()):

@@ -86,6 +86,9 @@ class Settings:
     )
     poll_seconds: float = setting(2.0, seconds, "how often to look for new and removed versions; 0: only at start")
     max_load_retries: int = setting(5, non_negative_int, "more tries for a version that fails to load")
+    serve_unblessed: bool = setting(
+        False, flag, "serve versions the validation gate did not bless (or has not run on) like blessed ones"
+    )
     host: str = setting("127.0.0.1", str, "bind address")
     port: int = setting(3000, port_number, "HTTP port")
     workers: int = setting(1, positive, "server processes; each loads every model and batches only its own requests")

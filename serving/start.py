@@ -91,7 +91,7 @@ def serve(args: argparse.Namespace) -> int:
         source = store.source_for(configured.model_dir)
         if configured.require_models:
             source.check()
-        manager = ModelManager(specs, source, max_load_retries=0)
+        manager = ModelManager(specs, source, max_load_retries=0, serve_unblessed=configured.serve_unblessed)
         manager.poll()
     except (model_config.ConfigError, store.ModelLoadError) as error:
         return cannot_start(error)

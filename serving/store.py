@@ -14,7 +14,17 @@ from typing import Any
 import bentoml
 import tensorflow as tf
 
-from serving.contract import LAYOUT, ArtifactError, ArtifactMetadata, Role, Task, TextSpec, read_metadata, versions
+from serving.contract import (
+    LAYOUT,
+    ArtifactError,
+    ArtifactMetadata,
+    Role,
+    Task,
+    TextSpec,
+    read_blessing,
+    read_metadata,
+    versions,
+)
 from serving.model_config import ModelSpec
 from serving.warmup import WARMUP_FILE, WarmupRequest, read_warmup
 
@@ -158,6 +168,22 @@ def load(path: Path) -> LoadedModel:
         metadata=metadata,
         signatures=signatures,
     )
+
+
+NO_BLESSING = "no blessing record (exported before the validation gate, or by another tool): served as before"
+
+
+def blessing(path: Path) -> tuple[bool, str]:
+    """Whether the validation gate lets the version serve, and its blessing in words, for the version list."""
+    try:
+        record = read_blessing(path)
+    except PermissionError as error:
+        return False, str(unreadable(error))
+    except ArtifactError as error:
+        return False, f"not served: {error}"
+    if record is None:
+        return True, NO_BLESSING
+    return record.blessed and not record.pending, record.summary()
 
 
 def warmup_requests(path: Path) -> list[WarmupRequest]:

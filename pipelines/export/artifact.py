@@ -19,7 +19,15 @@ from typing import Any
 import tensorflow as tf
 
 from pipelines.export.warmup import Example, warmup_requests
-from serving.contract import KERAS_MODEL_FILE, ArtifactMetadata, read_metadata, versions, write_metadata
+from serving.contract import (
+    KERAS_MODEL_FILE,
+    ArtifactMetadata,
+    Blessing,
+    read_metadata,
+    versions,
+    write_blessing,
+    write_metadata,
+)
 from serving.warmup import write_warmup
 
 
@@ -30,9 +38,11 @@ def export_artifact(
     metadata: ArtifactMetadata,
     keras_model: Any = None,
     warmup_examples: Sequence[Example] = (),
+    blessing: Blessing | None = None,
 ) -> Path:
     """Save `module` with its `signatures()` and `metadata` (and `keras_model` as model.keras, when given) as the
-    next version of `metadata.name`, with warm-up requests built from `warmup_examples`; return its folder."""
+    next version of `metadata.name`, with warm-up requests built from `warmup_examples` and `blessing` as its
+    first gate record (a pending one keeps servers off it until the gate has run); return its folder."""
     model_root = Path(root) / metadata.name
     model_root.mkdir(parents=True, exist_ok=True)
     # Staging inside model_root keeps the final rename on one filesystem, which is what makes it atomic.
@@ -48,6 +58,8 @@ def export_artifact(
             signatures = {name: _concrete(function) for name, function in module.signatures().items()}
             requests = warmup_requests(signatures, warmup_examples, metadata.option_defaults())
             write_warmup(staging, metadata.name, requests)
+        if blessing is not None:
+            write_blessing(staging, blessing)
         return _publish(staging, model_root, metadata)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

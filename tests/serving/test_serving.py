@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from serving import store
 from serving.contract import read_metadata
 from serving.inputs import MAX_BATCH, MAX_PAYLOAD_BYTES
 
@@ -455,7 +456,14 @@ def test_v1_models_lists_every_served_model_with_versions_and_signatures(server,
     metadata = {model["name"]: model for model in httpx.get(server + "/models", timeout=TIMEOUT).json()["models"]}
     for name, model in listed.items():
         assert model["task"] == metadata[name]["task"]
-        assert model["versions"] == [{"version": str(metadata[name]["version"]), "state": "AVAILABLE", "labels": []}]
+        assert model["versions"] == [
+            {
+                "version": str(metadata[name]["version"]),
+                "state": "AVAILABLE",
+                "labels": [],
+                "blessing": store.NO_BLESSING,  # the test models are exported without the gate
+            }
+        ]
         assert set(metadata[name]["signatures"].values()) <= set(model["signatures"]), name
     classifier = listed["classifier"]
     assert classifier["versions"][0]["version"] == ref.version
