@@ -75,7 +75,7 @@ def summary(timings: list[tuple[str, float]], total: float, url: str) -> str:
     rows = [f"  {name:<11} {duration(seconds)}" for name, seconds in timings]
     return "\n".join(
         [
-            "run: time per family (training, evaluation, export)",
+            "run: time per family (training, evaluation, export, validation)",
             *rows,
             f"  {'in all':<11} {duration(total)}; serving every family at {url} (Ctrl-C stops it)",
         ]

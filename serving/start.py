@@ -128,6 +128,12 @@ def report(manager: "ModelManager", configured: Settings) -> None:
         print(f"  {tag:<{width}}  {runtime.model.task:<10}  {runtime.model.path}", flush=True)
     for failure in manager.failures():
         print(f"  not served: {failure}", flush=True)
+    from serving.model_manager import State
+
+    for name in manager.model_names():
+        for status in manager.statuses(name):
+            if status.state == State.START:  # held back by the validation gate
+                print(f"  not served: {name}:{status.version}: {status.blessing}", flush=True)
     if configured.poll_seconds:
         print(f"  new and removed versions are picked up every {configured.poll_seconds:g} s", flush=True)
 

@@ -19,7 +19,7 @@ from pipelines.validation.report import plot_blessing, table
 from pipelines.validation.scoring import TASK_METRICS, HeldOut, Scores, default_call, latency_p99_ms, score
 from pipelines.validation.thresholds import Direction, MetricThreshold, Thresholds
 from serving.contract import (
-    BLESSING_FILE,
+    METADATA_FILE,
     ArtifactError,
     ArtifactMetadata,
     Blessing,
@@ -148,7 +148,7 @@ def resolve_version(path: Path) -> Path:
     if not path.is_dir():
         raise GateError(f"{path} does not exist: pass a version folder such as artifacts/classifier/3")
     found = versions(path)
-    if (path / "metadata.json").exists() or not found:
+    if (path / METADATA_FILE).exists() or not found:
         return path
     return path / str(found[-1])
 
@@ -182,7 +182,9 @@ def _servable(path: Path) -> bool:
     return blessing is None or blessing.blessed
 
 
-def _measure(path: Path, metadata: ArtifactMetadata | None, held_out: HeldOut, *, like: Any = None) -> Measured:
+def _measure(
+    path: Path, metadata: ArtifactMetadata | None, held_out: HeldOut, *, like: ArtifactMetadata | None = None
+) -> Measured:
     """Load `path` (in this process) and score it on `held_out`; a baseline is first checked comparable `like`
     the candidate's metadata."""
     from serving import store
@@ -223,7 +225,7 @@ def _size_mb(path: Path) -> float:
     sizes = [
         file.stat().st_size
         for file in path.rglob("*")
-        if file.is_file() and not file.name.startswith((BLESSING_FILE, PLOT_FILE, f".{BLESSING_FILE}"))
+        if file.is_file() and not file.name.startswith(("blessing.", ".blessing"))  # the gate's own files
     ]
     return sum(sizes) / 2**20
 
