@@ -19,12 +19,16 @@ fastest pass counts (timeit's convention: it is the one least disturbed by other
 a table of strings/s, the ratio graph / python-loop (goal >= 10x) and the share of identical outputs;
 `decoding.json` and `decoding.png` under --out.
 
+Both sides decode under the model's output constraint (the exported date automaton, `models/date_constraint.py`);
+what the constraint costs is measured apart, on the same model's graph in process with and without it.
+
 The Python loop's cost is mostly per call, not per string (eager dispatch of every layer for every
 character, ~8 ms per step on 2 CPU cores whatever the batch), so the ratio is largest at batch 1 and
 shrinks as batches grow and both sides become bound by the same arithmetic.
 """
 
 import argparse
+import dataclasses
 import functools
 import os
 import sys
@@ -39,6 +43,7 @@ import numpy as np
 import tensorflow as tf
 
 from benchmarks.common import environment, fastest_pass, plot_ratio_bars, save_results, saved_model_dir, settings
+from models.date_constraint import IsoDateConstraint
 from models.decoding import LENGTH_ALPHA, NEG_INF
 from models.seq2seq import Seq2SeqStepDecoder
 from models.text_graph import END_ID, OOV_ID, PAD_ID, START_ID, CharTokenizer
@@ -57,14 +62,21 @@ Decode = Callable[..., tuple[list[str], list[float]]]
 
 
 def python_loop_decode(
-    model: keras.Model, tokenizer: CharTokenizer, texts: list[str], *, beam_width: int, alpha: float = LENGTH_ALPHA
+    model: keras.Model,
+    tokenizer: CharTokenizer,
+    texts: list[str],
+    *,
+    beam_width: int,
+    alpha: float = LENGTH_ALPHA,
+    constraint: IsoDateConstraint | None = None,
 ) -> tuple[list[str], list[float]]:
     """Beam search the way it is usually written: a Python loop calling the Keras decoder once per character.
 
     Same search as `models.decoding.beam_search` (and so the same outputs as the exported graph):
     scores are summed log-probabilities / length^α, finished hypotheses keep their score, padding,
     OOV and [START] are never generated, and the loop stops when every hypothesis has finished or
-    after max_output_length + 1 characters. Returns the best hypothesis's text and score per input.
+    after max_output_length + 1 characters; with a `constraint`, only what it allows is generated. Returns
+    the best hypothesis's text and score per input.
     """
     decoder = Seq2SeqStepDecoder(model)
     context, state = decoder.start(tokenizer.source_ids(tf.constant(texts, tf.string)))
@@ -85,7 +97,8 @@ def python_loop_decode(
         if finished.all():
             break
         logits, state = decoder.step(tokens, t, context, state)
-        log_probs = next_token_log_probs(np.asarray(logits), finished)
+        allowed = None if constraint is None else constraint.allowed(tf.constant(tokens), tf.constant(t)).numpy()
+        log_probs = next_token_log_probs(np.asarray(logits), finished, allowed)
         vocab = log_probs.shape[-1]
         candidate_sums = sums[..., np.newaxis] + log_probs  # (N, B, V)
         candidate_lengths = lengths + np.logical_not(finished)
@@ -106,12 +119,14 @@ def python_loop_decode(
     return texts_out, (sums / length_penalty(lengths, alpha))[:, 0].tolist()
 
 
-def next_token_log_probs(logits: np.ndarray, finished: np.ndarray) -> np.ndarray:
-    """(N·B, V) logits → (N, B, V) log-probabilities over the allowed tokens; a finished hypothesis's
-    only continuation is padding, at no cost."""
+def next_token_log_probs(logits: np.ndarray, finished: np.ndarray, allowed: np.ndarray | None = None) -> np.ndarray:
+    """(N·B, V) logits → (N, B, V) log-probabilities over the allowed tokens (`allowed`: (N·B, V) more
+    limits); a finished hypothesis's only continuation is padding, at no cost."""
     batch, beams = finished.shape
     logits = logits.astype(np.float32, copy=True)
     logits[:, list(BANNED_IDS)] = NEG_INF
+    if allowed is not None:
+        logits = np.where(allowed, logits, NEG_INF)
     shifted = logits - logits.max(axis=-1, keepdims=True)
     log_probs = (shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))).reshape(batch, beams, -1)
     padding_only = np.full(log_probs.shape[-1], NEG_INF, np.float32)
@@ -278,6 +293,20 @@ def measure(
     return row
 
 
+def constraint_cost(
+    constrained: Any, free: Any, texts: list[str], *, batch_size: int, beam_width: int, repeats: int
+) -> dict[str, float]:
+    """The same model's graph with and without the date constraint, in this process: what the constraint costs."""
+    decoders = {"constrained": graph_decoder(constrained.translate), "free": graph_decoder(free.translate)}
+    batches = [texts[start : start + batch_size] for start in range(0, len(texts), batch_size)]
+    rates = {
+        name: len(texts) / time_decoder(decode, batches, beam_width=beam_width, repeats=repeats)[0]
+        for name, decode in decoders.items()
+    }
+    return {"constrained_strings_per_s": rates["constrained"], "free_strings_per_s": rates["free"],
+            "slowdown": rates["free"] / rates["constrained"]}  # fmt: skip
+
+
 # --- report ----------------------------------------------------------------------------------------
 
 
@@ -293,6 +322,15 @@ def report_text(rows: list[dict[str, Any]]) -> str:
             f"{row['python_loop']['strings_per_s']:>18.1f} "
             f"{row['ratio']:>6.1f}x {row['agreement']:>9.1%} {row['max_score_difference']:>13.1e}"
         )
+    costs = [row for row in rows if "constraint" in row]
+    if costs:
+        lines += ["", "the date constraint (models/date_constraint.py), the same graph in process with and without it:"]
+        lines += [
+            f"  batch {row['batch_size']:>3}, beam {row['beam_width']}: "
+            f"{row['constraint']['constrained_strings_per_s']:8.1f} str/s constrained, "
+            f"{row['constraint']['free_strings_per_s']:8.1f} free: {row['constraint']['slowdown']:.2f}x the time"
+            for row in costs
+        ]
     met = all(row["ratio"] >= GOAL_SPEEDUP for row in rows)
     slowest = min(rows, key=lambda row: row["ratio"])
     lines += [
@@ -329,9 +367,11 @@ def main(argv: list[str] | None = None) -> int:
         trained = seq2seq.FAMILY.load_trained(run_dir)
         config, model, tokenizer = trained.config, trained.model, trained.fitted
         saved_model = tf.saved_model.load(str(artifact))  # kept referenced: its signatures need it alive
+        constrained = seq2seq.served_graph(model, tokenizer, config)  # what the export holds
+        free = seq2seq.served_graph(model, tokenizer, dataclasses.replace(config, output_constraint="none"))
         decoders: dict[str, Decode] = {
             "graph": graph_decoder(saved_model.signatures["translate"]),
-            "python_loop": functools.partial(python_loop_decode, model, tokenizer),
+            "python_loop": functools.partial(python_loop_decode, model, tokenizer, constraint=constrained.constraint),
         }
         texts = sample_texts(args.strings, args.seed)
         print(
@@ -345,6 +385,10 @@ def main(argv: list[str] | None = None) -> int:
                     measure(decoders, texts, batch_size=batch_size, beam_width=beam_width, repeats=args.repeats)
                 )
                 row = rows[-1]
+                if constrained.constraint is not None:
+                    row["constraint"] = constraint_cost(
+                        constrained, free, texts, batch_size=batch_size, beam_width=beam_width, repeats=args.repeats
+                    )
                 print(
                     f"batch {batch_size:>3}, beam {beam_width}: graph {row['graph']['strings_per_s']:8.1f} str/s, "
                     f"python loop {row['python_loop']['strings_per_s']:7.1f} str/s ({row['ratio']:.1f}x)"

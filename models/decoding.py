@@ -7,6 +7,7 @@ emitted [END]) stay in the beam with their score frozen, and the loop stops once
 `max_length` characters were generated.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import tensorflow as tf
@@ -50,11 +51,14 @@ def beam_search(
     pad_id: int = 0,
     banned_ids: tuple[int, ...] = (),
     alpha: float = LENGTH_ALPHA,
+    constraint: Callable[[tf.Tensor, tf.Tensor], tf.Tensor] | None = None,
 ) -> BeamResult:
     """Decode a batch of sources; works in eager mode and inside `tf.function` (beam_width may be a tensor).
 
     `banned_ids` are never generated (padding, the start token, out-of-vocabulary): training never
-    asked the model to predict them, so their probabilities mean nothing.
+    asked the model to predict them, so their probabilities mean nothing. `constraint(tokens, t)`, when
+    given, returns the (rows, V) ids each hypothesis may generate at step t (`models.date_constraint`); the
+    others get no probability, so the softmax spreads over what is allowed.
     """
     beams = tf.convert_to_tensor(beam_width, tf.int32)
     batch = tf.shape(source_ids)[0]
@@ -79,6 +83,8 @@ def beam_search(
         allowed = tf.reduce_all(
             tf.range(vocab)[:, tf.newaxis] != tf.constant([pad_id, *banned_ids])[tf.newaxis], axis=1
         )
+        if constraint is not None:
+            allowed = allowed[tf.newaxis] & constraint(tokens, t)
         log_probs = tf.reshape(tf.nn.log_softmax(tf.where(allowed, logits, NEG_INF)), [batch, beams, vocab])
         # A finished hypothesis has one continuation, padding, which costs nothing and adds no length.
         padding_only = tf.where(tf.range(vocab) == pad_id, 0.0, NEG_INF)

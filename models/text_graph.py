@@ -19,9 +19,25 @@ PAD_ID, OOV_ID = 0, 1
 START_ID, END_ID = 2, 3
 
 
+# Unicode's full-width forms (U+FF01-U+FF5E) are ASCII (U+0021-U+007E) shifted by this much: what NFKC maps
+# them to, and what East Asian keyboards type for digits and punctuation (２０２２年４月４日).
+FULL_WIDTH_OFFSET = 0xFEE0
+IDEOGRAPHIC_SPACE = 0x3000
+
+
+def fold_full_width(texts: tf.Tensor) -> tf.Tensor:
+    """Full-width ASCII forms and the ideographic space as their ASCII characters (NFKC's mapping of them)."""
+    code_points = tf.strings.unicode_decode(texts, "UTF-8", errors="replace")
+    full_width = (code_points >= 0xFF01) & (code_points <= 0xFF5E)
+    code_points = tf.where(full_width, code_points - FULL_WIDTH_OFFSET, code_points)
+    code_points = tf.where(code_points == IDEOGRAPHIC_SPACE, 32, code_points)
+    return tf.strings.unicode_encode(code_points, "UTF-8")
+
+
 def normalize_text(texts: tf.Tensor) -> tf.Tensor:
-    """Lower-case (Unicode), collapse runs of whitespace, strip: case and spacing carry no date information."""
-    texts = tf.strings.lower(texts, encoding="utf-8")
+    """Full-width forms folded to ASCII, lower-case (Unicode), runs of whitespace collapsed, stripped: width,
+    case and spacing carry no date information."""
+    texts = tf.strings.lower(fold_full_width(texts), encoding="utf-8")
     texts = tf.strings.regex_replace(texts, r"\s+", " ")
     return tf.strings.strip(texts)
 
@@ -84,6 +100,11 @@ class CharTokenizer(tf.Module):
     @property
     def target_vocab_size(self) -> int:
         return len(self.target_chars) + 4
+
+    @property
+    def target_vocabulary(self) -> list[str]:
+        """The string of each output id, special tokens included (id = index)."""
+        return [PAD, OOV, START, END, *self.target_chars]
 
     def source_ids(self, texts: tf.Tensor) -> tf.Tensor:
         """(N,) strings → (N, T) int32 ids, right-padded with 0; T ≥ 1 so an all-empty batch still has a time axis."""

@@ -23,9 +23,10 @@ import numpy as np
 import tensorflow as tf
 from tqdm.auto import tqdm
 
+from models.date_constraint import IsoDateConstraint
 from models.decoding import LENGTH_ALPHA
 from models.seq2seq import MODEL_BUILDERS, attention_weights
-from models.text_graph import PAD_ID, CharTokenizer
+from models.text_graph import END_ID, PAD_ID, CharTokenizer
 from pipelines.data import date_data, generated_tfds
 from pipelines.data.date_data import DatePair
 from pipelines.evaluation import plots, text_metrics
@@ -77,6 +78,7 @@ class Seq2SeqConfig(Config):
     max_input_length: int = 64
     max_output_length: int = 16
     beam_width: int = 3
+    output_constraint: str = "iso-date"  # "iso-date": decoding writes only real dates; "none": any string
     name: str = "seq2seq"
     training: TrainingConfig = field(default_factory=TrainingConfig)
 
@@ -132,15 +134,28 @@ def exact_match_by(pairs: list[DatePair], predictions: list[str], key: str) -> d
     return {name: {"exact_match": float(np.mean(hits)), "count": len(hits)} for name, hits in sorted(groups.items())}
 
 
+def served_graph(model: keras.Model, tokenizer: CharTokenizer, config: Seq2SeqConfig) -> Seq2SeqGraph:
+    """The exported graph: the run's default beam width, and the date constraint unless it is turned off."""
+    constraint = (
+        IsoDateConstraint(
+            tokenizer.target_vocabulary, end_id=END_ID, min_year=date_data.MIN_YEAR, max_year=date_data.MAX_YEAR
+        )
+        if config.output_constraint == "iso-date"
+        else None
+    )
+    return Seq2SeqGraph(model, tokenizer, default_beam_width=config.beam_width, constraint=constraint)
+
+
 def evaluate_model(
-    model: keras.Model, tokenizer: CharTokenizer, dataset: date_data.DateDataset, run_dir: Path, *, beam_width: int = 3
+    model: keras.Model, tokenizer: CharTokenizer, dataset: date_data.DateDataset, run_dir: Path, config: Seq2SeqConfig
 ) -> dict[str, Any]:
-    """Exact match, CER and BLEU on every split (beam search), greedy vs beam on test, plots.
+    """Exact match, CER and BLEU on every split (beam search, as served), greedy vs beam on test, plots.
 
     Writes `<run_dir>/evaluation/`."""
     out = RunFolder(run_dir).evaluation
-    graph = Seq2SeqGraph(model, tokenizer, default_beam_width=beam_width)
-    report: dict[str, Any] = {"beam_width": beam_width}
+    graph = served_graph(model, tokenizer, config)
+    beam_width = config.beam_width
+    report: dict[str, Any] = {"beam_width": beam_width, "output_constraint": config.output_constraint}
     predictions: dict[str, list[str]] = {}
     for split in ("train", "dev", "test"):
         pairs = getattr(dataset, split)[:5000] if split == "train" else getattr(dataset, split)
@@ -269,7 +284,7 @@ class Seq2SeqFamily(Family[Seq2SeqConfig, date_data.DateDataset, CharTokenizer])
         )
 
     def evaluate(self, trained: Trained, data: date_data.DateDataset, run_dir: Path) -> dict[str, Any]:
-        return evaluate_model(trained.model, trained.fitted, data, run_dir, beam_width=trained.config.beam_width)
+        return evaluate_model(trained.model, trained.fitted, data, run_dir, trained.config)
 
     def headline(self, report: dict[str, Any]) -> dict[str, Any]:
         return {key: report[key] for key in ("test", "test_greedy", "dev")}
@@ -282,7 +297,7 @@ class Seq2SeqFamily(Family[Seq2SeqConfig, date_data.DateDataset, CharTokenizer])
         )
 
     def served_graph(self, trained: Trained, data: date_data.DateDataset) -> Seq2SeqGraph:
-        return Seq2SeqGraph(trained.model, trained.fitted, default_beam_width=trained.config.beam_width)
+        return served_graph(trained.model, trained.fitted, trained.config)
 
     def warmup_examples(self, data: date_data.DateDataset) -> list:
         return [pair.text for pair in data.test[:WARMUP_EXAMPLES]]
@@ -310,7 +325,10 @@ class Seq2SeqFamily(Family[Seq2SeqConfig, date_data.DateDataset, CharTokenizer])
             ),
             output=TextSpec(max_length=config.max_output_length, description="ISO 8601 dates (YYYY-MM-DD)"),
             decoding=Decoding(
-                default_beam_width=config.beam_width, max_beam_width=MAX_BEAM_WIDTH, length_alpha=LENGTH_ALPHA
+                default_beam_width=config.beam_width,
+                max_beam_width=MAX_BEAM_WIDTH,
+                length_alpha=LENGTH_ALPHA,
+                output_constraint=config.output_constraint,
             ),
             signatures={Role.DEFAULT: "serving_default", Role.TEXTS: "translate"},
             outputs=Seq2SeqGraph.OUTPUTS,
@@ -354,6 +372,13 @@ class Seq2SeqFamily(Family[Seq2SeqConfig, date_data.DateDataset, CharTokenizer])
             metavar=f"1..{MAX_BEAM_WIDTH}",
             help="default beam width of the exported model (default: %(default)s)",
         )
+        parser.add_argument(
+            "--output-constraint",
+            choices=("iso-date", "none"),
+            default="iso-date",
+            help="iso-date: decoding can only write real dates YYYY-MM-DD (years "
+            f"{date_data.MIN_YEAR}-{date_data.MAX_YEAR}); none: any string (default: %(default)s)",
+        )
         flags.add_training_arguments(parser, profiles=self.profiles, name=self.name)
 
     def config_from_args(self, args: argparse.Namespace) -> Seq2SeqConfig:
@@ -369,6 +394,7 @@ class Seq2SeqFamily(Family[Seq2SeqConfig, date_data.DateDataset, CharTokenizer])
             units=flags.preset_value(args, preset, "units"),
             dropout=args.dropout,
             beam_width=args.beam_width,
+            output_constraint=args.output_constraint,
             name=args.name,
             training=flags.training_config(args, preset),
         )

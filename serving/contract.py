@@ -78,6 +78,7 @@ class Decoding:
     default_beam_width: int
     max_beam_width: int
     length_alpha: float
+    output_constraint: str = "none"  # "iso-date": only real YYYY-MM-DD dates can come out
 
 
 @dataclass(frozen=True)

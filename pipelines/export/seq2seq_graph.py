@@ -5,6 +5,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+from models.date_constraint import IsoDateConstraint
 from models.decoding import LENGTH_ALPHA, beam_search
 from models.seq2seq import Seq2SeqStepDecoder
 from models.text_graph import END_ID, OOV_ID, PAD_ID, START_ID, CharTokenizer
@@ -18,13 +19,21 @@ class Seq2SeqGraph(tf.Module):
     OUTPUTS = ("texts", "scores", "log_probabilities", "beam_texts", "beam_scores")
 
     def __init__(
-        self, model: keras.Model, tokenizer: CharTokenizer, *, default_beam_width: int = 3, alpha: float = LENGTH_ALPHA
+        self,
+        model: keras.Model,
+        tokenizer: CharTokenizer,
+        *,
+        default_beam_width: int = 3,
+        alpha: float = LENGTH_ALPHA,
+        constraint: IsoDateConstraint | None = None,
     ):
+        """`constraint`: what the beam search may write (`models.date_constraint`); None: any string."""
         super().__init__()
         self.tokenizer = tokenizer
         self.decoder = Seq2SeqStepDecoder(model)
         self.default_beam_width = default_beam_width
         self.alpha = alpha
+        self.constraint = constraint
 
     def _translate(self, texts: tf.Tensor, beam_width: tf.Tensor) -> dict[str, tf.Tensor]:
         message = f"beam_width must be an integer from 1 to {MAX_BEAM_WIDTH}"
@@ -46,6 +55,7 @@ class Seq2SeqGraph(tf.Module):
             pad_id=PAD_ID,
             banned_ids=(OOV_ID, START_ID),
             alpha=self.alpha,
+            constraint=self.constraint.allowed if self.constraint is not None else None,
         )
         beam_texts = self.tokenizer.target_text(result.tokens)
         return {

@@ -12,7 +12,6 @@ from PIL import Image
 
 from pipelines import seq2seq
 from pipelines.data.date_data import make_dataset
-from pipelines.export.seq2seq_graph import Seq2SeqGraph
 from serving.contract import Decoding, read_metadata
 from tests.conftest import DATE_SPLITS
 
@@ -35,7 +34,7 @@ def test_the_keras_graph_answers_the_issue_examples_as_the_export_does(trained_s
     # Not whether they are right: which of them a three-epoch model gets right can change from run to run
     # (the profiles get every one right; the quality test above scores the whole test split).
     model, tokenizer, _, _ = trained_seq2seq
-    graph = Seq2SeqGraph(model, tokenizer)
+    graph = seq2seq.served_graph(model, tokenizer, seq2seq.Seq2SeqConfig())
     answers = graph.translate_default(tf.constant(ISSUE_EXAMPLES))["texts"].numpy()
     assert [answer.decode() for answer in answers] == date_answers(*ISSUE_EXAMPLES)
 
@@ -52,7 +51,7 @@ def test_evaluation_writes_report_and_plots(trained_seq2seq):
 
 def test_beam_search_scores_are_sorted_and_the_best_is_returned(trained_seq2seq):
     model, tokenizer, _, _ = trained_seq2seq
-    graph = Seq2SeqGraph(model, tokenizer)
+    graph = seq2seq.served_graph(model, tokenizer, seq2seq.Seq2SeqConfig())
     outputs = graph.translate(tf.constant(["4 Mar 1999", "", "not a date at all"]), tf.constant(4))
     beam_scores = outputs["beam_scores"].numpy()
     assert beam_scores.shape == (3, 4)
@@ -65,7 +64,9 @@ def test_metadata_describes_the_contract(trained_seq2seq):
     metadata = read_metadata(trained_seq2seq[3])
     assert metadata.task == "seq2seq" and metadata.name == "seq2seq"
     assert metadata.signatures == {"default": "serving_default", "texts": "translate"}
-    assert metadata.decoding == Decoding(default_beam_width=3, max_beam_width=seq2seq.MAX_BEAM_WIDTH, length_alpha=0.7)
+    assert metadata.decoding == Decoding(
+        default_beam_width=3, max_beam_width=seq2seq.MAX_BEAM_WIDTH, length_alpha=0.7, output_constraint="iso-date"
+    )
     assert metadata.input.max_length == 64
     assert metadata.metrics["test_exact_match"] == trained_seq2seq[2]["test"]["exact_match"]
 
@@ -101,7 +102,7 @@ def test_bare_tensorflow_load_gives_the_same_answers_without_project_code(traine
     answers_line, modules_line = result.stdout.strip().splitlines()[-2:]
     answers = json.loads(answers_line)
     assert [module for module in json.loads(modules_line) if not module.startswith("keras")] == []
-    graph = Seq2SeqGraph(model, tokenizer)
+    graph = seq2seq.served_graph(model, tokenizer, seq2seq.Seq2SeqConfig())
     for name, width in (("default", 3), ("1", 1), ("3", 3)):
         expected = graph.translate(tf.constant(texts), tf.constant(width))
         assert answers[name]["texts"] == [text.decode() for text in expected["texts"].numpy()]

@@ -2,6 +2,7 @@
 
 import itertools
 import math
+import unicodedata
 
 import numpy as np
 import pytest
@@ -87,6 +88,13 @@ def tokenizer():
 
 def test_normalize_text_lowercases_unicode_and_collapses_spaces():
     assert normalize_text(tf.constant(["  MÄRZ   4,\t1999 "])).numpy()[0].decode() == "märz 4, 1999"
+
+
+def test_normalize_text_folds_full_width_forms_as_nfkc_does():
+    texts = ["２０２２年４月４日", "Ｍａｒｃｈ　４，　１９９９", "２０２２／０４／０４（月）", "", "plain 1.2.2000"]
+    folded = [text.decode() for text in normalize_text(tf.constant(texts)).numpy()]
+    assert folded == ["2022年4月4日", "march 4, 1999", "2022/04/04(月)", "", "plain 1.2.2000"]
+    assert folded == [" ".join(unicodedata.normalize("NFKC", text).lower().split()) for text in texts]
 
 
 def test_source_ids_pad_truncate_and_map_unknown_characters(tokenizer):

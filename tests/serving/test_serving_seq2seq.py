@@ -6,6 +6,7 @@ bad request must get its 4xx with a JSON error, after which the service still an
 """
 
 import asyncio
+import datetime
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -120,6 +121,16 @@ def test_any_string_gets_a_best_guess_not_an_error(server, assert_still_serving,
     assert isinstance(prediction["text"], str) and len(prediction["text"]) <= 16
     assert prediction["score"] <= 0
     assert_still_serving(server)
+
+
+def test_only_real_dates_come_out_over_http_whatever_goes_in(server):
+    texts = ["February 30, 2001", "13/13/2013", "hello", "", "yesterday", "31-dic-2015", "2029-17-08", "29.02.1900"]
+    response = translate(server, {"texts": texts, "beam_width": 4})
+    assert response.status_code == 200, response.text
+    for prediction in response.json()["predictions"]:
+        for answer in [prediction["text"], *(beam["text"] for beam in prediction["beams"])]:
+            year, month, day = (int(part) for part in answer.split("-"))
+            assert 1900 <= year <= 2099 and datetime.date(year, month, day).isoformat() == answer
 
 
 def test_the_seq2seq_model_can_be_chosen_by_name(server, date_answers):
