@@ -22,8 +22,7 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.perf_counter()
     try:
-        runtime, _ = load_version(args.version, args.version.parent.name, 0)
-        answered = len(store.warmup_requests(args.version))
+        runtime, answered, _ = load_version(args.version, args.version.parent.name, 0)
         runtime.close()
     except Exception as error:  # whatever stops the server loading it stops the blessing
         reason = str(error) if isinstance(error, store.ModelLoadError) else f"{type(error).__name__}: {error}"

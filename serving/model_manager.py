@@ -282,7 +282,7 @@ class ModelManager:
         selected = spec.policy.select(eligible)
         for version in selected:
             if self._should_load(spec.name, version, found[version]):
-                self._load(spec.name, version, found[version])
+                self._load(spec.name, version, found[version], blessings[version][1])
         serving = self._runtimes.get(spec.name, {})
         replaced = bool(selected) and all(version in serving for version in selected)
         for version in list(serving):
@@ -329,20 +329,19 @@ class ModelManager:
             return True  # unloaded before, selected again (a policy change, a rollback)
         return _stamp(path) != status.stamp or status.attempts <= self.max_load_retries
 
-    def _load(self, name: str, version: int, path: Path) -> None:
+    def _load(self, name: str, version: int, path: Path, blessing: str) -> None:
         previous = self._statuses[name].get(version)
         stamp = _stamp(path)
         attempts = previous.attempts if previous is not None and previous.stamp == stamp else 0
-        blessing = previous.blessing if previous is not None else store.blessing(path)[1]
         status = VersionStatus(version, path, State.LOADING, attempts=attempts, stamp=stamp, blessing=blessing)
-        if blessing == store.NO_BLESSING:
+        if previous is None and blessing == store.NO_BLESSING:
             logger.warning("version %s of %s has %s", version, name, blessing)
         with self._guard:
             self._statuses[name][version] = status
         metrics.set_state(name, version, State.LOADING)
         logger.info("loading %s:%s from %s", name, version, path)
         try:
-            runtime, warm_up_ms = load_version(path, name, version, self.make_runtime)
+            runtime, _, warm_up_ms = load_version(path, name, version, self.make_runtime)
         except Exception as error:  # whatever a version does wrong, the versions already serving keep serving
             reason = str(error) if isinstance(error, store.ModelLoadError) else f"{type(error).__name__}: {error}"
             with self._guard:
@@ -390,13 +389,15 @@ class ModelManager:
 
 def load_version(
     path: Path, name: str, version: int, make_runtime: Callable[[store.LoadedModel], ModelRuntime] = ModelRuntime
-) -> tuple[ModelRuntime, float]:
-    """One version loaded as the server serves it, after its warm-up requests ran: (runtime, warm-up ms)."""
+) -> tuple[ModelRuntime, int, float]:
+    """One version loaded as the server serves it, after its warm-up requests ran: (runtime, requests run,
+    warm-up ms)."""
     model = store.load(path)
     runtime = make_runtime(dataclasses.replace(model, name=name, version=str(version)))
+    requests = store.warmup_requests(path)
     started = time.perf_counter()
-    runtime.warm_up(store.warmup_requests(path))
-    return runtime, (time.perf_counter() - started) * 1000
+    runtime.warm_up(requests)
+    return runtime, len(requests), (time.perf_counter() - started) * 1000
 
 
 def _stamp(path: Path) -> float | None:

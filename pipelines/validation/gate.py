@@ -26,7 +26,6 @@ from serving.contract import (
     Check,
     ImageInput,
     Verdict,
-    read_blessing,
     read_metadata,
     versions,
     write_blessing,
@@ -170,16 +169,10 @@ def find_baseline(candidate: Path, metadata: ArtifactMetadata, asked: str | None
                 f"{root} has no other version {asked} to compare with: found {', '.join(map(str, numbers)) or 'none'}"
             )
         return root / asked
-    servable = [number for number in numbers if _servable(root / str(number))]
+    from serving import store
+
+    servable = [number for number in numbers if store.blessing(root / str(number))[0]]  # as serving decides
     return root / str(servable[-1]) if servable else None
-
-
-def _servable(path: Path) -> bool:
-    try:
-        blessing = read_blessing(path)
-    except ArtifactError:
-        return False
-    return blessing is None or blessing.blessed
 
 
 def _measure(
