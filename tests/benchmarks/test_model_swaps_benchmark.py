@@ -12,7 +12,7 @@ from benchmarks import model_swaps
 def test_swaps_under_load_lose_no_request_and_memory_is_measured_per_cycle(trained_classifier, tmp_path):
     artifact = trained_classifier[2]
     out = tmp_path / "results"
-    argv = ["--model-dir", str(artifact.parent.parent), "--swaps", "2", "--baseline", "1.5", "--connections", "4"]
+    argv = ["--model-dir", str(artifact.parent.parent), "--swaps", "2", "--baseline", "3", "--connections", "4"]
     assert model_swaps.main([*argv, "--cycles", "2", "--out", str(out)]) == 0
     results = json.loads((out / "model_swaps.json").read_text())
     swaps = results["swaps"]
