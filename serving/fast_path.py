@@ -1,38 +1,66 @@
-"""A direct path for the inference routes, inside BentoML's request path but past the web framework's.
+"""A direct path for the inference routes, in front of BentoML's middleware and the web framework's.
 
-BentoML's middleware (its Prometheus metrics, tracing, timeout and concurrency limit) still wraps every
-request. For POST /classify, /detect, /translate and TF Serving's :predict, this middleware then calls
-the FastAPI route's own function with the same Starlette `Request`, and skips what sits between: the
-mount of the FastAPI app, Starlette's router and FastAPI's request machinery (dependency solving and
-response encoding, here done by orjson). At 64 connections on 2 cores that machinery cost more CPU per request than the
-handler and its share of the model call together (benchmarks/serving.py). Matching uses the FastAPI
-routes' own compiled paths and methods, errors go to the app's own exception handlers, and FastAPI still
-serves every other request and documents these routes at /docs. Each answer is counted and timed per
-model version and route (`serving.metrics`): the route sets `request.state.model` once it has chosen one.
+BentoML serves the app and everything else on it, but POST /classify, /detect, /translate and TF Serving's
+:predict are answered before the request enters BentoML's stack: `FastPathService.to_asgi` wraps the app
+BentoML builds in `FastPath`, which calls the FastAPI route's own function with a Starlette `Request`. On
+2 cores at 64 connections the server is bound by its one Python thread (the GIL), and what the
+request crossed on the way in and out cost more than the handler: BentoML's Prometheus, tracing, timeout,
+concurrency and context middleware, each wrapping `send`, then the mount, Starlette's router and FastAPI's
+request machinery (dependency solving, response encoding; orjson here). py-spy showed it, and
+benchmarks/serving.py measures it: /classify 0.45-0.5 of the HTTP ceiling inside BentoML's middleware,
+0.66-0.7 in front of it (2026-12-02, same machine and run).
+
+What those middlewares gave these routes, the fast path does itself: the request timeout (504, BentoML's
+message), the limit of requests in flight (503 past it), the access log (BentoML's own middleware and
+format, when turned on), and the request metrics (`serving.metrics`, TF Serving's names, per model version
+and route; BentoML's `bentoml_service_request_*` series count the other routes). Tracing was already off
+for them (`serving.tuning`). Matching uses the FastAPI routes' own compiled paths and methods, errors go to
+the app's own exception handlers, and FastAPI still documents these routes at /docs.
 """
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
+import attrs
+import bentoml
 import orjson
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from serving import metrics
 
 Endpoint = Callable[..., Awaitable[Any]]
+Route = tuple[Endpoint, str, dict[str, str]]  # the route's function, its path template, the path's parameters
+ROUTE_KEY = "modelservice.route"  # where `__call__` leaves the matched route for `respond`
 
 
 class FastPath:
-    """ASGI middleware (for `Service.add_asgi_middleware`): `endpoints` of `api` are called directly."""
+    """ASGI middleware: requests for `endpoints` of `api` are answered here; every other request goes to `app`.
 
-    def __init__(self, app: ASGIApp, *, api: FastAPI, endpoints: Iterable[Endpoint]):
+    `timeout` seconds before a 504, at most `max_concurrency` of these requests in flight (503 beyond),
+    `access_log` one line per request through BentoML's access-log middleware.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        api: FastAPI,
+        endpoints: Iterable[Endpoint],
+        timeout: float | None = None,
+        max_concurrency: int | None = None,
+        access_log: bool = False,
+    ):
         self.app = app
         self.api = api
+        self.timeout = timeout
+        self.max_concurrency = max_concurrency
+        self.in_flight = 0
         chosen = set(endpoints)
         self.routes = [
             (route.path_regex, route.methods, route.endpoint, route.path)
@@ -41,20 +69,48 @@ class FastPath:
         ]
         if missing := chosen - {endpoint for _, _, endpoint, _ in self.routes}:
             raise ValueError(f"not routes of the app: {sorted(endpoint.__name__ for endpoint in missing)}")
+        self.respond: ASGIApp = self.answer_route
+        if access_log:
+            from bentoml._internal.server.http.access import AccessLogMiddleware
+
+            self.respond = AccessLogMiddleware(self.answer_route)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             for path, methods, endpoint, template in self.routes:
                 if scope["method"] in methods and (match := path.match(scope["path"])):
-                    started = time.perf_counter()
-                    response = await self.answer(scope, receive, endpoint, match.groupdict())
-                    state = scope.get("state", {})
-                    metrics.observe_request(
-                        state.get("model"), template, response.status_code, time.perf_counter() - started
-                    )
-                    await response(scope, receive, send)
+                    scope[ROUTE_KEY] = (endpoint, template, match.groupdict())
+                    await self.respond(scope, receive, send)
                     return
         await self.app(scope, receive, send)
+
+    async def answer_route(self, scope: Scope, receive: Receive, send: Send) -> None:
+        endpoint, template, parameters = scope[ROUTE_KEY]
+        started = time.perf_counter()
+        if self.max_concurrency is not None and self.in_flight >= self.max_concurrency:
+            response = JSONResponse(
+                {
+                    "error": f"the server is at its limit of {self.max_concurrency} requests in flight",
+                    "expected": "a retry after a short wait, or fewer concurrent requests",
+                },
+                status_code=503,
+                headers={"Retry-After": "1"},
+            )
+        else:
+            self.in_flight += 1
+            try:
+                async with asyncio.timeout(self.timeout):
+                    response = await self.answer(scope, receive, endpoint, parameters)
+            except TimeoutError:
+                # BentoML's TimeoutMiddleware answer, as the other routes get it.
+                response = JSONResponse(
+                    {"error": f"Not able to process the request in {self.timeout} seconds"}, status_code=504
+                )
+            finally:
+                self.in_flight -= 1
+        state = scope.get("state", {})
+        metrics.observe_request(state.get("model"), template, response.status_code, time.perf_counter() - started)
+        await response(scope, receive, send)
 
     async def answer(self, scope: Scope, receive: Receive, endpoint: Endpoint, parameters: dict) -> Response:
         scope["app"] = self.api  # what `request.app` reads, as inside the mounted app
@@ -73,3 +129,23 @@ class FastPath:
             if handler := self.api.exception_handlers.get(kind):
                 return await handler(request, error)
         raise error
+
+
+@attrs.define
+class FastPathService(bentoml.Service):
+    """A BentoML service whose ASGI app can be wrapped outside BentoML's own middleware.
+
+    `bentoml.service(service_class=FastPathService)`, then `add_outer_asgi_middleware(FastPath, ...)`: as
+    `add_asgi_middleware`, but the middleware sees each request before BentoML's does.
+    """
+
+    outer_middlewares: list[tuple[type, dict[str, Any]]] = attrs.field(factory=list, init=False)
+
+    def add_outer_asgi_middleware(self, middleware_cls: type, **options: Any) -> None:
+        self.outer_middlewares.append((middleware_cls, options))
+
+    def to_asgi(self, is_main: bool = True) -> ASGIApp:
+        app = super().to_asgi(is_main)
+        for middleware_cls, options in reversed(self.outer_middlewares):  # the first added is the outermost
+            app = middleware_cls(app, **options)
+        return app

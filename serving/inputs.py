@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import numpy as np
 import orjson
 from PIL import Image, UnidentifiedImageError
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from serving import settings
 
@@ -44,13 +44,18 @@ async def read_body(request: Request) -> bytes:
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > MAX_PAYLOAD_BYTES:
         raise _too_large(int(declared))
-    chunks, size = [], 0
-    async for chunk in request.stream():
+    # ASGI's receive directly: Starlette's `stream()` generator cost a tenth of a small request's CPU.
+    chunks, size, more = [], 0, True
+    while more:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        chunk, more = message.get("body", b""), message.get("more_body", False)
         size += len(chunk)
         if size > MAX_PAYLOAD_BYTES:
             raise _too_large(size)
         chunks.append(chunk)
-    return b"".join(chunks)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def _too_large(size: int) -> InputError:

@@ -14,6 +14,7 @@ A request whose model was never resolved (an unknown name, a bad body) has empty
 names in URLs cannot multiply the series.
 """
 
+import functools
 from enum import StrEnum
 
 from prometheus_client import Counter, Gauge, Histogram
@@ -44,9 +45,15 @@ STATES = Gauge(
 
 
 def observe_request(model: tuple[str, str] | None, route: str, status: int, seconds: float) -> None:
-    name, version = model or ("", "")
-    REQUESTS.labels(name, version, route, str(status)).inc()
-    LATENCY.labels(name, version, route).observe(seconds * 1e6)
+    count, latency = _request_series(*(model or ("", "")), route, status)
+    count.inc()
+    latency.observe(seconds * 1e6)
+
+
+@functools.lru_cache(maxsize=4096)
+def _request_series(name: str, version: str, route: str, status: int) -> tuple[Counter, Histogram]:
+    # `labels()` looks the series up under a lock on every call: a tenth of an inference request's own CPU.
+    return REQUESTS.labels(name, version, route, str(status)), LATENCY.labels(name, version, route)
 
 
 def set_state(name: str, version: int, state: StrEnum) -> None:

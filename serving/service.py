@@ -26,7 +26,7 @@ from starlette.datastructures import FormData, UploadFile
 from serving import admin, drawing, inputs, settings, tuning
 from serving.answers import classifier_predictions, detector_predictions, seq2seq_predictions, to_json
 from serving.contract import Role, Task
-from serving.fast_path import FastPath
+from serving.fast_path import FastPath, FastPathService
 from serving.inputs import InputError
 
 if TYPE_CHECKING:
@@ -363,13 +363,13 @@ SETTINGS = settings.current()
 
 @bentoml.service(
     name="modelservice",
+    service_class=FastPathService,
     # One process holds the models, so concurrent requests share batches; more workers each load every model.
     workers=SETTINGS.workers,
     traffic={"timeout": SETTINGS.timeout, "max_concurrency": SETTINGS.max_concurrency},
     logging={
         "access": {"enabled": SETTINGS.access_log}
     },  # per-request log lines cost more than the model call at 64 clients
-    tracing={"excluded_urls": tuning.INFERENCE_ROUTES},
 )
 @bentoml.asgi_app(api, path="/")
 class ModelService:
@@ -398,4 +398,11 @@ class ModelService:
         return bool(api.state.manager.served.runtimes)
 
 
-ModelService.add_asgi_middleware(FastPath, api=api, endpoints=(classify, detect, translate, tfserving_predict))
+ModelService.add_outer_asgi_middleware(
+    FastPath,
+    api=api,
+    endpoints=(classify, detect, translate, tfserving_predict),
+    timeout=SETTINGS.timeout,
+    max_concurrency=SETTINGS.max_concurrency,
+    access_log=SETTINGS.access_log,
+)

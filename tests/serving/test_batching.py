@@ -85,3 +85,30 @@ def test_the_runtime_counts_the_items_of_each_model_call(trained_classifier):
     total, calls = (after - earlier for after, earlier in zip(observed(), before))
     assert total == 5  # every item once, however the calls were batched
     assert 1 <= calls <= 4
+
+
+def test_a_closed_loop_of_clients_splits_into_two_groups_so_the_model_never_waits_for_answers():
+    batcher = AdaptiveBatcher(slow_double, max_batch_size=64)
+
+    async def client(index: int) -> None:
+        for step in range(5):  # the next request once the previous is answered, as a client in a loop sends it
+            result = await batcher(np.array([float(index * 100 + step)]))
+            assert result["y"].tolist() == [2.0 * (index * 100 + step)]
+
+    async def clients() -> None:
+        await asyncio.gather(*(client(index) for index in range(8)))
+
+    asyncio.run(clients())
+    assert batcher.batch_sizes[0] == 4  # half of the 8 held, not all of them
+    assert max(batcher.batch_sizes) <= 4
+    assert sum(batcher.batch_sizes) == 40
+
+
+def test_the_limit_is_half_of_the_most_items_held_lately_and_never_below_one():
+    batcher = AdaptiveBatcher(slow_double, max_batch_size=6)
+    assert batcher.next_batch_limit() == 1
+    asyncio.run(submit_all(batcher, [np.array([1.0, 2.0, 3.0])] * 3))  # 9 items held at once
+    assert batcher.next_batch_limit() == 5  # ceil(9 / 2), within max_batch_size 6
+    assert batcher.batch_sizes == [3, 3, 3]  # whole requests: a second one of 3 items would pass 5
+    big = AdaptiveBatcher(slow_double, max_batch_size=4)
+    assert asyncio.run(big(np.arange(10.0)))["n"].tolist() == [10] * 10  # a lone request larger than the limit runs

@@ -58,13 +58,25 @@ def make_app() -> tuple[FastAPI, list]:
     async def slow_route(request: Request) -> dict:
         return {"via": "fastapi"}
 
-    return api, [echo, predict, picture]
+    @api.post("/wait")
+    async def wait(request: Request) -> dict:
+        seconds = inputs.parse_json(await inputs.read_body(request))["seconds"]
+        await asyncio.sleep(seconds)
+        return {"waited": seconds}
+
+    return api, [echo, predict, picture, wait]
 
 
 def call(app, method: str, path: str, **kwargs) -> httpx.Response:
-    async def send() -> httpx.Response:
+    return calls(app, [(method, path, kwargs)])[0]
+
+
+def calls(app, requests: list[tuple[str, str, dict]]) -> list[httpx.Response]:
+    """The requests sent at once, their answers in the same order."""
+
+    async def send() -> list[httpx.Response]:
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
-            return await client.request(method, path, **kwargs)
+            return await asyncio.gather(*(client.request(method, path, **kwargs) for method, path, kwargs in requests))
 
     return asyncio.run(send())
 
@@ -127,6 +139,54 @@ def test_an_endpoint_that_is_not_a_route_of_the_app_is_refused():
 
     with pytest.raises(ValueError, match="stray"):
         FastPath(Recorder(), api=api, endpoints=[stray])
+
+
+def test_a_request_past_the_timeout_is_answered_504_and_the_next_one_is_served():
+    api, endpoints = make_app()
+    app = FastPath(Recorder(), api=api, endpoints=endpoints, timeout=0.2)
+    late = call(app, "POST", "/wait", json={"seconds": 5})
+    assert late.status_code == 504
+    assert late.json() == {"error": "Not able to process the request in 0.2 seconds"}
+    assert call(app, "POST", "/wait", json={"seconds": 0.01}).json() == {"waited": 0.01}
+    assert app.in_flight == 0
+
+
+def test_requests_past_the_concurrency_limit_are_answered_503_with_a_retry_hint():
+    api, endpoints = make_app()
+    app = FastPath(Recorder(), api=api, endpoints=endpoints, max_concurrency=2)
+    answers = calls(app, [("POST", "/wait", {"json": {"seconds": 0.3}})] * 4)
+    assert sorted(answer.status_code for answer in answers) == [200, 200, 503, 503]
+    refused = next(answer for answer in answers if answer.status_code == 503)
+    assert refused.headers["retry-after"] == "1"
+    assert "limit of 2 requests in flight" in refused.json()["error"]
+    assert "retry" in refused.json()["expected"]
+    assert app.in_flight == 0
+    assert call(app, "POST", "/echo", json={}).status_code == 200
+
+
+def test_the_access_log_has_a_line_per_request_in_bentomls_format(caplog):
+    api, endpoints = make_app()
+    app = FastPath(Recorder(), api=api, endpoints=endpoints, access_log=True)
+    with caplog.at_level("INFO", logger="bentoml.access"):
+        call(app, "POST", "/echo", json={})
+        call(app, "POST", "/echo", json={"fail": "input"})
+    lines = [record.getMessage() for record in caplog.records if record.name == "bentoml.access"]
+    assert len(lines) == 2
+    assert "method=POST,path=/echo" in lines[0] and "status=200" in lines[0]
+    assert "status=422" in lines[1]
+
+
+def test_the_service_class_puts_the_fast_path_in_front_of_bentomls_middleware():
+    from serving.fast_path import FastPathService
+    from serving.service import ModelService
+
+    assert isinstance(ModelService, FastPathService)
+    outermost, options = ModelService.outer_middlewares[0]
+    assert outermost is FastPath
+    assert {"timeout", "max_concurrency", "access_log"} <= set(options)
+    app = ModelService.to_asgi()
+    assert isinstance(app, FastPath)
+    assert type(app.app).__name__ == "Starlette"  # BentoML's own app, with its middleware, behind it
 
 
 # --- the parsing the direct path made cheaper ------------------------------------------------------
