@@ -32,6 +32,7 @@ class ModelRuntime:
         self.max_batch_size = configured.max_batch if configured.batching else 1
         self._batchers: dict[tuple, AdaptiveBatcher] = {}
         self.in_flight = 0  # requests inside `run`: an unloading version waits for them
+        self._specs: dict[str, dict[str, tf.TensorSpec]] = {}
 
     def batch_spec(self, signature_name: str) -> tf.TensorSpec:
         """The signature's batched input (batch axis first)."""
@@ -42,8 +43,12 @@ class ModelRuntime:
         return {name: spec for name, spec in self._input_specs(signature_name).items() if not spec.shape.rank}
 
     def _input_specs(self, signature_name: str) -> dict[str, tf.TensorSpec]:
-        _, kwargs = self.model.signatures[signature_name].structured_input_signature
-        return {spec.name: spec for spec in kwargs.values()}
+        # Read once per signature: rebuilding them from the function's signature on every request and
+        # model call cost more than the rest of a small TF Serving request's parsing.
+        if signature_name not in self._specs:
+            _, kwargs = self.model.signatures[signature_name].structured_input_signature
+            self._specs[signature_name] = {spec.name: spec for spec in kwargs.values()}
+        return self._specs[signature_name]
 
     async def run(self, signature_name: str, batch: np.ndarray, **options: Any) -> dict[str, np.ndarray]:
         """Call a signature on `batch`; requests with the same signature, item shape and options share batches."""

@@ -351,11 +351,10 @@ async def tfserving_predict(
         booleans_possible=inputs.may_hold_booleans(body),
     )
     outputs = await runtime.run(signature_name, values, **options)
+    columns = {key: to_json(value) for key, value in outputs.items()}
     if row_format:
-        return {
-            "predictions": [{key: to_json(value[row]) for key, value in outputs.items()} for row in range(len(values))]
-        }
-    return {"outputs": {key: to_json(value) for key, value in outputs.items()}}
+        return {"predictions": [{key: column[row] for key, column in columns.items()} for row in range(len(values))]}
+    return {"outputs": columns}
 
 
 SETTINGS = settings.current()

@@ -79,9 +79,13 @@ def row(scenario: str, rps: float, *, connections: int = 64, p99: float = 10.0, 
         "scenario": scenario,
         "connections": connections,
         "rps": rps,
+        "p50_ms": p99 / 2,
+        "p90_ms": p99 / 1.5,
         "p99_ms": p99,
         "mean_batch_size": batch,
         "errors": errors,
+        "server_cpu_cores": 1.0,
+        "load_generator_cpu_cores": 0.1,
     }
 
 
@@ -106,6 +110,17 @@ def test_the_goals_compare_each_route_with_its_own_anchor():
     assert goals["detect_vs_in_process"]["value"] == pytest.approx(0.95)  # against the best batch size
     assert goals["service_errors"] == {"value": 2, "goal": 0, "met": False}
     assert summary["ratios"]["ceiling"]["classify-json"][64] == pytest.approx(0.85)
+
+
+def test_paired_rounds_replace_a_goals_single_ratio_with_their_median():
+    rows = [row("ceiling", 1000.0), row("classify-json", 700.0), row("tfserving-rest", 700.0)]
+    paired = {"classify_vs_ceiling": [0.78, 0.86, 0.83], "tfserving_vs_classify": []}
+    goals = serving.summarize(rows, None, [64], paired)["goals"]
+    assert goals["classify_vs_ceiling"] == {"value": 0.83, "goal": 0.8, "met": True, "rounds": [0.78, 0.86, 0.83]}
+    assert goals["tfserving_vs_classify"]["value"] == pytest.approx(1.0)  # no rounds: the table's ratio stays
+    assert "rounds" not in goals["tfserving_vs_classify"]
+    text = serving.report_text(rows, serving.summarize(rows, None, [64], paired), [64], None)
+    assert "MET      (0.83; median of rounds 0.78, 0.86, 0.83)" in text
 
 
 def test_missing_scenarios_leave_their_goals_unmet_rather_than_failing():
