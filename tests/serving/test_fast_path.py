@@ -151,6 +151,31 @@ def test_a_request_past_the_timeout_is_answered_504_and_the_next_one_is_served()
     assert app.in_flight == 0
 
 
+def test_a_request_cancelled_from_outside_stays_cancelled_and_is_not_answered_504():
+    api, endpoints = make_app()
+    app = FastPath(Recorder(), api=api, endpoints=endpoints, timeout=30)
+    sent = []
+    body = b'{"seconds": 5}'
+    scope = {"type": "http", "method": "POST", "path": "/wait", "query_string": b"", "headers": [], "state": {}}
+
+    async def receive() -> dict:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    async def disconnect() -> None:
+        request = asyncio.ensure_future(app(scope, receive, send))
+        await asyncio.sleep(0.05)
+        request.cancel()  # as uvicorn does when the client goes away
+        with pytest.raises(asyncio.CancelledError):
+            await request
+
+    asyncio.run(disconnect())
+    assert sent == []
+    assert app.in_flight == 0
+
+
 def test_requests_past_the_concurrency_limit_are_answered_503_with_a_retry_hint():
     api, endpoints = make_app()
     app = FastPath(Recorder(), api=api, endpoints=endpoints, max_concurrency=2)
