@@ -343,22 +343,26 @@ def measure_server(server: str, names: list[str], context: dict[str, Any], args:
                 print(f"[{name}] the first request failed, skipping: {problem}")
                 continue
             for connections in args.levels:
-                if args.warmup:
-                    wrk.run(url, load, connections=connections, seconds=args.warmup)
-                batches_before, cpu_before, started_at = batch_counters(url), server_cpu_seconds(), time.perf_counter()
-                level = wrk.run(url, load, connections=connections, seconds=args.duration)
-                cpu = (server_cpu_seconds() - cpu_before) / (time.perf_counter() - started_at)
-                batches_after = batch_counters(url)
-                calls = batches_after[1] - batches_before[1]
-                row = {
-                    "scenario": name,
-                    **level.to_dict(),
-                    "server_cpu_cores": round(cpu, 2),
-                    "mean_batch_size": (batches_after[0] - batches_before[0]) / calls if calls else None,
-                }
+                row = {"scenario": name, **measure_level(url, load, connections, args)}
                 rows.append(row)
                 print(f"[{name}] {row_text(row)}")
     return rows
+
+
+def measure_level(url: str, load: wrk.Load, connections: int, args: argparse.Namespace) -> dict[str, Any]:
+    """wrk's figures after --warmup unmeasured seconds, the server's CPU cores and its mean model-call batch."""
+    if args.warmup:
+        wrk.run(url, load, connections=connections, seconds=args.warmup)
+    batches_before, cpu_before, started_at = batch_counters(url), server_cpu_seconds(), time.perf_counter()
+    level = wrk.run(url, load, connections=connections, seconds=args.duration)
+    cpu = (server_cpu_seconds() - cpu_before) / (time.perf_counter() - started_at)
+    batches_after = batch_counters(url)
+    calls = batches_after[1] - batches_before[1]
+    return {
+        **level.to_dict(),
+        "server_cpu_cores": round(cpu, 2),
+        "mean_batch_size": (batches_after[0] - batches_before[0]) / calls if calls else None,
+    }
 
 
 def row_text(row: dict) -> str:
@@ -471,21 +475,15 @@ def paired_rounds(
         }
         for round_number in range(1, args.rounds + 1):
             rates: dict[str, float] = {}
-            batches: dict[str, float] = {}
+            batches: dict[str, float | None] = {}
             for side in sides:
                 if side.startswith("model:"):
                     family = side.removeprefix("model:")
                     size = detect_batch if family == "detect" else round(batches.get(family) or 1)
                     rates[side] = models.sustained_rate(family, size, args.duration)
                     continue
-                url = urls[SCENARIOS[side].server]
-                load = scenario_load(side, context)
-                if args.warmup:
-                    wrk.run(url, load, connections=GOALS_AT, seconds=args.warmup)
-                before = batch_counters(url)
-                rates[side] = wrk.run(url, load, connections=GOALS_AT, seconds=args.duration).rps
-                after = batch_counters(url)
-                batches[side] = (after[0] - before[0]) / (after[1] - before[1]) if after[1] > before[1] else 1.0
+                level = measure_level(urls[SCENARIOS[side].server], scenario_load(side, context), GOALS_AT, args)
+                rates[side], batches[side] = level["rps"], level["mean_batch_size"]
             for key, (measured, reference) in goals.items():
                 ratios[key].append(rates[measured] / rates[reference] if rates[reference] else 0.0)
             print(f"  round {round_number}: " + ", ".join(f"{side} {rate:.0f}/s" for side, rate in rates.items()))

@@ -9,23 +9,13 @@ import numpy as np
 def to_json(value: Any) -> Any:
     """Tensor values as JSON: bytes become text, numpy scalars become Python numbers."""
     value = np.asarray(value)
-    if value.dtype.kind not in "SO":
-        return value.tolist()
-    listed = value.tolist()
-    # A label or text per row, or a ranked list of them per row: decoded without a call per list.
-    if value.ndim == 1:
-        return [_text(item) for item in listed]
-    if value.ndim == 2:
-        return [[_text(item) for item in row] for row in listed]
-    return _texts(listed)
-
-
-def _text(value: Any) -> Any:
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+    return _texts(value.tolist()) if value.dtype.kind in "SO" else value.tolist()
 
 
 def _texts(value: Any) -> Any:
-    return [_texts(item) for item in value] if isinstance(value, list) else _text(value)
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return [_texts(item) for item in value] if isinstance(value, list) else value
 
 
 def ranked(

@@ -13,9 +13,10 @@ benchmarks/serving.py measures it: /classify 0.45-0.5 of the HTTP ceiling inside
 What those middlewares gave these routes, the fast path does itself: the request timeout (504, BentoML's
 message), the limit of requests in flight (503 past it), the access log (BentoML's own middleware and
 format, when turned on), and the request metrics (`serving.metrics`, TF Serving's names, per model version
-and route; BentoML's `bentoml_service_request_*` series count the other routes). Tracing was already off
-for them (`serving.tuning`). Matching uses the FastAPI routes' own compiled paths and methods, errors go to
-the app's own exception handlers, and FastAPI still documents these routes at /docs.
+and route; BentoML's `bentoml_service_request_*` series count the other routes). They are not traced,
+which without a trace exporter only cost CPU (`serving.tuning`). Matching uses the FastAPI routes' own
+compiled paths and methods, errors go to the app's own exception handlers, and FastAPI still documents
+these routes at /docs.
 """
 
 import asyncio
@@ -35,7 +36,6 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from serving import metrics
 
 Endpoint = Callable[..., Awaitable[Any]]
-Route = tuple[Endpoint, str, dict[str, str]]  # the route's function, its path template, the path's parameters
 ROUTE_KEY = "modelservice.route"  # where `__call__` leaves the matched route for `respond`
 
 
