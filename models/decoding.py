@@ -38,6 +38,10 @@ class BeamResult:
     scores: tf.Tensor  # (N, B) length-normalised log-probabilities
     log_probabilities: tf.Tensor  # (N, B) summed log-probabilities
     lengths: tf.Tensor  # (N, B) generated tokens, counting [END]
+    # (N, B) summed log-probabilities the model gave the chosen tokens before a constraint renormalised them
+    # over what it allows: low where the model wanted to write something the constraint forbids.
+    # Equal to log_probabilities without a constraint.
+    unconstrained_log_probabilities: tf.Tensor
 
 
 def beam_search(
@@ -70,25 +74,29 @@ def beam_search(
     tokens = tf.concat([tf.fill([rows, 1], start_id), tf.fill([rows, max_length], pad_id)], axis=1)
     # Only beam 0 is alive at first, so the first step does not fill the beam with copies of one hypothesis.
     sums = tf.tile(tf.where(tf.range(beams) == 0, 0.0, NEG_INF)[tf.newaxis], [batch, 1])
+    free_sums = tf.zeros([batch, beams])
     finished = tf.zeros([batch, beams], tf.bool)
     lengths = tf.zeros([batch, beams], tf.int32)
 
-    def keep_going(t, tokens, sums, finished, lengths, state):
+    def keep_going(t, tokens, sums, free_sums, finished, lengths, state):
         return tf.logical_and(t < max_length, tf.logical_not(tf.reduce_all(finished)))
 
-    def advance(t, tokens, sums, finished, lengths, state):
-        before = (tokens, sums, finished, lengths, state)
+    def advance(t, tokens, sums, free_sums, finished, lengths, state):
+        before = (tokens, sums, free_sums, finished, lengths, state)
         logits, state = decoder.step(tokens, t, context, state)
         vocab = tf.shape(logits)[-1]
+        # A finished hypothesis has one continuation, padding, which costs nothing and adds no length.
+        padding_only = tf.where(tf.range(vocab) == pad_id, 0.0, NEG_INF)
+
+        def log_probabilities(allowed: tf.Tensor) -> tf.Tensor:
+            log_probs = tf.reshape(tf.nn.log_softmax(tf.where(allowed, logits, NEG_INF)), [batch, beams, vocab])
+            return tf.where(finished[..., tf.newaxis], padding_only, log_probs)
+
         allowed = tf.reduce_all(
             tf.range(vocab)[:, tf.newaxis] != tf.constant([pad_id, *banned_ids])[tf.newaxis], axis=1
         )
-        if constraint is not None:
-            allowed = allowed[tf.newaxis] & constraint(tokens, t)
-        log_probs = tf.reshape(tf.nn.log_softmax(tf.where(allowed, logits, NEG_INF)), [batch, beams, vocab])
-        # A finished hypothesis has one continuation, padding, which costs nothing and adds no length.
-        padding_only = tf.where(tf.range(vocab) == pad_id, 0.0, NEG_INF)
-        log_probs = tf.where(finished[..., tf.newaxis], padding_only, log_probs)
+        free_log_probs = log_probabilities(allowed)
+        log_probs = free_log_probs if constraint is None else log_probabilities(allowed & constraint(tokens, t))
         candidate_sums = sums[..., tf.newaxis] + log_probs
         candidate_lengths = lengths + tf.cast(tf.logical_not(finished), tf.int32)
         candidate_scores = tf.reshape(
@@ -99,6 +107,9 @@ def beam_search(
         _, chosen = tf.math.top_k(candidate_scores, k=beams)
         parent, token = chosen // vocab, chosen % vocab
         sums = tf.gather(candidate_sums, chosen, batch_dims=1)
+        free_sums = tf.gather(
+            tf.reshape(free_sums[..., tf.newaxis] + free_log_probs, [batch, -1]), chosen, batch_dims=1
+        )
         lengths = tf.gather(candidate_lengths, parent, batch_dims=1)
         finished = tf.logical_or(tf.gather(finished, parent, batch_dims=1), token == end_id)
 
@@ -107,10 +118,13 @@ def beam_search(
         # Column t + 1 is still padding (0) in every row, so adding writes the chosen token there.
         tokens += tf.one_hot(t + 1, max_length + 1, dtype=tf.int32)[tf.newaxis] * (tf.reshape(token, [-1, 1]) - pad_id)
         state = tuple(tf.gather(part, parent_rows) for part in state)
-        return (t + 1, *_same_shapes((tokens, sums, finished, lengths, state), before))
+        return (t + 1, *_same_shapes((tokens, sums, free_sums, finished, lengths, state), before))
 
-    _, tokens, sums, finished, lengths, _ = tf.while_loop(
-        keep_going, advance, (tf.constant(0), tokens, sums, finished, lengths, state), maximum_iterations=max_length
+    _, tokens, sums, free_sums, finished, lengths, _ = tf.while_loop(
+        keep_going,
+        advance,
+        (tf.constant(0), tokens, sums, free_sums, finished, lengths, state),
+        maximum_iterations=max_length,
     )
     # top_k ranked the beams when they were chosen, so beam 0 is the best hypothesis.
     return BeamResult(
@@ -118,6 +132,7 @@ def beam_search(
         scores=sums / _length_penalty(lengths, alpha),
         log_probabilities=sums,
         lengths=lengths,
+        unconstrained_log_probabilities=free_sums,
     )
 
 

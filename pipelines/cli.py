@@ -86,13 +86,15 @@ def _predict(args: argparse.Namespace) -> int:
 def _predict_texts(graph: Any, metadata: Any, args: argparse.Namespace) -> list[dict[str, Any]]:
     import tensorflow as tf
 
+    from serving.answers import seq2seq_predictions  # the server's answer format, so both print the same
     from serving.contract import Role
 
     beam_width = tf.constant(args.beam_width or metadata.decoding.default_beam_width)
     outputs = graph.signatures[metadata.signature(Role.TEXTS)](texts=tf.constant(args.inputs), beam_width=beam_width)
+    predictions = seq2seq_predictions({key: value.numpy() for key, value in outputs.items()})
     return [
-        {"input": text, "text": answer.decode(), "score": round(float(score), 4)}
-        for text, answer, score in zip(args.inputs, outputs["texts"].numpy(), outputs["scores"].numpy())
+        {"input": text, **{key: value for key, value in prediction.items() if key != "beams"}}
+        for text, prediction in zip(args.inputs, predictions)
     ]
 
 

@@ -29,7 +29,7 @@ from models.seq2seq import MODEL_BUILDERS, attention_weights
 from models.text_graph import END_ID, PAD_ID, CharTokenizer
 from pipelines.data import date_data, generated_tfds
 from pipelines.data.date_data import DatePair
-from pipelines.evaluation import plots, text_metrics
+from pipelines.evaluation import classification, plots, text_metrics
 from pipelines.export.seq2seq_graph import MAX_BEAM_WIDTH, Seq2SeqGraph
 from pipelines.export.warmup import WARMUP_EXAMPLES
 from pipelines.family import Config, Family, RunFolder, Trained
@@ -79,6 +79,7 @@ class Seq2SeqConfig(Config):
     max_output_length: int = 16
     beam_width: int = 3
     output_constraint: str = "iso-date"  # "iso-date": decoding writes only real dates; "none": any string
+    non_date_share: float = date_data.NON_DATE_SHARE  # non-dates added to each split, as a share of its dates
     name: str = "seq2seq"
     training: TrainingConfig = field(default_factory=TrainingConfig)
 
@@ -104,17 +105,37 @@ def make_tf_dataset(
     return dataset.batch(batch_size).map(encode, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 
+@dataclass(frozen=True)
+class Decoded:
+    """What the exported graph answered for a list of texts, one entry per text."""
+
+    texts: list[str]  # the best hypothesis: with the date constraint, a date even where the input is none
+    scores: list[float]
+    is_date: list[bool]
+    date_probability: list[float]
+
+    @property
+    def answers(self) -> list[str]:
+        """What a client is told: the date, or `NOT_A_DATE` (empty) where the graph says it is not one."""
+        return [text if is_date else date_data.NOT_A_DATE for text, is_date in zip(self.texts, self.is_date)]
+
+
 def decode(
     graph: Seq2SeqGraph, texts: list[str], *, beam_width: int, batch_size: int = 256, progress: str | None = None
-) -> tuple[list[str], list[float]]:
-    """Run the exported graph's own decoding over `texts`; returns (outputs, scores)."""
-    outputs, scores = [], []
+) -> Decoded:
+    """Run the exported graph's own decoding over `texts`."""
+    columns: dict[str, list] = {name: [] for name in ("texts", "scores", "is_date", "date_probability")}
     starts = range(0, len(texts), batch_size)
     for start in tqdm(starts, desc=progress, disable=progress is None, unit="batch"):
         result = graph.translate(tf.constant(texts[start : start + batch_size]), tf.constant(beam_width))
-        outputs += [text.decode() for text in result["texts"].numpy()]
-        scores += result["scores"].numpy().tolist()
-    return outputs, scores
+        for name, values in columns.items():
+            values += result[name].numpy().tolist()
+    return Decoded(
+        texts=[text.decode() for text in columns["texts"]],
+        scores=columns["scores"],
+        is_date=columns["is_date"],
+        date_probability=columns["date_probability"],
+    )
 
 
 def text_report(predictions: list[str], references: list[str]) -> dict[str, float]:
@@ -134,8 +155,11 @@ def exact_match_by(pairs: list[DatePair], predictions: list[str], key: str) -> d
     return {name: {"exact_match": float(np.mean(hits)), "count": len(hits)} for name, hits in sorted(groups.items())}
 
 
-def served_graph(model: keras.Model, tokenizer: CharTokenizer, config: Seq2SeqConfig) -> Seq2SeqGraph:
-    """The exported graph: the run's default beam width, and the date constraint unless it is turned off."""
+def served_graph(
+    model: keras.Model, tokenizer: CharTokenizer, config: Seq2SeqConfig, calibration: list[DatePair] = ()
+) -> Seq2SeqGraph:
+    """The exported graph: the run's default beam width, the date constraint unless it is turned off, and
+    the "is a date" threshold calibrated on `calibration` (the dev split) when it holds dates and non-dates."""
     constraint = (
         IsoDateConstraint(
             tokenizer.target_vocabulary, end_id=END_ID, min_year=date_data.MIN_YEAR, max_year=date_data.MAX_YEAR
@@ -143,39 +167,73 @@ def served_graph(model: keras.Model, tokenizer: CharTokenizer, config: Seq2SeqCo
         if config.output_constraint == "iso-date"
         else None
     )
-    return Seq2SeqGraph(model, tokenizer, default_beam_width=config.beam_width, constraint=constraint)
+    graph = Seq2SeqGraph(model, tokenizer, default_beam_width=config.beam_width, constraint=constraint)
+    if len({date_data.is_date(pair) for pair in calibration}) == 2:
+        decoded = decode(graph, [pair.text for pair in calibration], beam_width=config.beam_width)
+        positives = [date_data.is_date(pair) for pair in calibration]
+        graph.date_threshold.assign(classification.calibrate_threshold(decoded.date_probability, positives))
+    return graph
 
 
 def evaluate_model(
     model: keras.Model, tokenizer: CharTokenizer, dataset: date_data.DateDataset, run_dir: Path, config: Seq2SeqConfig
 ) -> dict[str, Any]:
-    """Exact match, CER and BLEU on every split (beam search, as served), greedy vs beam on test, plots.
+    """Exact match, CER and BLEU on every split as a client is answered (the date, or "not a date"), on the
+    test split's dates alone, greedy vs beam on test, "is a date" precision and recall, plots.
 
     Writes `<run_dir>/evaluation/`."""
     out = RunFolder(run_dir).evaluation
-    graph = served_graph(model, tokenizer, config)
+    graph = served_graph(model, tokenizer, config, calibration=dataset.dev)
     beam_width = config.beam_width
+    threshold = float(graph.date_threshold.numpy())
     report: dict[str, Any] = {"beam_width": beam_width, "output_constraint": config.output_constraint}
-    predictions: dict[str, list[str]] = {}
-    for split in ("train", "dev", "test"):
+    decoded: dict[str, Decoded] = {}
+    for split in date_data.SPLITS:
         pairs = getattr(dataset, split)[:5000] if split == "train" else getattr(dataset, split)
-        predictions[split], _ = decode(
+        decoded[split] = decode(
             graph, [pair.text for pair in pairs], beam_width=beam_width, progress=f"decoding {split}"
         )
-        report[split] = text_report(predictions[split], [pair.target for pair in pairs])
-    greedy, _ = decode(graph, [pair.text for pair in dataset.test], beam_width=1, progress="decoding test (greedy)")
-    report["test_greedy"] = text_report(greedy, [pair.target for pair in dataset.test])
-    report["test_by_locale"] = exact_match_by(dataset.test, predictions["test"], "locale")
-    report["test_by_style"] = exact_match_by(dataset.test, predictions["test"], "style")
+        report[split] = text_report(decoded[split].answers, [pair.target for pair in pairs])
+    test_dates = [(pair, text) for pair, text in zip(dataset.test, decoded["test"].texts) if date_data.is_date(pair)]
+    report["test_dates"] = text_report([text for _, text in test_dates], [pair.target for pair, _ in test_dates])
+    greedy = decode(graph, [pair.text for pair in dataset.test], beam_width=1, progress="decoding test (greedy)")
+    report["test_greedy"] = text_report(greedy.answers, [pair.target for pair in dataset.test])
+    report["is_date"] = {
+        split: classification.detection_report(
+            decoded[split].date_probability, [date_data.is_date(pair) for pair in getattr(dataset, split)], threshold
+        )
+        for split in ("dev", "test")
+    }
+    answers = decoded["test"].answers
+    report["test_by_locale"] = exact_match_by(dataset.test, answers, "locale")
+    report["test_by_style"] = exact_match_by(dataset.test, answers, "style")
     report["test_errors"] = [
-        {"text": pair.text, "target": pair.target, "prediction": prediction, "locale": pair.locale, "style": pair.style}
-        for pair, prediction in zip(dataset.test, predictions["test"])
-        if prediction != pair.target
+        {
+            "text": pair.text,
+            "target": pair.target,
+            "prediction": answer,
+            "best_guess": guess,
+            "date_probability": probability,
+            "locale": pair.locale,
+            "style": pair.style,
+        }
+        for pair, answer, guess, probability in zip(
+            dataset.test, answers, decoded["test"].texts, decoded["test"].date_probability
+        )
+        if answer != pair.target
     ][:50]
     RunFolder(run_dir).save_report(report)
     plots.plot_learning_curves(read_history(run_dir), out / "learning_curves.png")
     plots.plot_attention_maps(
         attention_samples(model, tokenizer, graph, heat_map_texts(dataset.test)), out / "attention.png"
+    )
+    plots.plot_score_separation(
+        decoded["test"].date_probability,
+        [date_data.is_date(pair) for pair in dataset.test],
+        threshold,
+        out / "is_date.png",
+        labels=("not a date", "a date"),
+        xlabel="date_probability (log scale)",
     )
     return report
 
@@ -183,7 +241,7 @@ def evaluate_model(
 def heat_map_texts(pairs: list[DatePair], count: int = 6) -> list[str]:
     """One test input per locale, in a fixed order, so the plots show the range of formats."""
     first_by_locale: dict[str, str] = {}
-    for pair in pairs:
+    for pair in filter(date_data.is_date, pairs):
         first_by_locale.setdefault(pair.locale, pair.text)
     return list(first_by_locale.values())[:count]
 
@@ -217,7 +275,11 @@ class Seq2SeqFamily(Family[Seq2SeqConfig, date_data.DateDataset, CharTokenizer])
     def load_data(self, config: Seq2SeqConfig) -> date_data.DateDataset:
         if config.dataset == "generated":
             return date_data.make_dataset(
-                config.train_size, config.dev_size, config.test_size, seed=config.training.seed
+                config.train_size,
+                config.dev_size,
+                config.test_size,
+                seed=config.training.seed,
+                non_date_share=config.non_date_share,
             )
         if config.dataset == "tfds" or config.dataset.startswith("tfds:"):
             if not config.data_dir:
@@ -290,14 +352,16 @@ class Seq2SeqFamily(Family[Seq2SeqConfig, date_data.DateDataset, CharTokenizer])
         return {key: report[key] for key in ("test", "test_greedy", "dev")}
 
     def describe(self, report: dict[str, Any]) -> str:
-        test = report["test"]
+        test, is_date = report["test"], report["is_date"]["test"]
         return (
             f"test exact match {test['exact_match']:.4f}, CER {test['character_error_rate']:.4f}, "
-            f"BLEU {test['bleu']:.2f} (beam {report['beam_width']})"
+            f"BLEU {test['bleu']:.2f} (beam {report['beam_width']}); "
+            f'"is a date": precision {is_date["precision"]:.4f}, recall {is_date["recall"]:.4f} '
+            f"at date_probability >= {is_date['threshold']:.3g}"
         )
 
     def served_graph(self, trained: Trained, data: date_data.DateDataset) -> Seq2SeqGraph:
-        return served_graph(trained.model, trained.fitted, trained.config)
+        return served_graph(trained.model, trained.fitted, trained.config, calibration=data.dev)
 
     def warmup_examples(self, data: date_data.DateDataset) -> list:
         return [pair.text for pair in data.test[:WARMUP_EXAMPLES]]
@@ -329,6 +393,7 @@ class Seq2SeqFamily(Family[Seq2SeqConfig, date_data.DateDataset, CharTokenizer])
                 max_beam_width=MAX_BEAM_WIDTH,
                 length_alpha=LENGTH_ALPHA,
                 output_constraint=config.output_constraint,
+                date_threshold=report["is_date"]["test"]["threshold"],
             ),
             signatures={Role.DEFAULT: "serving_default", Role.TEXTS: "translate"},
             outputs=Seq2SeqGraph.OUTPUTS,
@@ -338,6 +403,8 @@ class Seq2SeqFamily(Family[Seq2SeqConfig, date_data.DateDataset, CharTokenizer])
                 "test_bleu": report["test"]["bleu"],
                 "test_greedy_exact_match": report["test_greedy"]["exact_match"],
                 "dev_exact_match": report["dev"]["exact_match"],
+                "test_is_date_precision": report["is_date"]["test"]["precision"],
+                "test_is_date_recall": report["is_date"]["test"]["recall"],
             },
             training=config.to_dict(),
             dataset=data.summary(),
@@ -364,6 +431,13 @@ class Seq2SeqFamily(Family[Seq2SeqConfig, date_data.DateDataset, CharTokenizer])
         parser.add_argument("--embedding-dim", type=int, help="character embedding size (LSTM)")
         parser.add_argument("--units", type=int, help="LSTM units per encoder direction, or the Transformer's width")
         parser.add_argument("--dropout", type=float, default=0.0)
+        parser.add_argument(
+            "--non-date-share",
+            type=float,
+            default=date_data.NON_DATE_SHARE,
+            help="texts that are not dates (words, numbers, partial and impossible dates) added to each "
+            'split, as a share of its dates; the model learns to answer them "not a date" (default: %(default)s)',
+        )
         parser.add_argument(
             "--beam-width",
             type=int,
@@ -393,6 +467,7 @@ class Seq2SeqFamily(Family[Seq2SeqConfig, date_data.DateDataset, CharTokenizer])
             embedding_dim=flags.preset_value(args, preset, "embedding_dim"),
             units=flags.preset_value(args, preset, "units"),
             dropout=args.dropout,
+            non_date_share=args.non_date_share,
             beam_width=args.beam_width,
             output_constraint=args.output_constraint,
             name=args.name,

@@ -37,8 +37,24 @@ def ranked(
     ]
 
 
+NOT_A_DATE = "not a date"
+
+
 def seq2seq_predictions(outputs: dict[str, np.ndarray]) -> list[dict[str, Any]]:
-    return ranked(outputs, best=("texts", "scores"), ranking=("beam_texts", "beam_scores"), key="text", listed="beams")
+    """Per text, the answer, its score and the beams; where the graph says the input is not a date
+    (`is_date`, in versions that have it), `"text": null` with the reason, and the best guess kept beside."""
+    predictions = ranked(
+        outputs, best=("texts", "scores"), ranking=("beam_texts", "beam_scores"), key="text", listed="beams"
+    )
+    if "is_date" not in outputs:
+        return predictions
+    for prediction, is_date, probability in zip(
+        predictions, to_json(outputs["is_date"]), to_json(outputs["date_probability"])
+    ):
+        prediction["date_probability"] = probability
+        if not is_date:
+            prediction.update(text=None, reason=NOT_A_DATE, guess=prediction["text"])
+    return predictions
 
 
 def classifier_predictions(outputs: dict[str, np.ndarray]) -> list[dict[str, Any]]:

@@ -79,6 +79,9 @@ class Decoding:
     max_beam_width: int
     length_alpha: float
     output_constraint: str = "none"  # "iso-date": only real YYYY-MM-DD dates can come out
+    # The least date_probability the graph answers as a date (is_date), calibrated on the dev split;
+    # None: a version from before it said "not a date".
+    date_threshold: float | None = None
 
 
 @dataclass(frozen=True)

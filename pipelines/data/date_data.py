@@ -15,6 +15,11 @@ DD.MM.YYYY). Some renderings then get extra spaces or an UPPER / lower case
 change. Every text is at most `MAX_TEXT_LENGTH` characters; every target is
 exactly 10.
 
+Each split also mixes in texts that are not dates (`NON_DATE_SHARE` of its dates), whose target is
+the empty string: partial dates ("March 2001", "4 mars"), words ("yesterday", "hola", a month alone),
+numbers, times, prices and other strings, and, in dev and test only, dates that do not exist
+("February 30, 2001", "29.02.1900", "13/25/2013") written in the styles above.
+
 The model sees no locale, so a text must never stand for two dates. Numeric
 forms are therefore only rendered where a convention fixes the field order
 (see `_needs_day_over_12`), two-digit years only inside
@@ -38,6 +43,7 @@ bump `DateNormalization.VERSION` when that happens.
 from __future__ import annotations
 
 import argparse
+import calendar
 import dataclasses
 import datetime
 import functools
@@ -232,7 +238,7 @@ def _iso_dash(date: datetime.date, rng: random.Random) -> str:
     # Unpadded is what people type; padded is the target itself, which the model should copy.
     if rng.random() < 0.5:
         return f"{date.year}-{date.month}-{date.day}"
-    return date.strftime(TARGET_FORMAT)
+    return f"{date.year}-{date.month:02d}-{date.day:02d}"
 
 
 def _dotted(date: datetime.date, rng: random.Random) -> str:
@@ -291,14 +297,19 @@ def _add_noise(text: str, rng: random.Random) -> str:
     return text
 
 
-def render(date: datetime.date, rng: random.Random) -> DatePair:
-    """One random rendering of `date`, with the style drawn by weight among those allowed for it."""
+def _rendered(date: datetime.date, rng: random.Random) -> tuple[_Style, str]:
     all_styles = _styles()
     while True:
         style = rng.choices(all_styles, cum_weights=_cumulative_weights())[0]
         text = style.render(date, rng)
         if text is not None:
-            return DatePair(_add_noise(text, rng), date.strftime(TARGET_FORMAT), style.locale, style.style)
+            return style, _add_noise(text, rng)
+
+
+def render(date: datetime.date, rng: random.Random) -> DatePair:
+    """One random rendering of `date`, with the style drawn by weight among those allowed for it."""
+    style, text = _rendered(date, rng)
+    return DatePair(text, date.strftime(TARGET_FORMAT), style.locale, style.style)
 
 
 def random_dates(count: int, rng: random.Random) -> list[datetime.date]:
@@ -315,7 +326,273 @@ def find_conflicts(pairs: list[DatePair]) -> dict[str, set[str]]:
     return {text: found for text, found in targets.items() if len(found) > 1}
 
 
+# --- Not a date ----------------------------------------------------------------------------
+#
+# What people paste into a date field that is not one: impossible dates written in the same styles as real
+# ones, partial dates (no year, or no day), words, numbers and other strings. Their target is the empty
+# string, "no date": the model learns to answer nothing, and the exported graph says "not a date".
+
+NOT_A_DATE = ""  # the target of a text that names no date, or one that does not exist
+NOT_A_DATE_LOCALE = "none"
+NOT_A_DATE_STYLE = "not_a_date:"  # + the kind: the style groups that reports and the gate show
+NON_DATE_SHARE = 0.15  # non-dates added to a split, as a share of its dates
+# The kinds of non-date in the held-out splits, and in training. Training holds no day past its month's end:
+# the exported graph's date constraint finds those exactly (the model wants to write a day the month does
+# not have), while a model taught to refuse them learned to doubt every real 29th, 30th and 31st. A month
+# over 12 never looks like a real date, so the model learns to refuse it (left alone, it read "2027/19/25"
+# as September).
+NON_DATE_KINDS = {
+    "impossible_day": 0.3,
+    "impossible_month": 0.1,
+    "partial": 0.25,
+    "word": 0.17,
+    "number": 0.11,
+    "other": 0.07,
+}
+TRAINING_NON_DATE_KINDS = {"impossible_month": 0.1, "partial": 0.38, "word": 0.26, "number": 0.16, "other": 0.1}
+PARTIAL_SKELETONS = ("yMMMM", "yMMM", "MMMMd", "MMMd", "MMMEd", "yM", "Md")
+PARTIAL_TEMPLATES = (
+    "{month} {day}",
+    "{day} {month}",
+    "the {day} of {month}",
+    "{weekday}, {month} {day}",
+    "{month} {year}",
+    "{month}, {year}",
+    "{year}",
+)
+WORDS = (
+    # The date-like words a form receives, in the six languages, that name no one date.
+    "today",
+    "tomorrow",
+    "yesterday",
+    "now",
+    "soon",
+    "next week",
+    "last Monday",
+    "this Friday",
+    "ASAP",
+    "heute",
+    "morgen",
+    "gestern",
+    "übermorgen",
+    "nächste Woche",
+    "bald",
+    "aujourd'hui",
+    "demain",
+    "hier",
+    "la semaine prochaine",
+    "bientôt",
+    "hoy",
+    "mañana",
+    "ayer",
+    "pasado mañana",
+    "la próxima semana",
+    "pronto",
+    "오늘",
+    "내일",
+    "어제",
+    "다음 주",
+    "곧",
+    "今日",
+    "明日",
+    "昨日",
+    "来週",
+    "すぐ",
+    # And what else people type into one.
+    "hello",
+    "hi there",
+    "thanks",
+    "hallo",
+    "danke",
+    "bonjour",
+    "merci",
+    "hola",
+    "gracias",
+    "안녕하세요",
+    "감사합니다",
+    "こんにちは",
+    "ありがとう",
+    "n/a",
+    "N/A",
+    "TBD",
+    "unknown",
+    "none",
+    "null",
+    "test",
+    "see above",
+    "same as before",
+    "not sure",
+    "weiß nicht",
+    "je ne sais pas",
+    "no sé",
+    "date",
+    "Datum",
+    "fecha",
+    "날짜",
+    "日付",
+    "birthday",
+    "my birthday",
+    "Christmas",
+    "Weihnachten",
+    "Noël",
+    "Navidad",
+    "New Year",
+    "Ostern",
+    "Easter",
+    "Pâques",
+    "Semana Santa",
+)
+WORD_LETTERS = "abcdefghijklmnopqrstuvwxyzäöüßéèàçñáíóú"
+
+
+class ImpossibleDate(datetime.date):
+    """A "date" with a day or month the calendar does not have (30 February 2001), for rendering only:
+    year, month and day are the impossible ones, the weekday is the one the calendar would continue with."""
+
+    def __new__(cls, year: int, month: int, day: int, weekday: int) -> ImpossibleDate:
+        date = super().__new__(cls, year, 1, 1)
+        date._fields = (year, month, day, weekday)
+        return date
+
+    year = property(lambda self: self._fields[0])
+    month = property(lambda self: self._fields[1])
+    day = property(lambda self: self._fields[2])
+
+    def weekday(self) -> int:
+        return self._fields[3]
+
+    def isoweekday(self) -> int:
+        return self._fields[3] + 1
+
+
+def _month_days(year: int, month: int) -> int:
+    return calendar.monthrange(year, month)[1]
+
+
+def impossible_day(rng: random.Random) -> ImpossibleDate:
+    """A day past the end of its month: 29 February in a year that is not leap a third of the time (the
+    hardest to tell), else the 30th or 31st of February or the 31st of a 30-day month."""
+    year = rng.randint(MIN_YEAR, MAX_YEAR)
+    if rng.random() < 1 / 3:
+        year = rng.choice([y for y in range(year - 3, year + 1) if not calendar.isleap(y) and y >= MIN_YEAR])
+        month, day = 2, 29
+    else:
+        month = rng.choice((2, 4, 6, 9, 11))
+        day = rng.randint(_month_days(year, month) + 1, 31)
+    last = datetime.date(year, month, _month_days(year, month))
+    return ImpossibleDate(year, month, day, (last.weekday() + day - last.day) % 7)
+
+
+def impossible_month(rng: random.Random) -> ImpossibleDate:
+    """A month over 12 with a day over 12, so that neither day/month order reads it as a real date."""
+    return ImpossibleDate(rng.randint(MIN_YEAR, MAX_YEAR), rng.randint(13, 19), rng.randint(13, 31), rng.randrange(7))
+
+
+def _impossible_day(rng: random.Random) -> str:
+    return _rendered(impossible_day(rng), rng)[1]
+
+
+def _slashed_year_last(date: datetime.date, rng: random.Random) -> str:
+    """Day and month in either order, then the year: with both over 12, neither order is a real date."""
+    first, second = (date.day, date.month) if rng.random() < 0.5 else (date.month, date.day)
+    return f"{first}/{second}/{date.year}"
+
+
+def _impossible_month(rng: random.Random) -> str:
+    # Month names stop at 12: only the numeric styles can write it.
+    style = rng.choice((HAND_STYLES["iso_slash"], HAND_STYLES["iso_dash"], HAND_STYLES["dotted"], _slashed_year_last))
+    return _add_noise(style(impossible_month(rng), rng), rng)
+
+
+@functools.cache
+def _partial_patterns() -> tuple[tuple[Locale, str], ...]:
+    patterns = []
+    for name in LOCALES:
+        locale = Locale.parse(name)
+        patterns += [(locale, locale.datetime_skeletons[skeleton].pattern) for skeleton in PARTIAL_SKELETONS]
+    return tuple(patterns)
+
+
+def _partial(rng: random.Random) -> str:
+    date = random_dates(1, rng)[0]
+    if rng.random() < 0.5:
+        locale, pattern = rng.choice(_partial_patterns())
+        return _add_noise(format_date(date, pattern, locale=locale), rng)
+    day = ordinal(date.day) if rng.random() < 0.6 else str(date.day)
+    fields = _english_fields(date, rng, day=day, month=_any_month(date, rng))
+    return _add_noise(rng.choice(PARTIAL_TEMPLATES).format(**fields), rng)
+
+
+def _word(rng: random.Random) -> str:
+    roll = rng.random()
+    if roll < 0.5:
+        return _add_noise(rng.choice(WORDS), rng)
+    if roll < 0.75:  # a month or a weekday alone
+        locale = Locale.parse(rng.choice(LOCALES))
+        names = locale.months if rng.random() < 0.5 else locale.days
+        return _add_noise(rng.choice(list(names["format"][rng.choice(("wide", "abbreviated"))].values())), rng)
+    words = ["".join(rng.choices(WORD_LETTERS, k=rng.randint(2, 9))) for _ in range(rng.randint(1, 3))]
+    return _add_noise(" ".join(words), rng)
+
+
+def _number(rng: random.Random) -> str:
+    # No 6 or 8 digits in a row: compact dates (19950516) are written that way.
+    digits = rng.choice((1, 2, 3, 4, 5, 7, 9, 10, 11, 12))
+    forms = (
+        lambda: str(rng.randrange(10 ** (digits - 1), 10**digits)),
+        lambda: f"{rng.uniform(0, 1000):.{rng.randint(1, 3)}f}",
+        lambda: f"{rng.randint(1, 99999):,}.{rng.randint(0, 99):02d}",
+        lambda: f"{rng.randint(0, 23)}:{rng.randint(0, 59):02d}",
+        lambda: f"{rng.randint(1, 12)}:{rng.randint(0, 59):02d} {rng.choice(('AM', 'PM', 'am', 'pm'))}",
+        lambda: f"+{rng.randint(1, 99)} {rng.randint(100, 999)} {rng.randint(1000, 9999)} {rng.randint(100, 999)}",
+        lambda: f"{rng.randint(100, 999)}-{rng.randint(1000, 9999)}",
+        lambda: f"{rng.choice('$€£¥₩')}{rng.randint(1, 9999)}.{rng.randint(0, 99):02d}",
+        lambda: f"{rng.randint(1, 9999)},{rng.randint(0, 99):02d} {rng.choice('€$')}",
+        lambda: f"{rng.randint(0, 100)}%",
+        lambda: f"-{rng.randint(1, 9999)}",
+    )
+    return rng.choice(forms)()
+
+
+def _other(rng: random.Random) -> str:
+    name = "".join(rng.choices(WORD_LETTERS[:26], k=rng.randint(3, 8)))
+    forms = (
+        lambda: "",
+        lambda: " " * rng.randint(1, 3),
+        lambda: f"{name}@{rng.choice(('example.com', 'mail.de', 'correo.es'))}",
+        lambda: f"https://{name}.{rng.choice(('com', 'org', 'fr'))}/{rng.randint(1, 999)}",
+        lambda: "".join(rng.choices("!?.,:;-_/()[]#*+=~ ", k=rng.randint(1, 6))),
+        lambda: "".join(rng.choices(WORD_LETTERS[:26] + "0123456789 -/.", k=rng.randint(3, 20))),
+        lambda: f"#{rng.randint(1, 99999)}",
+    )
+    return rng.choice(forms)()
+
+
+NON_DATE_RENDERERS: dict[str, Callable[[random.Random], str]] = {
+    "impossible_day": _impossible_day,
+    "impossible_month": _impossible_month,
+    "partial": _partial,
+    "word": _word,
+    "number": _number,
+    "other": _other,
+}
+
+
+def render_non_date(rng: random.Random, kinds: dict[str, float] = NON_DATE_KINDS) -> DatePair:
+    """One text that names no date, or a date that does not exist; the kind drawn by weight from `kinds`."""
+    kind = rng.choices(list(kinds), weights=list(kinds.values()))[0]
+    text = NON_DATE_RENDERERS[kind](rng)[:MAX_TEXT_LENGTH]
+    return DatePair(text, NOT_A_DATE, NOT_A_DATE_LOCALE, NOT_A_DATE_STYLE + kind)
+
+
+def is_date(pair: DatePair) -> bool:
+    return pair.target != NOT_A_DATE
+
+
 # --- Dataset --------------------------------------------------------------------------------
+
+
+SPLITS = ("train", "dev", "test")
 
 
 @dataclass
@@ -330,14 +607,23 @@ class DateDataset:
         pairs = self.train + self.dev + self.test
         return {
             "sizes": {"train": len(self.train), "dev": len(self.dev), "test": len(self.test)},
+            "non_dates": {split: sum(not is_date(pair) for pair in getattr(self, split)) for split in SPLITS},
             "locales": dict(sorted(Counter(pair.locale for pair in pairs).items())),
             "styles": dict(sorted(Counter(pair.style for pair in pairs).items())),
             "max_text_length": max((len(pair.text) for pair in pairs), default=0),
         }
 
 
-def make_dataset(train_size: int = 20000, dev_size: int = 1000, test_size: int = 2000, *, seed: int = 0) -> DateDataset:
-    """Disjoint date sets per split (test dates never in train/dev), then one rendering per pair.
+def make_dataset(
+    train_size: int = 20000,
+    dev_size: int = 1000,
+    test_size: int = 2000,
+    *,
+    seed: int = 0,
+    non_date_share: float = NON_DATE_SHARE,
+) -> DateDataset:
+    """Disjoint date sets per split (test dates never in train/dev), one rendering per pair, and
+    `non_date_share` × the split's size texts that are not dates, mixed in at random places.
 
     The held-out splits take distinct dates. Train takes the remaining dates and, if it asks
     for more pairs than there are days left, goes through them again with fresh renderings.
@@ -347,6 +633,8 @@ def make_dataset(train_size: int = 20000, dev_size: int = 1000, test_size: int =
     held_out = test_size + dev_size
     if held_out >= DAY_COUNT:
         raise ValueError(f"dev + test need {held_out} distinct dates; only {DAY_COUNT} days exist")
+    if not 0 <= non_date_share <= 1:
+        raise ValueError(f"non_date_share must lie in 0..1, got {non_date_share}")
     # A permutation of every day, so the test dates for a seed stay the same whatever the split sizes.
     dates = random_dates(DAY_COUNT, random.Random(seed))
     train_days = dates[held_out:]
@@ -358,7 +646,12 @@ def make_dataset(train_size: int = 20000, dev_size: int = 1000, test_size: int =
     splits = {}
     for name, days in split_dates.items():
         rng = random.Random(f"{seed}:{name}")
-        splits[name] = [render(date, rng) for date in days]
+        pairs = [render(date, rng) for date in days]
+        non_dates = random.Random(f"{seed}:{name}:non-dates")
+        kinds = TRAINING_NON_DATE_KINDS if name == "train" else NON_DATE_KINDS
+        for _ in range(round(len(days) * non_date_share)):
+            pairs.insert(non_dates.randint(0, len(pairs)), render_non_date(non_dates, kinds))
+        splits[name] = pairs
     dataset = DateDataset(**splits)
     if conflicts := find_conflicts(dataset.train + dataset.dev + dataset.test):
         examples = dict(itertools.islice(conflicts.items(), 5))
@@ -380,14 +673,29 @@ def as_tf_dataset(pairs: list[DatePair]) -> tf.data.Dataset:
 
 
 class DateNormalization(generated_tfds.GeneratedDatasetBuilder):
-    """Human-written dates in several languages paired with ISO 8601 dates, generated with Babel."""
+    """Human-written dates in several languages paired with ISO 8601 dates, generated with Babel, and texts
+    that are not dates paired with the empty string."""
+
+    VERSION = tfds.core.Version("1.1.0")
+    RELEASE_NOTES: ClassVar[dict[str, str]] = {
+        "1.0.0": "Initial release.",
+        "1.1.0": f"Non-dates (target empty) mixed into every split: {NON_DATE_SHARE:.0%} of its dates.",
+    }
 
     BUILDER_CONFIGS: ClassVar[list[generated_tfds.SplitSizes]] = [
         generated_tfds.SplitSizes(
-            name="default", description="60000 / 2000 / 5000 pairs.", train_size=60000, dev_size=2000, test_size=5000
+            name="default",
+            description="60000 / 2000 / 5000 dates, and non-dates.",
+            train_size=60000,
+            dev_size=2000,
+            test_size=5000,
         ),
         generated_tfds.SplitSizes(
-            name="small", description="2000 / 200 / 200 pairs.", train_size=2000, dev_size=200, test_size=200
+            name="small",
+            description="2000 / 200 / 200 dates, and non-dates.",
+            train_size=2000,
+            dev_size=200,
+            test_size=200,
         ),
     ]
 

@@ -42,6 +42,51 @@ def confusion_matrix(y_true, y_pred, num_classes: int) -> np.ndarray:
     return matrix
 
 
+def detection_report(probabilities, positives, threshold: float) -> dict[str, float | int]:
+    """Precision and recall of "positive" decided as `probability >= threshold`, with the counts behind them."""
+    predicted, actual = _binary(probabilities, positives, threshold)
+    tp = int(np.sum(predicted & actual))
+    fp = int(np.sum(predicted & ~actual))
+    fn = int(np.sum(~predicted & actual))
+    precision, recall, f1 = _scores(tp, fp, fn)
+    return {
+        "threshold": float(threshold),
+        "precision": precision,
+        "recall": recall,
+        "f1": f1,
+        "positives": int(actual.sum()),
+        "negatives": int((~actual).sum()),
+        "false_positives": fp,
+        "false_negatives": fn,
+    }
+
+
+def calibrate_threshold(probabilities, positives) -> float:
+    """The threshold on `probability >= threshold` that decides the most examples right.
+
+    Every threshold between two neighbouring probabilities decides alike, so among the best such gaps the
+    widest (in log-probability: the scores span orders of magnitude) is taken, at its geometric middle:
+    the threshold furthest from both sides' examples.
+    """
+    _, actual = _binary(probabilities, positives, 0.0)
+    scores = np.asarray(probabilities, np.float64)
+    edges = np.unique(np.concatenate([scores, [0.0, 1.0]]))
+    correct = np.array([np.sum((scores >= edge) == actual) for edge in edges])
+    best = np.flatnonzero(correct == correct.max())
+    floor = 1e-12  # a gap down to probability 0 is measured from here
+    lows = np.maximum(edges[np.maximum(best - 1, 0)], floor)
+    highs = np.maximum(edges[best], floor)
+    widest = int(np.argmax(np.log(highs) - np.log(lows)))
+    return float(np.sqrt(lows[widest] * highs[widest]))
+
+
+def _binary(probabilities, positives, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    scores, actual = np.asarray(probabilities, np.float64), np.asarray(positives, bool)
+    if scores.shape != actual.shape or scores.ndim != 1:
+        raise ValueError(f"expected two vectors of one length, got {scores.shape} and {actual.shape}")
+    return scores >= threshold, actual
+
+
 def classification_report(y_true, y_pred, class_names: list[str]) -> dict:
     """Accuracy, macro and per-class precision/recall/F1 and the confusion matrix, as JSON-ready values."""
     matrix = confusion_matrix(y_true, y_pred, len(class_names))

@@ -1,5 +1,6 @@
-"""PNG plots for training reports: learning curves, confusion matrices, detections, precision-recall curves and
-attention maps, drawn with the primitives of `pipelines.data.figures` (which also draws the image galleries)."""
+"""PNG plots for training reports: learning curves, confusion matrices, detections, precision-recall curves,
+score separations and attention maps, drawn with the primitives of `pipelines.data.figures` (which also draws
+the image galleries)."""
 
 import functools
 import math
@@ -166,6 +167,32 @@ def plot_precision_recall(
     ax.grid(alpha=0.3)
     if curves:
         ax.legend(loc="lower left")
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def plot_score_separation(
+    scores: Sequence[float],
+    positives: Sequence[bool],
+    threshold: float,
+    path: Path,
+    *,
+    labels: tuple[str, str] = ("negative", "positive"),
+    xlabel: str = "score (log scale)",
+    floor: float = 1e-8,
+) -> Path:
+    """Histograms of a binary decision's scores, negatives and positives apart, on a log axis, with the
+    threshold: how far apart the two sides lie, and which examples fall on the wrong side."""
+    values = np.maximum(np.asarray(scores, np.float64), floor)
+    actual = np.asarray(positives, bool)
+    bins = np.logspace(np.log10(floor), 0, 41)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for selected, label in ((~actual, labels[0]), (actual, labels[1])):
+        ax.hist(values[selected], bins=bins, alpha=0.6, label=f"{label} ({int(selected.sum())})")
+    ax.axvline(threshold, color="black", linestyle="--", label=f"threshold {threshold:.3g}")
+    ax.set(xscale="log", yscale="log", xlabel=xlabel, ylabel="examples")
+    ax.legend()
+    ax.grid(alpha=0.3)
     fig.tight_layout()
     return save_figure(fig, path)
 

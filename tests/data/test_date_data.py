@@ -18,8 +18,19 @@ def dataset() -> date_data.DateDataset:
 
 
 @pytest.fixture(scope="module")
-def pairs(dataset) -> list[DatePair]:
+def all_pairs(dataset) -> list[DatePair]:
     return dataset.train + dataset.dev + dataset.test
+
+
+@pytest.fixture(scope="module")
+def pairs(all_pairs) -> list[DatePair]:
+    """The dates alone."""
+    return [pair for pair in all_pairs if date_data.is_date(pair)]
+
+
+@pytest.fixture(scope="module")
+def non_dates(all_pairs) -> list[DatePair]:
+    return [pair for pair in all_pairs if not date_data.is_date(pair)]
 
 
 def render_style(date: datetime.date, locale: str, style: str, rng: random.Random) -> str | None:
@@ -144,14 +155,78 @@ def test_two_digit_years_only_inside_the_window(pairs):
         assert pair.target[2:4] in pair.text, pair
 
 
-def test_texts_fit_the_documented_maximum(dataset, pairs):
-    assert max(len(pair.text) for pair in pairs) <= date_data.MAX_TEXT_LENGTH
-    assert dataset.summary()["max_text_length"] == max(len(pair.text) for pair in pairs)
+def test_texts_fit_the_documented_maximum(dataset, all_pairs):
+    assert max(len(pair.text) for pair in all_pairs) <= date_data.MAX_TEXT_LENGTH
+    assert dataset.summary()["max_text_length"] == max(len(pair.text) for pair in all_pairs)
 
 
-def test_no_text_maps_to_two_targets(pairs):
+def test_no_text_maps_to_two_targets(pairs, all_pairs):
     assert len(pairs) == 30000
-    assert date_data.find_conflicts(pairs) == {}
+    assert date_data.find_conflicts(all_pairs) == {}  # a non-date is never also a date's text
+
+
+def test_each_split_mixes_in_its_share_of_non_dates_of_every_kind(dataset, non_dates):
+    for split, dates in (("train", 27000), ("dev", 1000), ("test", 2000)):
+        found = [pair for pair in getattr(dataset, split) if not date_data.is_date(pair)]
+        assert len(found) == round(dates * date_data.NON_DATE_SHARE), split
+    assert {pair.style for pair in non_dates} == {
+        date_data.NOT_A_DATE_STYLE + kind for kind in date_data.NON_DATE_KINDS
+    }
+    assert all(pair.target == "" and pair.locale == date_data.NOT_A_DATE_LOCALE for pair in non_dates)
+    # Days past the month's end only in the held-out splits: the graph's constraint finds them, the model is
+    # not taught to.
+    assert "not_a_date:impossible_day" not in {pair.style for pair in dataset.train}
+    assert {"not_a_date:impossible_day", "not_a_date:impossible_month"} <= {pair.style for pair in dataset.test}
+    assert "not_a_date:impossible_month" in {pair.style for pair in dataset.train}
+    # Spread through the split, not appended: the first and the last tenth both hold some.
+    tenth = len(dataset.test) // 10
+    assert not all(map(date_data.is_date, dataset.test[:tenth]))
+    assert not all(map(date_data.is_date, dataset.test[-tenth:]))
+    assert make_dataset(300, 50, 50, seed=0, non_date_share=0).summary()["non_dates"] == {
+        "train": 0,
+        "dev": 0,
+        "test": 0,
+    }
+    with pytest.raises(ValueError, match="non_date_share"):
+        make_dataset(300, 50, 50, non_date_share=1.5)
+
+
+def test_impossible_dates_do_not_exist_in_any_day_month_order():
+    rng = random.Random(0)
+    drawn = [date_data.impossible_day(rng) for _ in range(3000)]
+    months = [date_data.impossible_month(rng) for _ in range(300)]
+    for date in drawn + months:
+        assert date_data.MIN_YEAR <= date.year <= date_data.MAX_YEAR
+        for month, day in ((date.month, date.day), (date.day, date.month)):  # also read the other way round
+            with pytest.raises(ValueError):
+                datetime.date(date.year, month, day)
+    february_29 = [date for date in drawn if (date.month, date.day) == (2, 29)]
+    assert 0.28 < len(february_29) / len(drawn) < 0.38  # the leap-year rule, the hardest to tell, is well fed
+    assert all(date.day <= 31 for date in drawn) and all(date.month > 12 for date in months)
+
+
+@pytest.mark.parametrize(
+    ("locale", "style", "text"),
+    [
+        ("en_US", "babel:long", "February 30, 2001"),
+        ("de_DE", "babel:medium", "30.02.2001"),
+        ("ja_JP", "babel:long", "2001年2月30日"),
+        ("hand", "iso_slash", "2001/02/30"),
+        ("hand", "ordinal", "February 30th, 2001"),
+    ],
+)
+def test_impossible_dates_render_in_the_styles_of_real_ones(locale, style, text):
+    february_30 = date_data.ImpossibleDate(2001, 2, 30, weekday=4)
+    assert text in variants(february_30, locale, style)
+
+
+def test_non_dates_include_what_people_type_instead_of_a_date(non_dates):
+    texts = {pair.text.strip().lower() for pair in non_dates}
+    assert {"", "yesterday", "hello", "n/a"} <= texts
+    partial = [pair.text for pair in non_dates if pair.style.endswith(":partial")]
+    assert any(text.strip().lower() == text.strip().lower().rstrip("0123456789 ,") for text in partial)  # no year
+    numbers = [pair.text for pair in non_dates if pair.style.endswith(":number")]
+    assert not [text for text in numbers if text.isdigit() and len(text) in (6, 8)]  # the compact dates' lengths
 
 
 def test_find_conflicts_reports_ambiguous_texts():
@@ -164,11 +239,13 @@ def test_find_conflicts_reports_ambiguous_texts():
 
 
 def test_splits_do_not_share_dates(dataset):
-    train, dev, test = ({pair.target for pair in split} for split in (dataset.train, dataset.dev, dataset.test))
-    assert not test & (train | dev)
-    assert not dev & train
+    train, dev, test = (
+        [pair.target for pair in getattr(dataset, split) if date_data.is_date(pair)] for split in date_data.SPLITS
+    )
+    assert not set(test) & (set(train) | set(dev))
+    assert not set(dev) & set(train)
     # Held-out splits take distinct dates, one rendering each.
-    assert len(test) == len(dataset.test) and len(dev) == len(dataset.dev)
+    assert len(set(test)) == len(test) == 2000 and len(set(dev)) == len(dev) == 1000
 
 
 def test_random_dates_are_distinct_and_in_range():
@@ -196,9 +273,11 @@ def test_held_out_splits_must_leave_days_for_train():
 
 def test_summary(dataset):
     summary = dataset.summary()
-    assert summary["sizes"] == {"train": 27000, "dev": 1000, "test": 2000}
-    assert sum(summary["locales"].values()) == sum(summary["styles"].values()) == 30000
-    assert set(summary["styles"]) == set(date_data.styles())
+    assert summary["non_dates"] == {"train": 4050, "dev": 150, "test": 300}
+    assert summary["sizes"] == {"train": 27000 + 4050, "dev": 1000 + 150, "test": 2000 + 300}
+    assert sum(summary["locales"].values()) == sum(summary["styles"].values()) == 30000 + 4500
+    non_date_styles = {date_data.NOT_A_DATE_STYLE + kind for kind in date_data.NON_DATE_KINDS}
+    assert set(summary["styles"]) == set(date_data.styles()) | non_date_styles
 
 
 def test_tf_dataset_yields_utf8_strings():
@@ -230,4 +309,5 @@ def test_tfds_builder_prepares_offline_and_loads(tmp_path):
 
     validation = date_data.load_tfds("validation", data_dir=str(tmp_path), config="small")
     assert [row["text"].decode() for row in validation.as_numpy_iterator()] == [pair.text for pair in expected.dev]
-    assert date_data.load_tfds("train", data_dir=str(tmp_path), config="small").cardinality().numpy() == 2000
+    train = date_data.load_tfds("train", data_dir=str(tmp_path), config="small")
+    assert train.cardinality().numpy() == len(expected.train) == 2000 + 300

@@ -257,6 +257,33 @@ def test_graph_mode_with_a_tensor_beam_width_matches_eager():
         np.testing.assert_allclose(scores.numpy(), eager.scores.numpy(), atol=1e-6)
 
 
+def test_a_constraint_renormalises_the_score_but_the_unconstrained_probability_keeps_what_it_forbade():
+    # The model wants END at once (0.7); the constraint forbids END at the first step, so the answer is
+    # A [END] with constrained probability (0.2 / 0.3) × 1 and the model's own probability 0.2 × 1.
+    tables = table({START_ID: {END_ID: 0.7, A: 0.2, B: 0.1}, A: {END_ID: 1.0}, B: {END_ID: 1.0}})[np.newaxis]
+
+    def no_end_first(tokens, t):
+        first = tf.not_equal(tf.range(6), END_ID)[tf.newaxis]
+        return tf.broadcast_to(tf.logical_or(first, t > 0), [tf.shape(tokens)[0], 6])
+
+    result = beam_search(
+        TableDecoder(tables),
+        tf.constant([[0]]),
+        beam_width=2,
+        max_length=3,
+        start_id=START_ID,
+        end_id=END_ID,
+        banned_ids=(OOV_ID, START_ID),
+        constraint=no_end_first,
+    )
+    assert result.tokens.numpy()[0, 0].tolist()[:2] == [A, END_ID]
+    assert result.log_probabilities.numpy()[0, 0] == pytest.approx(math.log(0.2 / 0.3), abs=1e-5)
+    assert result.unconstrained_log_probabilities.numpy()[0, 0] == pytest.approx(math.log(0.2), abs=1e-5)
+    assert result.unconstrained_log_probabilities.numpy()[0, 1] == pytest.approx(math.log(0.1), abs=1e-5)
+    free = search(tables, [0], beam_width=2, max_length=3)
+    np.testing.assert_allclose(free.unconstrained_log_probabilities.numpy(), free.log_probabilities.numpy())
+
+
 def test_banned_tokens_are_never_generated():
     # The table prefers the start token and padding after START; beam search must pick among the rest.
     tables = table({START_ID: {START_ID: 0.5, PAD_ID: 0.3, A: 0.15, END_ID: 0.05}, A: {END_ID: 1.0}})

@@ -40,6 +40,33 @@ def test_seq2seq_answers_list_the_beams():
     ]
 
 
+def test_seq2seq_answers_say_not_a_date_and_keep_the_best_guess():
+    outputs = {
+        "texts": np.array([b"1999-03-04", b"2001-02-28"], dtype=object),
+        "scores": np.array([-0.25, -0.5], np.float32),
+        "beam_texts": np.array([[b"1999-03-04"], [b"2001-02-28"]], dtype=object),
+        "beam_scores": np.array([[-0.25], [-0.5]], np.float32),
+        "is_date": np.array([True, False]),
+        "date_probability": np.array([0.875, 0.125], np.float32),
+    }
+    assert seq2seq_predictions(outputs) == [
+        {
+            "text": "1999-03-04",
+            "score": -0.25,
+            "beams": [{"text": "1999-03-04", "score": -0.25}],
+            "date_probability": 0.875,
+        },
+        {
+            "text": None,
+            "reason": "not a date",
+            "guess": "2001-02-28",
+            "score": -0.5,
+            "beams": [{"text": "2001-02-28", "score": -0.5}],
+            "date_probability": 0.125,
+        },
+    ]
+
+
 def test_detector_answers_drop_the_padding_after_count():
     outputs = {
         "count": np.array([1, 0], np.int32),

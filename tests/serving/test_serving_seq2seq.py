@@ -80,11 +80,17 @@ def assert_still_serving(date_answers):
 def check_predictions(predictions: list[dict[str, Any]], expected: dict[str, Any], beam_width: int) -> None:
     assert len(predictions) == len(expected["texts"])
     for row, prediction in enumerate(predictions):
-        assert set(prediction) == {"text", "score", "beams"}
-        assert prediction["text"] == expected["texts"][row].decode()
+        best = expected["texts"][row].decode()
+        if expected["is_date"][row]:
+            assert set(prediction) == {"text", "score", "beams", "date_probability"}
+            assert prediction["text"] == best
+        else:
+            assert set(prediction) == {"text", "reason", "guess", "score", "beams", "date_probability"}
+            assert (prediction["text"], prediction["reason"], prediction["guess"]) == (None, "not a date", best)
         assert prediction["score"] == pytest.approx(float(expected["scores"][row]), abs=1e-4)
+        assert prediction["date_probability"] == pytest.approx(float(expected["date_probability"][row]), abs=1e-4)
         assert len(prediction["beams"]) == beam_width
-        assert prediction["beams"][0] == {"text": prediction["text"], "score": prediction["score"]}
+        assert prediction["beams"][0] == {"text": best, "score": prediction["score"]}
         scores = [beam["score"] for beam in prediction["beams"]]
         assert scores == sorted(scores, reverse=True)
 
@@ -99,6 +105,16 @@ def test_translate_answers_what_the_exported_graph_answers(server, graph, beam_w
     body = response.json()
     assert body["model"] == {"name": "seq2seq", "version": graph.version}
     check_predictions(body["predictions"], graph.translate(TEXTS, beam_width), beam_width)
+
+
+NOT_DATES = ["hello", "", "yesterday", "February 30, 2001", "13/13/2013", "29.02.1900", "Jun 2001", "42"]
+
+
+def test_translate_says_not_a_date_plainly_as_the_exported_graph_decides(server, graph):
+    texts = [*NOT_DATES, *TEXTS]
+    response = translate(server, {"texts": texts})
+    assert response.status_code == 200, response.text
+    check_predictions(response.json()["predictions"], graph.translate(texts, 3), 3)
 
 
 def test_translate_answers_the_issue_examples_with_the_default_beam(server, date_answers):
@@ -118,17 +134,18 @@ def test_any_string_gets_a_best_guess_not_an_error(server, assert_still_serving,
     response = translate(server, {"texts": [text]})
     assert response.status_code == 200, response.text
     (prediction,) = response.json()["predictions"]
-    assert isinstance(prediction["text"], str) and len(prediction["text"]) <= 16
+    guess = prediction["text"] if prediction["text"] is not None else prediction["guess"]
+    assert isinstance(guess, str) and len(guess) <= 16
     assert prediction["score"] <= 0
     assert_still_serving(server)
 
 
 def test_only_real_dates_come_out_over_http_whatever_goes_in(server):
-    texts = ["February 30, 2001", "13/13/2013", "hello", "", "yesterday", "31-dic-2015", "2029-17-08", "29.02.1900"]
+    texts = [*NOT_DATES, "31-dic-2015", "2029-17-08"]
     response = translate(server, {"texts": texts, "beam_width": 4})
     assert response.status_code == 200, response.text
     for prediction in response.json()["predictions"]:
-        for answer in [prediction["text"], *(beam["text"] for beam in prediction["beams"])]:
+        for answer in [prediction["text"] or prediction["guess"], *(beam["text"] for beam in prediction["beams"])]:
             year, month, day = (int(part) for part in answer.split("-"))
             assert 1900 <= year <= 2099 and datetime.date(year, month, day).isoformat() == answer
 
@@ -153,7 +170,16 @@ def test_tfserving_row_format_uses_the_default_signature(server, graph):
     predictions = response.json()["predictions"]
     expected = graph.translate(TEXTS[:2], 3)
     assert [row["texts"] for row in predictions] == [text.decode() for text in expected["texts"]]
-    assert set(predictions[0]) == {"texts", "scores", "log_probabilities", "beam_texts", "beam_scores"}
+    assert set(predictions[0]) == {
+        "texts",
+        "scores",
+        "log_probabilities",
+        "beam_texts",
+        "beam_scores",
+        "is_date",
+        "date_probability",
+    }
+    assert [row["is_date"] for row in predictions] == expected["is_date"].tolist()
     assert len(predictions[0]["beam_texts"]) == 3
 
 
@@ -175,11 +201,11 @@ def test_tfserving_rows_may_carry_the_beam_width(server, graph):
     assert [row["texts"] for row in response.json()["predictions"]] == [text.decode() for text in expected["texts"]]
 
 
-def test_tfserving_base64_strings(server, date_answers):
+def test_tfserving_base64_strings(server, graph):
     body = {"instances": [{"b64": "MjAuMDEuMjAyMw=="}]}  # "20.01.2023"
     response = httpx.post(server + PREDICT, json=body, timeout=TIMEOUT)
     assert response.status_code == 200, response.text
-    assert response.json()["predictions"][0]["texts"] == date_answers("20.01.2023")[0]
+    assert response.json()["predictions"][0]["texts"] == graph.translate(["20.01.2023"], 3)["texts"][0].decode()
 
 
 def test_tfserving_metadata_lists_both_signatures(server):
