@@ -13,7 +13,7 @@ attention; the exported SavedModel takes strings and returns strings, beam searc
 import argparse
 import sys
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -147,11 +147,13 @@ def text_report(predictions: list[str], references: list[str]) -> dict[str, floa
     }
 
 
-def exact_match_by(pairs: list[DatePair], predictions: list[str], key: str) -> dict[str, dict[str, float]]:
-    """Exact match per locale or per style: where the model still fails (error analysis)."""
+def exact_match_by(
+    pairs: list[DatePair], predictions: list[str], key: Callable[[DatePair], str]
+) -> dict[str, dict[str, float]]:
+    """Exact match per group (a locale, a style): where the model still fails (error analysis)."""
     groups: dict[str, list[bool]] = defaultdict(list)
     for pair, prediction in zip(pairs, predictions):
-        groups[getattr(pair, key)].append(prediction == pair.target)
+        groups[key(pair)].append(prediction == pair.target)
     return {name: {"exact_match": float(np.mean(hits)), "count": len(hits)} for name, hits in sorted(groups.items())}
 
 
@@ -205,8 +207,9 @@ def evaluate_model(
         for split in ("dev", "test")
     }
     answers = decoded["test"].answers
-    report["test_by_locale"] = exact_match_by(dataset.test, answers, "locale")
-    report["test_by_style"] = exact_match_by(dataset.test, answers, "style")
+    report["test_by_locale"] = exact_match_by(dataset.test, answers, lambda pair: pair.locale)
+    report["test_by_style"] = exact_match_by(dataset.test, answers, lambda pair: pair.style)
+    report["unseen_styles"] = unseen_styles_report(graph, len(test_dates), config)
     report["test_errors"] = [
         {
             "text": pair.text,
@@ -236,6 +239,22 @@ def evaluate_model(
         xlabel="date_probability (log scale)",
     )
     return report
+
+
+def unseen_styles_report(graph: Seq2SeqGraph, count: int, config: Seq2SeqConfig) -> dict[str, Any]:
+    """Exact match on `count` test dates written in the styles no split holds (`date_data.HELD_OUT_STYLES`),
+    overall and per style: how the model reads a way of writing a date it has not seen."""
+    pairs = date_data.unseen_style_pairs(count, seed=config.training.seed)
+    answers = decode(graph, [pair.text for pair in pairs], beam_width=config.beam_width).answers
+    return {
+        **text_report(answers, [pair.target for pair in pairs]),
+        "by_style": exact_match_by(pairs, answers, lambda pair: f"{pair.locale} {pair.style}"),
+        "errors": [
+            {"text": pair.text, "target": pair.target, "prediction": answer, "style": f"{pair.locale} {pair.style}"}
+            for pair, answer in zip(pairs, answers)
+            if answer != pair.target
+        ][:30],
+    }
 
 
 def heat_map_texts(pairs: list[DatePair], count: int = 6) -> list[str]:
@@ -337,7 +356,7 @@ class Seq2SeqFamily(Family[Seq2SeqConfig, date_data.DateDataset, CharTokenizer])
         return fit(
             lambda: self.build_model(config, data, fitted),
             make_tf_dataset(data.train, fitted, batch_size=training.batch_size, training=True, seed=training.seed),
-            make_tf_dataset(data.dev, fitted, batch_size=256, training=False),
+            make_tf_dataset(list(filter(date_data.is_taught, data.dev)), fitted, batch_size=256, training=False),
             config=training,
             run_dir=run_dir,
             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -357,7 +376,8 @@ class Seq2SeqFamily(Family[Seq2SeqConfig, date_data.DateDataset, CharTokenizer])
             f"test exact match {test['exact_match']:.4f}, CER {test['character_error_rate']:.4f}, "
             f"BLEU {test['bleu']:.2f} (beam {report['beam_width']}); "
             f'"is a date": precision {is_date["precision"]:.4f}, recall {is_date["recall"]:.4f} '
-            f"at date_probability >= {is_date['threshold']:.3g}"
+            f"at date_probability >= {is_date['threshold']:.3g}; "
+            f"exact match on styles never trained on {report['unseen_styles']['exact_match']:.4f}"
         )
 
     def served_graph(self, trained: Trained, data: date_data.DateDataset) -> Seq2SeqGraph:
@@ -405,6 +425,7 @@ class Seq2SeqFamily(Family[Seq2SeqConfig, date_data.DateDataset, CharTokenizer])
                 "dev_exact_match": report["dev"]["exact_match"],
                 "test_is_date_precision": report["is_date"]["test"]["precision"],
                 "test_is_date_recall": report["is_date"]["test"]["recall"],
+                "unseen_styles_exact_match": report["unseen_styles"]["exact_match"],
             },
             training=config.to_dict(),
             dataset=data.summary(),

@@ -257,6 +257,116 @@ HAND_STYLES: dict[str, Renderer] = {
 }
 
 
+# --- Dates as people type them in mail, forms and chat --------------------------------------
+
+TYPED = "typed:"  # the style prefix of these renderings; their locale is the language's
+# Words around a date, per language: (before, after). Spanish also writes "del" before the year.
+SMALL_WORDS: dict[str, tuple[tuple[str, str], ...]] = {
+    "en_US": (("on ", ""), ("dated ", ""), ("by ", "")),
+    "en_GB": (("on ", ""), ("dated ", ""), ("by ", "")),
+    "de_DE": (("am ", ""), ("vom ", ""), ("bis ", "")),
+    "fr_FR": (("le ", ""), ("du ", ""), ("daté du ", "")),
+    "es_ES": (("el ", ""), ("del ", ""), ("hasta el ", "")),
+    "ko_KR": (("", "에"), ("", "까지"), ("", "부터")),
+    "ja_JP": (("", "に"), ("", "まで"), ("", "から")),
+}
+DAY_FIRST_LOCALES = ("en_GB", "de_DE", "fr_FR", "es_ES")  # where "4 Mar 1999" is how a day-month-year reads
+BRACKETS = (" ({})", "({})", " [{}]", "（{}）")  # full-width ones too: the graph folds them as NFKC does
+TRAILING_PUNCTUATION = (".", ",", ";", "!", "?", ")")
+PUNCTUATION_PROBABILITY = 0.06
+# Whole styles no training split holds: the report scores them apart (`unseen_style_pairs`), to say how the
+# model does on a way of writing a date it has not seen. Each has relatives it has seen in other languages.
+HELD_OUT_STYLES: frozenset[tuple[str, str]] = frozenset(
+    {
+        ("de_DE", TYPED + "with_words"),
+        ("fr_FR", TYPED + "month_abbreviation"),
+        ("es_ES", TYPED + "apostrophe_year"),
+        ("ja_JP", TYPED + "weekday_brackets"),
+        (HAND, "iso_dotted"),
+    }
+)
+
+
+def _month_abbreviation(locale: Locale, date: datetime.date, rng: random.Random) -> str:
+    short = locale.months["format"]["abbreviated"][date.month]
+    return short.rstrip(".") if rng.random() < 0.4 else short
+
+
+def _with_words_renderer(locale: Locale, pattern: str, words: tuple[tuple[str, str], ...]) -> Renderer:
+    def render(date: datetime.date, rng: random.Random) -> str:
+        text = format_date(date, pattern, locale=locale)
+        if str(locale) == "es_ES" and rng.random() < 0.3:
+            text = text.replace(f" de {date.year}", f" del {date.year}")
+        before, after = rng.choice(words)
+        return f"{before}{text}{after}"
+
+    return render
+
+
+def _month_abbreviation_renderer(locale: Locale) -> Renderer:
+    def render(date: datetime.date, rng: random.Random) -> str:
+        month = _month_abbreviation(locale, date, rng)
+        if str(locale) == "de_DE" and rng.random() < 0.5:
+            return f"{date.day}. {month} {date.year}"
+        separator = rng.choice((" ", "-", "/"))
+        return f"{date.day}{separator}{month.rstrip('.') if separator != ' ' else month}{separator}{date.year}"
+
+    return render
+
+
+def _apostrophe_year_renderer(locale: Locale) -> Renderer:
+    def render(date: datetime.date, rng: random.Random) -> str | None:
+        if not _in_two_digit_year_window(date):
+            return None
+        month = (
+            locale.months["format"]["wide"][date.month]
+            if rng.random() < 0.5
+            else _month_abbreviation(locale, date, rng)
+        )
+        year = f"'{date.year % 100:02d}"
+        if str(locale) == "en_US":
+            return f"{month} {date.day} {year}"
+        day = f"{date.day}." if str(locale) == "de_DE" else str(date.day)
+        return f"{day} {month} {year}"
+
+    return render
+
+
+def _weekday_brackets_renderer(locale: Locale) -> Renderer:
+    patterns = (locale.date_formats["long"].pattern, locale.date_formats["medium"].pattern)
+
+    def render(date: datetime.date, rng: random.Random) -> str:
+        weekday = locale.days["format"]["abbreviated"][date.weekday()]
+        return format_date(date, rng.choice(patterns), locale=locale) + rng.choice(BRACKETS).format(weekday)
+
+    return render
+
+
+def _compact(date: datetime.date, rng: random.Random) -> str:
+    return f"{date.year}{date.month:02d}{date.day:02d}"
+
+
+def _iso_dotted(date: datetime.date, rng: random.Random) -> str:
+    if rng.random() < 0.5:
+        return f"{date.year}.{date.month}.{date.day}"
+    return f"{date.year}.{date.month:02d}.{date.day:02d}"
+
+
+def _typed_styles() -> list[_Style]:
+    styles = [_Style(HAND, "compact", 1.0, _compact), _Style(HAND, "iso_dotted", 1.0, _iso_dotted)]
+    for name in LOCALES:
+        locale = Locale.parse(name)
+        long = locale.date_formats["long"].pattern
+        styles.append(_Style(name, TYPED + "with_words", 1.0, _with_words_renderer(locale, long, SMALL_WORDS[name])))
+        if name in ("ko_KR", "ja_JP"):
+            styles.append(_Style(name, TYPED + "weekday_brackets", 1.0, _weekday_brackets_renderer(locale)))
+        else:
+            styles.append(_Style(name, TYPED + "apostrophe_year", 1.0, _apostrophe_year_renderer(locale)))
+        if name in DAY_FIRST_LOCALES:
+            styles.append(_Style(name, TYPED + "month_abbreviation", 1.0, _month_abbreviation_renderer(locale)))
+    return styles
+
+
 @functools.cache
 def _styles() -> tuple[_Style, ...]:
     # Built on first use: loading seven CLDR locales is not worth paying for at import time.
@@ -267,17 +377,19 @@ def _styles() -> tuple[_Style, ...]:
             all_styles.append(_Style(name, f"babel:{style}", 1.0, _babel_renderer(locale, pattern)))
     for style, render in HAND_STYLES.items():
         all_styles.append(_Style(HAND, style, HAND_STYLE_WEIGHT, render))
-    return tuple(all_styles)
+    return tuple(all_styles) + tuple(_typed_styles())
 
 
 @functools.cache
-def _cumulative_weights() -> list[float]:
-    return list(itertools.accumulate(style.weight for style in _styles()))
+def _style_choice(held_out: bool) -> tuple[tuple[_Style, ...], list[float]]:
+    """The styles `render` draws from (the held-out ones, or all the others) and their cumulative weights."""
+    chosen = tuple(style for style in _styles() if ((style.locale, style.style) in HELD_OUT_STYLES) == held_out)
+    return chosen, list(itertools.accumulate(style.weight for style in chosen))
 
 
-def styles() -> list[str]:
-    """Every `DatePair.style` that `render` can produce."""
-    return sorted({style.style for style in _styles()})
+def styles(*, held_out: bool = False) -> list[str]:
+    """Every `DatePair.style` that `render` can produce (`held_out`: that `unseen_style_pairs` can)."""
+    return sorted({style.style for style in _style_choice(held_out)[0]})
 
 
 # --- Noise and sampling -------------------------------------------------------------------
@@ -289,6 +401,9 @@ def _add_noise(text: str, rng: random.Random) -> str:
         text = text.upper()
     elif roll < UPPER_PROBABILITY + LOWER_PROBABILITY:
         text = text.lower()
+    if rng.random() < PUNCTUATION_PROBABILITY:
+        mark = rng.choice(TRAILING_PUNCTUATION)
+        text = f"({text})" if mark == ")" else text + mark
     if rng.random() < EXTRA_SPACE_PROBABILITY:
         # Widen an existing space or pad an end; never split a token, which could change its meaning.
         positions = [0, len(text)] + [i for i, char in enumerate(text) if char == " "]
@@ -297,18 +412,19 @@ def _add_noise(text: str, rng: random.Random) -> str:
     return text
 
 
-def _rendered(date: datetime.date, rng: random.Random) -> tuple[_Style, str]:
-    all_styles = _styles()
+def _rendered(date: datetime.date, rng: random.Random, *, held_out: bool = False) -> tuple[_Style, str]:
+    choice, cumulative = _style_choice(held_out)
     while True:
-        style = rng.choices(all_styles, cum_weights=_cumulative_weights())[0]
+        style = rng.choices(choice, cum_weights=cumulative)[0]
         text = style.render(date, rng)
         if text is not None:
             return style, _add_noise(text, rng)
 
 
-def render(date: datetime.date, rng: random.Random) -> DatePair:
-    """One random rendering of `date`, with the style drawn by weight among those allowed for it."""
-    style, text = _rendered(date, rng)
+def render(date: datetime.date, rng: random.Random, *, held_out: bool = False) -> DatePair:
+    """One random rendering of `date`, with the style drawn by weight among those allowed for it
+    (`held_out`: among `HELD_OUT_STYLES` only)."""
+    style, text = _rendered(date, rng, held_out=held_out)
     return DatePair(text, date.strftime(TARGET_FORMAT), style.locale, style.style)
 
 
@@ -589,6 +705,14 @@ def is_date(pair: DatePair) -> bool:
     return pair.target != NOT_A_DATE
 
 
+def is_taught(pair: DatePair) -> bool:
+    """Whether training teaches the pair's target: not so for the kinds of non-date only the held-out splits
+    hold. Their loss grows as the model learns to copy the day it reads, so a validation loss that counted
+    them would stop training early for the wrong reason."""
+    kind = pair.style.removeprefix(NOT_A_DATE_STYLE) if not is_date(pair) else None
+    return kind is None or kind in TRAINING_NON_DATE_KINDS
+
+
 # --- Dataset --------------------------------------------------------------------------------
 
 
@@ -657,6 +781,15 @@ def make_dataset(
         examples = dict(itertools.islice(conflicts.items(), 5))
         raise RuntimeError(f"bug in the renderers, texts with more than one target: {examples}")
     return dataset
+
+
+def unseen_style_pairs(count: int, *, seed: int = 0) -> list[DatePair]:
+    """`count` of `make_dataset`'s test dates (for the same seed), each written in a style of
+    `HELD_OUT_STYLES`, which no split holds: how the model reads a way of writing it has not seen."""
+    if count > DAY_COUNT:
+        raise ValueError(f"{count} distinct dates asked for; only {DAY_COUNT} days exist")
+    rng = random.Random(f"{seed}:unseen-styles")
+    return [render(date, rng, held_out=True) for date in random_dates(DAY_COUNT, random.Random(seed))[:count]]
 
 
 def as_tf_dataset(pairs: list[DatePair]) -> tf.data.Dataset:

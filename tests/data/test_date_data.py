@@ -311,3 +311,54 @@ def test_tfds_builder_prepares_offline_and_loads(tmp_path):
     assert [row["text"].decode() for row in validation.as_numpy_iterator()] == [pair.text for pair in expected.dev]
     train = date_data.load_tfds("train", data_dir=str(tmp_path), config="small")
     assert train.cardinality().numpy() == len(expected.train) == 2000 + 300
+
+
+@pytest.mark.parametrize(
+    ("date", "locale", "style", "text"),
+    [
+        (MARCH_4_1999, "hand", "compact", "19990304"),
+        (MARCH_4_1999, "hand", "iso_dotted", "1999.03.04"),
+        (MARCH_4_1999, "hand", "iso_dotted", "1999.3.4"),
+        (datetime.date(2015, 12, 31), "es_ES", "typed:month_abbreviation", "31-dic-2015"),
+        (MARCH_4_1999, "de_DE", "typed:month_abbreviation", "4. März 1999"),
+        (JANUARY_20_2023, "fr_FR", "typed:month_abbreviation", "20 janv. 2023"),
+        (MARCH_4_1999, "en_US", "typed:apostrophe_year", "Mar 4 '99"),
+        (MARCH_4_1999, "de_DE", "typed:apostrophe_year", "4. März '99"),
+        (MARCH_4_1999, "en_US", "typed:with_words", "on March 4, 1999"),
+        (MARCH_4_1999, "de_DE", "typed:with_words", "am 4. März 1999"),
+        (MARCH_4_1999, "fr_FR", "typed:with_words", "le 4 mars 1999"),
+        (MARCH_4_1999, "es_ES", "typed:with_words", "el 4 de marzo del 1999"),
+        (JANUARY_20_2023, "ko_KR", "typed:with_words", "2023년 1월 20일에"),
+        (JANUARY_20_2023, "ko_KR", "typed:weekday_brackets", "2023년 1월 20일 (금)"),
+        (JANUARY_20_2023, "ja_JP", "typed:weekday_brackets", "2023年1月20日（金）"),
+    ],
+)
+def test_dates_as_people_type_them(date, locale, style, text):
+    assert text in variants(date, locale, style)
+
+
+def test_apostrophe_years_only_inside_the_two_digit_window():
+    assert render_style(MARCH_24_1920, "en_US", "typed:apostrophe_year", random.Random(0)) is None
+
+
+def test_trailing_punctuation_and_brackets_appear(pairs):
+    texts = [pair.text.strip() for pair in pairs]
+    assert any(text.endswith(("!", "?", ";")) for text in texts)
+    assert any(text.startswith("(") and text.endswith(")") for text in texts)
+
+
+def test_held_out_styles_are_in_no_split_and_make_their_own_test_set(all_pairs, dataset):
+    assert not {(pair.locale, pair.style) for pair in all_pairs} & date_data.HELD_OUT_STYLES
+    unseen = date_data.unseen_style_pairs(2000, seed=0)
+    assert {(pair.locale, pair.style) for pair in unseen} == date_data.HELD_OUT_STYLES
+    # The test split's dates, so no date of it was trained on either.
+    assert [pair.target for pair in unseen] == [pair.target for pair in dataset.test if date_data.is_date(pair)]
+    assert date_data.find_conflicts(all_pairs + unseen) == {}
+    assert unseen == date_data.unseen_style_pairs(2000, seed=0)
+
+
+def test_only_the_taught_pairs_count_in_the_validation_loss():
+    taught = DatePair("", "", date_data.NOT_A_DATE_LOCALE, date_data.NOT_A_DATE_STYLE + "partial")
+    untaught = DatePair("30.02.2001", "", date_data.NOT_A_DATE_LOCALE, date_data.NOT_A_DATE_STYLE + "impossible_day")
+    date = DatePair("4.3.1999", "1999-03-04", date_data.HAND, "dotted")
+    assert [date_data.is_taught(pair) for pair in (taught, untaught, date)] == [True, False, True]
