@@ -6,6 +6,9 @@ text all happen in the graph. Any Unicode input is accepted; characters never se
 the out-of-vocabulary id.
 """
 
+import functools
+import sys
+import unicodedata
 from collections import Counter
 from collections.abc import Iterable
 from typing import Any
@@ -19,25 +22,39 @@ PAD_ID, OOV_ID = 0, 1
 START_ID, END_ID = 2, 3
 
 
-# Unicode's full-width forms (U+FF01-U+FF5E) are ASCII (U+0021-U+007E) shifted by this much: what NFKC maps
-# them to, and what East Asian keyboards type for digits and punctuation (２０２２年４月４日).
-FULL_WIDTH_OFFSET = 0xFEE0
-IDEOGRAPHIC_SPACE = 0x3000
+UNMAPPED = "\uffff"  # a noncharacter: what the compatibility table answers for a character NFKC keeps
 
 
-def fold_full_width(texts: tf.Tensor) -> tf.Tensor:
-    """Full-width ASCII forms and the ideographic space as their ASCII characters (NFKC's mapping of them)."""
-    code_points = tf.strings.unicode_decode(texts, "UTF-8", errors="replace")
-    full_width = (code_points >= 0xFF01) & (code_points <= 0xFF5E)
-    code_points = tf.where(full_width, code_points - FULL_WIDTH_OFFSET, code_points)
-    code_points = tf.where(code_points == IDEOGRAPHIC_SPACE, 32, code_points)
-    return tf.strings.unicode_encode(code_points, "UTF-8")
+@functools.cache
+def compatibility_mappings() -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Every character that NFKC replaces on its own, and its replacement, from Python's Unicode database:
+    full-width digits and punctuation (２０２２／４／４), the ideographic space, circled and superscript
+    digits (①, ²), ligatures (ﬁ), half-width katakana (ｶ), compatibility ideographs."""
+    pairs = [
+        (char, normalized)
+        for char in map(chr, range(sys.maxunicode + 1))
+        if not 0xD800 <= ord(char) <= 0xDFFF and (normalized := unicodedata.normalize("NFKC", char)) != char
+    ]
+    return tuple(char for char, _ in pairs), tuple(normalized for _, normalized in pairs)
 
 
-def normalize_text(texts: tf.Tensor) -> tf.Tensor:
-    """Full-width forms folded to ASCII, lower-case (Unicode), runs of whitespace collapsed, stripped: width,
-    case and spacing carry no date information."""
-    texts = tf.strings.lower(fold_full_width(texts), encoding="utf-8")
+def compatibility_table() -> tf.lookup.StaticHashTable:
+    """The graph's copy of `compatibility_mappings`: character → its NFKC replacement, else `UNMAPPED`."""
+    keys, values = compatibility_mappings()
+    return tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(list(keys), list(values)), UNMAPPED)
+
+
+def normalize_text(texts: tf.Tensor, compatibility: tf.lookup.StaticHashTable) -> tf.Tensor:
+    """Each character replaced as NFKC replaces it alone (`compatibility_table`), lower-case (Unicode), runs
+    of whitespace collapsed, stripped: width, case and spacing carry no date information. (What this does
+    not do of NFKC is composing a letter with a combining accent typed after it.)"""
+
+    def replace(chars: tf.Tensor) -> tf.Tensor:
+        replacements = compatibility.lookup(chars)
+        return tf.where(tf.equal(replacements, UNMAPPED), chars, replacements)
+
+    chars = tf.ragged.map_flat_values(replace, split_characters(texts))
+    texts = tf.strings.lower(tf.strings.reduce_join(chars, axis=-1), encoding="utf-8")
     texts = tf.strings.regex_replace(texts, r"\s+", " ")
     return tf.strings.strip(texts)
 
@@ -73,6 +90,7 @@ class CharTokenizer(tf.Module):
         self.target_chars = list(target_chars)
         self.max_input_length = max_input_length
         self.max_output_length = max_output_length
+        self.compatibility = compatibility_table()
         self.source_lookup = keras.layers.StringLookup(vocabulary=self.source_chars, mask_token=PAD, oov_token=OOV)
         target_vocabulary = [START, END, *self.target_chars]
         self.target_lookup = keras.layers.StringLookup(vocabulary=target_vocabulary, mask_token=PAD, oov_token=OOV)
@@ -85,7 +103,7 @@ class CharTokenizer(tf.Module):
         cls, texts: list[str], targets: list[str], *, max_input_length: int, max_output_length: int
     ) -> "CharTokenizer":
         """Vocabularies from the training split, after the same normalisation the graph applies."""
-        normalized = [text.decode() for text in normalize_text(tf.constant(texts)).numpy()]
+        normalized = [text.decode() for text in normalize_text(tf.constant(texts), compatibility_table()).numpy()]
         return cls(
             vocabulary_from(normalized),
             vocabulary_from(targets),
@@ -108,7 +126,7 @@ class CharTokenizer(tf.Module):
 
     def source_ids(self, texts: tf.Tensor) -> tf.Tensor:
         """(N,) strings → (N, T) int32 ids, right-padded with 0; T ≥ 1 so an all-empty batch still has a time axis."""
-        chars = split_characters(normalize_text(texts))[:, : self.max_input_length]
+        chars = split_characters(normalize_text(texts, self.compatibility))[:, : self.max_input_length]
         ids = tf.cast(self.source_lookup(chars), tf.int32)
         width = tf.maximum(ids.bounding_shape(axis=1, out_type=tf.int64), 1)
         return ids.to_tensor(default_value=PAD_ID, shape=tf.stack([ids.nrows(), width]))

@@ -10,7 +10,16 @@ import tensorflow as tf
 
 from models.decoding import LENGTH_ALPHA, NEG_INF, StepDecoder, beam_search
 from models.seq2seq import MODEL_BUILDERS, BahdanauAttention, Seq2SeqStepDecoder, attention_weights, positional_encoding
-from models.text_graph import END_ID, OOV_ID, PAD_ID, START_ID, CharTokenizer, normalize_text
+from models.text_graph import (
+    END_ID,
+    OOV_ID,
+    PAD_ID,
+    START_ID,
+    CharTokenizer,
+    compatibility_mappings,
+    compatibility_table,
+    normalize_text,
+)
 
 SOURCE = tf.constant([[5, 6, 7, 8, 0], [3, 4, 0, 0, 0]], tf.int32)
 DECODER = tf.constant([[START_ID, 5, 6, 7], [START_ID, 4, 5, 0]], tf.int32)
@@ -86,15 +95,38 @@ def tokenizer():
     )
 
 
+def normalized(*texts: str) -> list[str]:
+    return [text.decode() for text in normalize_text(tf.constant(texts), compatibility_table()).numpy()]
+
+
 def test_normalize_text_lowercases_unicode_and_collapses_spaces():
-    assert normalize_text(tf.constant(["  MÄRZ   4,\t1999 "])).numpy()[0].decode() == "märz 4, 1999"
+    assert normalized("  MÄRZ   4,\t1999 ") == ["märz 4, 1999"]
 
 
-def test_normalize_text_folds_full_width_forms_as_nfkc_does():
-    texts = ["２０２２年４月４日", "Ｍａｒｃｈ　４，　１９９９", "２０２２／０４／０４（月）", "", "plain 1.2.2000"]
-    folded = [text.decode() for text in normalize_text(tf.constant(texts)).numpy()]
-    assert folded == ["2022年4月4日", "march 4, 1999", "2022/04/04(月)", "", "plain 1.2.2000"]
+def test_normalize_text_folds_compatibility_forms_as_nfkc_does():
+    texts = [
+        "２０２２年４月４日",
+        "Ｍａｒｃｈ　４，　１９９９",
+        "２０２２／０４／０４（月）",
+        "",
+        "plain 1.2.2000",
+        "①②.③.２０２０",
+        "4ᵗʰ of March 1999",
+        "ｶﾀｶﾅ 1999",
+        "㋀ 1999",
+    ]
+    folded = normalized(*texts)
+    assert folded[:6] == ["2022年4月4日", "march 4, 1999", "2022/04/04(月)", "", "plain 1.2.2000", "12.3.2020"]
     assert folded == [" ".join(unicodedata.normalize("NFKC", text).lower().split()) for text in texts]
+
+
+def test_every_character_nfkc_replaces_alone_is_replaced_as_nfkc_does():
+    keys, _ = compatibility_mappings()
+    assert len(keys) > 4000 and "\uff10" in keys and "\u2460" in keys  # full-width 0, circled 1
+    sample = keys[::7]  # every seventh of the ~4,900 keeps the test quick; the table is built from all
+    found = normalize_text(tf.constant(sample), compatibility_table()).numpy()
+    expected = [" ".join(unicodedata.normalize("NFKC", char).lower().split()) for char in sample]
+    assert [text.decode() for text in found] == expected
 
 
 def test_source_ids_pad_truncate_and_map_unknown_characters(tokenizer):
