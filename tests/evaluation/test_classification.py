@@ -6,8 +6,10 @@ from sklearn import metrics
 
 from pipelines.evaluation.classification import (
     Diagnosis,
+    calibrate_threshold,
     classification_report,
     confusion_matrix,
+    detection_report,
     diagnose_bias_variance,
 )
 
@@ -154,3 +156,41 @@ def test_diagnosis_to_dict_is_json_ready():
 def test_percentages_are_rejected():
     with pytest.raises(ValueError, match="fraction"):
         diagnose_bias_variance(train_error=1.0, dev_error=11.0)
+
+
+def test_detection_report_counts_what_the_threshold_decides():
+    report = detection_report([0.9, 0.6, 0.4, 0.1, 0.7], [True, True, True, False, False], threshold=0.5)
+    assert report == {
+        "threshold": 0.5,
+        "precision": pytest.approx(2 / 3),
+        "recall": pytest.approx(2 / 3),
+        "f1": pytest.approx(2 / 3),
+        "positives": 3,
+        "negatives": 2,
+        "false_positives": 1,
+        "false_negatives": 1,
+    }
+    assert detection_report([0.5], [True], threshold=0.5)["recall"] == 1.0  # the threshold itself is positive
+    sklearn_precision = metrics.precision_score([1, 1, 1, 0, 0], [1, 1, 0, 0, 1])
+    assert report["precision"] == pytest.approx(sklearn_precision)
+    with pytest.raises(ValueError, match="one length"):
+        detection_report([0.5, 0.5], [True], threshold=0.5)
+
+
+def test_a_calibrated_threshold_sits_in_the_middle_of_the_gap_on_a_log_scale():
+    # Negatives at 1e-6 and 1e-4, positives at 1e-2 and 0.9: every threshold in (1e-4, 1e-2] is right.
+    threshold = calibrate_threshold([1e-6, 1e-4, 1e-2, 0.9], [False, False, True, True])
+    assert threshold == pytest.approx(1e-3)
+    assert detection_report([1e-6, 1e-4, 1e-2, 0.9], [False, False, True, True], threshold)["f1"] == 1.0
+
+
+def test_a_calibrated_threshold_decides_the_most_examples_right_when_the_sides_overlap():
+    rng = np.random.default_rng(0)
+    positives = rng.random(400) < 0.7
+    scores = np.where(positives, rng.beta(5, 2, 400), rng.beta(2, 5, 400))
+    threshold = calibrate_threshold(scores, positives)
+
+    def right(candidate: float) -> int:
+        return int(np.sum((scores >= candidate) == positives))
+
+    assert right(threshold) == max(right(candidate) for candidate in np.linspace(0, 1, 1001))

@@ -1,7 +1,7 @@
 import pytest
 from PIL import Image
 
-from pipelines.evaluation.plots import plot_confusion_matrix, plot_learning_curves
+from pipelines.evaluation.plots import plot_confusion_matrix, plot_learning_curves, plot_score_separation
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -43,3 +43,13 @@ def test_confusion_matrix(tmp_path, normalize):
 def test_confusion_matrix_rejects_mismatched_names(tmp_path):
     with pytest.raises(ValueError):
         plot_confusion_matrix([[1, 0], [0, 1]], ["a", "b", "c"], tmp_path / "matrix.png")
+
+
+@pytest.mark.parametrize(
+    ("scores", "positives"),
+    [([0.0, 1e-12, 0.2, 0.99, 1.0], [False, False, True, True, True]), ([0.5], [True])],
+    ids=["zeros-and-ones", "one-side-only"],
+)
+def test_score_separation(tmp_path, scores, positives):
+    path = plot_score_separation(scores, positives, 0.1, tmp_path / "is_date.png", labels=("no", "yes"))
+    assert_png(path)
