@@ -80,6 +80,7 @@ class Seq2SeqConfig(Config):
     beam_width: int = 3
     output_constraint: str = "iso-date"  # "iso-date": decoding writes only real dates; "none": any string
     non_date_share: float = date_data.NON_DATE_SHARE  # non-dates added to each split, as a share of its dates
+    date_threshold: float | None = None  # the least date_probability answered as a date; None: calibrated on dev
     name: str = "seq2seq"
     training: TrainingConfig = field(default_factory=TrainingConfig)
 
@@ -161,7 +162,8 @@ def served_graph(
     model: keras.Model, tokenizer: CharTokenizer, config: Seq2SeqConfig, calibration: list[DatePair] = ()
 ) -> Seq2SeqGraph:
     """The exported graph: the run's default beam width, the date constraint unless it is turned off, and
-    the "is a date" threshold calibrated on `calibration` (the dev split) when it holds dates and non-dates."""
+    the "is a date" threshold: the config's, or calibrated on `calibration` (the dev split) when it holds dates
+    and non-dates."""
     constraint = (
         IsoDateConstraint(
             tokenizer.target_vocabulary, end_id=END_ID, min_year=date_data.MIN_YEAR, max_year=date_data.MAX_YEAR
@@ -170,7 +172,9 @@ def served_graph(
         else None
     )
     graph = Seq2SeqGraph(model, tokenizer, default_beam_width=config.beam_width, constraint=constraint)
-    if len({date_data.is_date(pair) for pair in calibration}) == 2:
+    if config.date_threshold is not None:
+        graph.date_threshold.assign(config.date_threshold)
+    elif len({date_data.is_date(pair) for pair in calibration}) == 2:
         decoded = decode(graph, [pair.text for pair in calibration], beam_width=config.beam_width)
         positives = [date_data.is_date(pair) for pair in calibration]
         graph.date_threshold.assign(classification.calibrate_threshold(decoded.date_probability, positives))
@@ -453,6 +457,12 @@ class Seq2SeqFamily(Family[Seq2SeqConfig, date_data.DateDataset, CharTokenizer])
         parser.add_argument("--units", type=int, help="LSTM units per encoder direction, or the Transformer's width")
         parser.add_argument("--dropout", type=float, default=0.0)
         parser.add_argument(
+            "--date-threshold",
+            type=flags.threshold,
+            help="the least date_probability the exported model answers as a date, 0-1 (default: the one that "
+            "decides the most dev examples right)",
+        )
+        parser.add_argument(
             "--non-date-share",
             type=float,
             default=date_data.NON_DATE_SHARE,
@@ -489,6 +499,7 @@ class Seq2SeqFamily(Family[Seq2SeqConfig, date_data.DateDataset, CharTokenizer])
             units=flags.preset_value(args, preset, "units"),
             dropout=args.dropout,
             non_date_share=args.non_date_share,
+            date_threshold=args.date_threshold,
             beam_width=args.beam_width,
             output_constraint=args.output_constraint,
             name=args.name,

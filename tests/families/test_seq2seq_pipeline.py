@@ -1,5 +1,6 @@
 """The Seq2Seq family end to end: training quality, evaluation outputs, the exported artifact and its CLI."""
 
+import argparse
 import json
 import subprocess
 import sys
@@ -156,6 +157,19 @@ def test_the_graph_refuses_a_beam_width_out_of_range(trained_seq2seq):
     for width in (0, seq2seq.MAX_BEAM_WIDTH + 1):
         with pytest.raises(tf.errors.InvalidArgumentError, match="beam_width must be an integer from 1 to"):
             graph.signatures["translate"](texts=tf.constant(["1.1.2000"]), beam_width=tf.constant(width))
+
+
+def test_a_date_threshold_given_replaces_the_calibrated_one(trained_seq2seq, dates):
+    model, tokenizer, _, _ = trained_seq2seq
+    parser = argparse.ArgumentParser()
+    seq2seq.FAMILY.add_arguments(parser)
+    config = seq2seq.FAMILY.config_from_args(parser.parse_args(["--date-threshold", "0.25"]))
+    assert config.date_threshold == 0.25
+    graph = seq2seq.served_graph(model, tokenizer, config, calibration=dates.dev)
+    assert graph.date_threshold.numpy() == pytest.approx(0.25)
+    with pytest.raises(SystemExit) as exit_info:
+        seq2seq.FAMILY.main(["--date-threshold", "1.5"])
+    assert exit_info.value.code == 2
 
 
 def test_cli_predicts_texts(trained_seq2seq, date_answers, capsys):
