@@ -23,6 +23,8 @@ MAX_PAYLOAD_BYTES = settings.current().max_request_bytes
 MAX_BATCH = settings.current().max_instances
 MAX_IMAGE_SIDE = 4096
 MAX_IMAGE_PIXELS = 4096 * 4096
+MAX_DECODED_IMAGE_BYTES = settings.current().max_decoded_image_mb * 2**20
+MAX_DECODED_REQUEST_BYTES = settings.current().max_decoded_request_mb * 2**20
 IMAGE_FORMATS = {"PNG", "JPEG", "GIF", "BMP"}
 PIXEL_INSTANCE = "an image as a nested list of pixel values 0–255, shaped H×W or H×W×C with C in 1, 3 or 4"
 
@@ -323,8 +325,36 @@ def _check_size(height: int, width: int, where: str) -> None:
         )
 
 
-def encoded_image(data: bytes, where: str = "the uploaded image") -> bytes:
-    """Check that `data` is a complete PNG/JPEG/GIF/BMP of a reasonable size; return it unchanged."""
+class DecodeBudget:
+    """The decoded bytes a request's images may take, spent image by image from their headers, before any
+    pixel is decoded: a few small files that decode to gigabytes stop here."""
+
+    def __init__(self, limit: int | None = None):
+        self.limit = MAX_DECODED_REQUEST_BYTES if limit is None else limit
+        self.spent = 0
+
+    def spend(self, size: int, where: str) -> None:
+        if self.spent + size > self.limit:
+            raise InputError(
+                f"{where} would bring the request's decoded images to {_mib(self.spent + size)}, over the limit",
+                expected=f"at most {_mib(self.limit)} of decoded images in one request (width × height × channels)",
+                status=413,
+            )
+        self.spent += size
+
+
+def _mib(size: int) -> str:
+    return f"{size / 2**20:.1f} MiB"
+
+
+def _decoded_channels(image: Image.Image) -> int:
+    # TensorFlow decodes a palette image to RGB or RGBA: count the larger.
+    return 4 if image.mode in ("P", "PA") else len(image.getbands())
+
+
+def encoded_image(data: bytes, where: str = "the uploaded image", budget: DecodeBudget | None = None) -> bytes:
+    """Check that `data` is a complete, single-frame PNG/JPEG/GIF/BMP whose decoded size fits the per-image limit
+    and `budget` (the request's; a budget of its own when None); return it unchanged."""
     expected = f"a PNG, JPEG, GIF or BMP file at most {MAX_IMAGE_SIDE} pixels on a side"
     if not data:
         raise InputError(f"{where} is empty", expected=expected)
@@ -332,14 +362,31 @@ def encoded_image(data: bytes, where: str = "the uploaded image") -> bytes:
         with Image.open(io.BytesIO(data)) as image:
             if image.format not in IMAGE_FORMATS:
                 raise InputError(f"{where} is a {image.format} image", expected=expected, status=415)
-            # The header gives the size before any pixels are decoded, so a decompression bomb stops here.
+            # Everything below reads headers only, so a decompression bomb stops here. Counting frames skips
+            # over their data without decoding it.
             _check_size(image.height, image.width, where)
+            if (frames := getattr(image, "n_frames", 1)) > 1:
+                raise InputError(
+                    f"{where} is animated ({frames} frames); the model takes one picture, and decoding every "
+                    "frame of a GIF costs them all",
+                    expected="a single-frame image: save one frame as PNG, JPEG, BMP or GIF",
+                    status=415,
+                )
+            decoded = image.width * image.height * _decoded_channels(image)
+            if decoded > MAX_DECODED_IMAGE_BYTES:
+                raise InputError(
+                    f"{where} decodes to {_mib(decoded)} ({image.width}×{image.height}×{_decoded_channels(image)})"
+                    ", over the limit",
+                    expected=f"images of at most {_mib(MAX_DECODED_IMAGE_BYTES)} decoded (width × height × channels)",
+                    status=413,
+                )
+            (budget or DecodeBudget()).spend(decoded, where)
             image.load()  # decodes fully: catches truncated and corrupt files
     except InputError:
         raise
     except Image.DecompressionBombError as error:  # Pillow refuses huge headers itself, before our size check runs
         raise InputError(f"{where} is over the limit: {error}", expected=expected, status=413) from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as error:
         raise InputError(f"{where} could not be decoded: {error}", expected=expected) from None
     return data
 
@@ -354,5 +401,5 @@ def b64_bytes(value: Any, where: str) -> bytes:
         raise InputError(f"{where} is not valid base64", expected="standard base64") from None
 
 
-def b64_image(value: Any, where: str) -> bytes:
-    return encoded_image(b64_bytes(value, where), where)
+def b64_image(value: Any, where: str, budget: DecodeBudget | None = None) -> bytes:
+    return encoded_image(b64_bytes(value, where), where, budget)

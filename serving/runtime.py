@@ -147,8 +147,9 @@ class ModelRuntime:
     def _string_batch(self, signature_name: str, items: Any) -> np.ndarray:
         if self.model.takes(signature_name, Role.IMAGE_BYTES):
             inputs.check_batch(items, 'a list of {"b64": ...} encoded images')
+            budget = inputs.DecodeBudget()
             return np.array(
-                [inputs.b64_image(item, f"instance {index}") for index, item in enumerate(items)], dtype=object
+                [inputs.b64_image(item, f"instance {index}", budget) for index, item in enumerate(items)], dtype=object
             )
         return inputs.text_batch(items, max_length=self.model.text_input.max_length)
 

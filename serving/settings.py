@@ -96,6 +96,12 @@ class Settings:
     max_batch: int = setting(256, positive, "most items in one shared model call")
     max_request_bytes: int = setting(8 * 2**20, positive, "largest request body; a larger one is answered 413")
     max_instances: int = setting(64, positive, "most images or texts in one request; more are answered 413")
+    max_decoded_image_mb: int = setting(
+        64, positive, "largest image once decoded (width × height × channels bytes, MiB); larger is answered 413"
+    )
+    max_decoded_request_mb: int = setting(
+        256, positive, "most decoded image bytes in one request (MiB, read from headers first); more is answered 413"
+    )
     timeout: int = setting(60, positive, "seconds before a request is answered 504")
     max_concurrency: int = setting(512, positive, "requests in flight before new ones are answered 503")
     admin_token: str = setting(
@@ -120,8 +126,10 @@ class Settings:
     @classmethod
     def describe(cls) -> str:
         """Every variable with its default and meaning, for --help."""
+        width = max(len(PREFIX + spec.name) for spec in fields(cls))
         rows = [
-            f"  {PREFIX + spec.name.upper():<32} {_format(spec.default) or '(unset)':<10} {spec.metadata['meaning']}"
+            f"  {PREFIX + spec.name.upper():<{width}} {_format(spec.default) or '(unset)':<10} "
+            + spec.metadata["meaning"]
             for spec in fields(cls)
         ]
         return "environment (default, meaning):\n" + "\n".join(rows)

@@ -51,17 +51,26 @@ def encode(image: Image.Image, image_format: str, **options: Any) -> bytes:
     return buffer.getvalue()
 
 
-def huge_png(width: int = 20000, height: int = 20000) -> bytes:
-    """A valid 1-bit grayscale PNG declaring width×height: all-zero rows deflate to a few tens of KB."""
+def huge_png(width: int = 20000, height: int = 20000, *, rgba: bool = False) -> bytes:
+    """A valid PNG declaring width×height, 1-bit grayscale or 8-bit RGBA: all-zero rows deflate to a few tens
+    of KB."""
 
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
-    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)  # bit depth 1, grayscale
+    # bit depth 8, color type 6 (RGBA) or bit depth 1, color type 0 (grayscale)
+    header = struct.pack(">IIBBBBB", width, height, *((8, 6) if rgba else (1, 0)), 0, 0, 0)
     compressor = zlib.compressobj(9)
-    row = bytes(1 + (width + 7) // 8)  # filter byte + packed bits
+    row = bytes(1 + (width * 4 if rgba else (width + 7) // 8))  # filter byte + the pixels
     data = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data) + chunk(b"IEND", b"")
+
+
+def animated_gif(frames: int = 3) -> bytes:
+    pictures = [Image.new("L", (16, 16), 40 * index) for index in range(frames)]
+    buffer = io.BytesIO()
+    pictures[0].save(buffer, "GIF", save_all=True, append_images=pictures[1:])
+    return buffer.getvalue()
 
 
 def b64(data: bytes) -> dict[str, str]:
@@ -422,6 +431,21 @@ def test_tfserving_errors(server, ref, method, path, body, status, fragment):
     assert_still_serving(server, ref)
 
 
+def test_a_requests_images_are_budgeted_by_their_decoded_size_from_their_headers(server, ref):
+    # Five 4096×4096 RGBA PNGs of 65 KB each: 64 MiB decoded apiece, 320 MiB in all, over the 256 MiB default.
+    big = b64(huge_png(4096, 4096, rgba=True))
+    body = {"signature_name": "classify_image_bytes", "instances": [big] * 5}
+    response = httpx.post(server + PREDICT, json=body, timeout=TIMEOUT)
+    assert response.status_code == 413, response.text[:500]
+    error = response.json()
+    assert error["error"] == "instance 4 would bring the request's decoded images to 320.0 MiB, over the limit"
+    assert "256.0 MiB of decoded images in one request" in error["expected"]
+    animated = {"signature_name": "classify_image_bytes", "instances": [b64(_digit_png()), b64(animated_gif(4))]}
+    response = httpx.post(server + PREDICT, json=animated, timeout=TIMEOUT)
+    assert response.status_code == 415 and "instance 1 is animated (4 frames)" in error_of(response)
+    assert_still_serving(server, ref)
+
+
 def test_tfserving_malformed_json(server, ref):
     response = post_raw(server, b'{"instances": [[[0', PREDICT)
     assert response.status_code == 400, response.text
@@ -594,6 +618,7 @@ BAD_CASES = {
     ),
     "png-half": Bad(lambda: _file((lambda data: data[: len(data) // 2])(_digit_png())), 400, "could not be decoded"),
     "huge-dimension-png": Bad(lambda: _file(huge_png()), 413, "over the limit"),
+    "animated-gif": Bad(lambda: _file(animated_gif(), filename="d.gif", content_type="image/gif"), 415, "3 frames"),
     "too-wide-png": Bad(lambda: _file(huge_png(5000, 10)), 413, "over the limit"),
     "bmp-1bit-tf-cannot-decode": Bad(
         lambda: _file(encode(Image.new("1", (8, 8)), "BMP"), filename="d.bmp", content_type="image/bmp"),

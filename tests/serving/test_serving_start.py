@@ -1,6 +1,7 @@
 """Starting the server: settings from the environment, models from a folder or the store, and refusing
 to start, with a reason and exit status 2, when there is nothing sound to serve."""
 
+import io
 import json
 import os
 import shutil
@@ -11,6 +12,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from PIL import Image
 
 from serving import start, store
 from serving.contract import METADATA_FILE, Role
@@ -275,7 +277,8 @@ def test_the_server_serves_a_folder_with_limits_from_the_environment(model_dir, 
     port = free_port()
     log = tmp_path / "server.log"
     command = [sys.executable, "-m", "serving", "--model-dir", str(model_dir), "--port", str(port)]
-    with running_process(command, port=port, env={"MODELSERVICE_MAX_INSTANCES": "2"}, log_path=log) as url:
+    env = {"MODELSERVICE_MAX_INSTANCES": "2", "MODELSERVICE_MAX_DECODED_IMAGE_MB": "1"}
+    with running_process(command, port=port, env=env, log_path=log) as url:
         listed = httpx.get(f"{url}/v1/models", timeout=30).json()["models"]
         assert [(model["name"], model["versions"][0]["version"]) for model in listed] == [
             ("classifier", only_version(model_dir).name)
@@ -285,6 +288,13 @@ def test_the_server_serves_a_folder_with_limits_from_the_environment(model_dir, 
         too_many = httpx.post(f"{url}/classify", json={"instances": images}, timeout=30)
         assert too_many.status_code == 413
         assert "over the limit of 2" in too_many.json()["error"]
+        # 1024×1024 RGB is 3 MiB decoded: over a 1 MiB limit, however small the file.
+        buffer = io.BytesIO()
+        Image.new("RGB", (1024, 1024)).save(buffer, "PNG")
+        upload = {"image": ("big.png", buffer.getvalue(), "image/png")}
+        too_big = httpx.post(f"{url}/classify", files=upload, timeout=30)
+        assert too_big.status_code == 413
+        assert too_big.json()["error"] == "the uploaded image decodes to 3.0 MiB (1024×1024×3), over the limit"
     started = log.read_text()
     assert f"modelservice: serving 1 model(s) from {model_dir} on http://127.0.0.1:{port}" in started
     assert f"classifier:{only_version(model_dir).name}" in started
