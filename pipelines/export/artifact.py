@@ -4,13 +4,16 @@ The folder's contents are defined in `serving.contract`: a SavedModel whose sign
 post-processing, and `metadata.json`. Image classifiers also carry their Keras model (`model.keras`), so a
 later transfer-learning run can take its convolutional part as a backbone; serving never reads it. A
 version appears only once complete: it is written to a hidden staging folder and renamed into place, so a
-crash never leaves a half-written version behind.
+crash never leaves a half-written version behind. A process killed outright (SIGKILL, the OOM killer) cannot
+remove its staging folder; the folder's name holds the host and process id, and the next export on that host
+removes the folders whose process is gone.
 """
 
 import dataclasses
 import datetime as dt
 import os
 import shutil
+import socket
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,6 +33,8 @@ from serving.contract import (
 )
 from serving.warmup import write_warmup
 
+STAGING_PREFIX = ".staging-"
+
 
 def export_artifact(
     module: tf.Module,
@@ -45,8 +50,9 @@ def export_artifact(
     first gate record (a pending one keeps servers off it until the gate has run); return its folder."""
     model_root = Path(root) / metadata.name
     model_root.mkdir(parents=True, exist_ok=True)
+    remove_abandoned_staging(model_root)
     # Staging inside model_root keeps the final rename on one filesystem, which is what makes it atomic.
-    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=model_root))
+    staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{socket.gethostname()}-{os.getpid()}-", dir=model_root))
     # mkdtemp makes the folder private (0700); a published version must be readable by the server's own
     # user (the container's is not root), like the files TensorFlow writes inside it.
     staging.chmod(0o755)
@@ -63,6 +69,36 @@ def export_artifact(
         return _publish(staging, model_root, metadata)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def remove_abandoned_staging(model_root: Path) -> list[Path]:
+    """Remove the staging folders that exports on this host left when they were killed (their process is gone);
+    return them. Folders of running exports, and of other hosts sharing the folder, stay."""
+    removed = []
+    for folder in model_root.glob(f"{STAGING_PREFIX}*"):
+        owner = _staging_owner(folder.name)
+        if owner is not None and owner[0] == socket.gethostname() and not _alive(owner[1]):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
+
+
+def _staging_owner(name: str) -> tuple[str, int] | None:
+    """(host, pid) from `.staging-<host>-<pid>-<random>`; None for another name."""
+    parts = name.removeprefix(STAGING_PREFIX).rsplit("-", 2)
+    if len(parts) != 3 or not parts[1].isdigit():
+        return None
+    return parts[0], int(parts[1])
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def _concrete(function: Any) -> Any:

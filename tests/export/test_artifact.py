@@ -2,6 +2,8 @@
 
 import io
 import json
+import os
+import socket
 import stat
 import subprocess
 import sys
@@ -155,6 +157,45 @@ def test_a_crash_during_export_leaves_no_version_behind(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         export.export_artifact(module, root=tmp_path, metadata=METADATA)
     assert sorted(entry.name for entry in (tmp_path / "m").iterdir()) == ["1"]
+
+
+KILLED_MID_EXPORT = """
+import sys, time
+import tensorflow as tf
+from pipelines.export import artifact
+from tests.export.test_artifact import METADATA, Saveable
+
+def stalled(obj, path, signatures=None):
+    tf.io.gfile.GFile(f"{path}/saved_model.pb", "w").write("half")
+    print("writing", flush=True)
+    time.sleep(600)
+
+tf.saved_model.save = stalled
+artifact.export_artifact(Saveable(), root=sys.argv[1], metadata=METADATA)
+"""
+
+
+def test_an_export_killed_outright_leaves_no_version_and_the_next_one_clears_its_staging(tmp_path):
+    project = Path(__file__).resolve().parents[2]
+    process = subprocess.Popen(
+        [sys.executable, "-c", KILLED_MID_EXPORT, str(tmp_path)], stdout=subprocess.PIPE, text=True, cwd=project
+    )
+    try:
+        assert process.stdout.readline().strip() == "writing"
+    finally:
+        process.kill()  # SIGKILL: no finally block, no clean-up in the exporting process
+        process.wait(timeout=30)
+    (abandoned,) = (tmp_path / "m").glob(".staging-*")
+    assert (abandoned / "saved_model.pb").read_text() == "half"
+    assert versions(tmp_path / "m") == [] and latest_version(tmp_path / "m") is None  # nothing a server would load
+    # A running export's folder (this process's) and another host's stay.
+    running = tmp_path / "m" / f".staging-{socket.gethostname()}-{os.getpid()}-abc"
+    elsewhere = tmp_path / "m" / ".staging-another-host-1-abc"
+    for folder in (running, elsewhere):
+        folder.mkdir()
+    version = export.export_artifact(Saveable(), root=tmp_path, metadata=METADATA)
+    assert version.name == "1" and read_metadata(version).version == 1
+    assert sorted(entry.name for entry in (tmp_path / "m").iterdir()) == sorted(["1", running.name, elsewhere.name])
 
 
 def test_registration_in_the_bentoml_store_is_idempotent(trained_classifier):
