@@ -62,6 +62,8 @@ class VersionStatus:
     attempts: int = 0  # failed loads since its folder last changed
     stamp: float | None = None  # its folder's modification time at the last attempt
     blessing: str = ""  # the validation gate's verdict in words ("blessed", "not blessed: ...", "pending ...")
+    files: dict[str, tuple[int, int]] = field(default_factory=dict)  # the model files' (size, mtime) when loaded
+    warning: str = ""  # what changed on disk under a version that keeps serving from memory
 
     def to_tfserving(self) -> dict:
         """The version as TF Serving's GetModelStatus answers it."""
@@ -288,6 +290,28 @@ class ModelManager:
         for version in list(serving):
             if version not in selected and (replaced or version not in eligible):
                 self._unload(spec.name, version)
+        self._check_files(spec.name)
+
+    def _check_files(self, name: str) -> None:
+        """Say when the files of a version that is serving change or go on disk: it keeps answering from the copy
+        in memory, but a restart or another server would load (or fail to load) what is there now."""
+        for version in self._runtimes.get(name, {}):
+            status = self._statuses[name][version]
+            now = _model_files(status.path)
+            changed = sorted(
+                file for file in status.files.keys() | now.keys() if status.files.get(file) != now.get(file)
+            )
+            warning = (
+                f"its files changed on disk after it loaded ({', '.join(changed[:3])}"
+                f"{', …' if len(changed) > 3 else ''}): still serving the copy in memory; export a new version to "
+                "replace it"
+                if changed
+                else ""
+            )
+            if warning and warning != status.warning:
+                logger.warning("version %s of %s: %s", version, name, warning)
+            with self._guard:
+                status.warning = warning
 
     def _note_blessings(
         self,
@@ -351,6 +375,7 @@ class ModelManager:
             logger.error("version %s of %s failed to load (attempt %d): %s", version, name, attempts + 1, reason)
             return
         self._runtimes.setdefault(name, {})[version] = runtime
+        status.files = _model_files(path)
         self._enter(name, status, State.AVAILABLE)
         metrics.LOADS.labels(str(path), "success").inc()
         self._publish()
@@ -398,6 +423,20 @@ def load_version(
     started = time.perf_counter()
     runtime.warm_up(requests)
     return runtime, len(requests), (time.perf_counter() - started) * 1000
+
+
+def _model_files(path: Path) -> dict[str, tuple[int, int]]:
+    """(size, modification time) of each file a load reads: the SavedModel and the metadata (not the gate's
+    blessing record, which the gate rewrites to roll out and back)."""
+    files = [path / "saved_model.pb", path / METADATA_FILE, *sorted((path / "variables").glob("*"))]
+    found = {}
+    for file in files:
+        try:
+            info = file.stat()
+        except OSError:
+            continue
+        found[str(file.relative_to(path))] = (info.st_size, info.st_mtime_ns)
+    return found
 
 
 def _stamp(path: Path) -> float | None:

@@ -281,6 +281,7 @@ async def served_models(request: Request) -> dict[str, Any]:
                 "blessing": status.blessing,
             }
             | ({"error": status.error} if status.error else {})
+            | ({"warning": status.warning} if status.warning else {})
             for status in manager(request).statuses(name)
         ]
         listed.append(entry)

@@ -229,6 +229,23 @@ def test_a_corrupt_new_version_never_serves_and_the_old_one_keeps_serving(tmp_pa
     assert states(manager) == {2: "AVAILABLE", 1: "END"}
 
 
+def test_a_serving_version_damaged_on_disk_keeps_answering_from_memory_and_says_so(tmp_path, artifact, digits):
+    version_dir = copy_as_version(artifact, tmp_path, 1)
+    manager = manager_for(tmp_path)
+    runtime = manager.served.runtime("classifier")
+    images = digits.test.images[:4].astype("float32")
+    before = runtime.call("serving_default", images, {})["labels"]
+    corrupt(version_dir)
+    shutil.rmtree(version_dir / "variables")
+    manager.poll()
+    (status,) = manager.statuses("classifier")
+    assert status.state == State.AVAILABLE and not status.error
+    assert status.warning.startswith("its files changed on disk after it loaded (saved_model.pb, variables/")
+    assert "still serving the copy in memory" in status.warning
+    assert manager.served.runtime("classifier") is runtime
+    np.testing.assert_array_equal(runtime.call("serving_default", images, {})["labels"], before)
+
+
 def test_a_removed_version_is_unloaded_even_when_it_was_the_last(tmp_path, artifact):
     copy_as_version(artifact, tmp_path, 1)
     copy_as_version(artifact, tmp_path, 2)
