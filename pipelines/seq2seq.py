@@ -159,7 +159,7 @@ def exact_match_by(
 
 
 def served_graph(
-    model: keras.Model, tokenizer: CharTokenizer, config: Seq2SeqConfig, calibration: list[DatePair] = ()
+    model: keras.Model, tokenizer: CharTokenizer, config: Seq2SeqConfig, calibration: Sequence[DatePair] = ()
 ) -> Seq2SeqGraph:
     """The exported graph: the run's default beam width, the date constraint unless it is turned off, and
     the "is a date" threshold: the config's, or calibrated on `calibration` (the dev split) when it holds dates
