@@ -26,6 +26,7 @@ from starlette.datastructures import FormData, UploadFile
 from serving import admin, drawing, inputs, settings, tuning
 from serving.answers import classifier_predictions, detector_predictions, seq2seq_predictions, to_json
 from serving.contract import Role, Task
+from serving.drain import Drain
 from serving.fast_path import FastPath, FastPathService
 from serving.inputs import InputError
 
@@ -398,6 +399,7 @@ class ModelService:
         return bool(api.state.manager.served.runtimes)
 
 
+ModelService.add_outer_asgi_middleware(Drain, seconds=SETTINGS.drain_seconds)  # the first added is outermost
 ModelService.add_outer_asgi_middleware(
     FastPath,
     api=api,

@@ -104,6 +104,9 @@ class Settings:
     )
     timeout: int = setting(60, positive, "seconds before a request is answered 504")
     max_concurrency: int = setting(512, positive, "requests in flight before new ones are answered 503")
+    drain_seconds: float = setting(
+        5.0, seconds, "on SIGTERM, keep answering (Connection: close; /readyz 503) until idle, at most this long"
+    )
     admin_token: str = setting(
         "",
         str,

@@ -6,6 +6,7 @@ import pytest
 import yaml
 
 from serving.process import PROJECT_ROOT
+from serving.settings import Settings
 
 DOCKERFILE = (PROJECT_ROOT / "Dockerfile").read_text()
 
@@ -48,6 +49,7 @@ def test_probes_use_the_servers_health_routes_and_shutdown_fits_the_grace_period
     assert paths == {"startupProbe": "/readyz", "readinessProbe": "/readyz", "livenessProbe": "/livez"}
     assert all(container[probe]["httpGet"]["port"] == container["ports"][0]["name"] for probe in paths)
     assert pod["terminationGracePeriodSeconds"] > 10  # the server stops within 10 s (tests/test_container.py)
+    assert pod["terminationGracePeriodSeconds"] > Settings().drain_seconds + 5  # its drain, then uvicorn's stop
     assert "/readyz" in dockerfile_value(r"HEALTHCHECK[^\n]*\n\s*CMD (.*)")
 
 

@@ -201,17 +201,19 @@ def test_the_access_log_has_a_line_per_request_in_bentomls_format(caplog):
     assert "status=422" in lines[1]
 
 
-def test_the_service_class_puts_the_fast_path_in_front_of_bentomls_middleware():
+def test_the_service_class_puts_the_drain_and_the_fast_path_in_front_of_bentomls_middleware():
+    from serving.drain import Drain
     from serving.fast_path import FastPathService
     from serving.service import ModelService
 
     assert isinstance(ModelService, FastPathService)
-    outermost, options = ModelService.outer_middlewares[0]
-    assert outermost is FastPath
+    (drain, drain_options), (fast_path, options) = ModelService.outer_middlewares
+    assert (drain, fast_path) == (Drain, FastPath)
+    assert set(drain_options) == {"seconds"}
     assert {"timeout", "max_concurrency", "access_log"} <= set(options)
     app = ModelService.to_asgi()
-    assert isinstance(app, FastPath)
-    assert type(app.app).__name__ == "Starlette"  # BentoML's own app, with its middleware, behind it
+    assert isinstance(app, Drain) and isinstance(app.app, FastPath)
+    assert type(app.app.app).__name__ == "Starlette"  # BentoML's own app, with its middleware, behind it
 
 
 # --- the parsing the direct path made cheaper ------------------------------------------------------

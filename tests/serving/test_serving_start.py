@@ -56,6 +56,7 @@ def test_settings_read_every_variable_and_round_trip():
         "MODELSERVICE_MAX_DECODED_REQUEST_MB": "16",
         "MODELSERVICE_TIMEOUT": "5",
         "MODELSERVICE_MAX_CONCURRENCY": "10",
+        "MODELSERVICE_DRAIN_SECONDS": "2.5",
         "MODELSERVICE_ADMIN_TOKEN": "s3cret",
         "MODELSERVICE_LOG_LEVEL": "debug",
         "MODELSERVICE_ACCESS_LOG": "yes",
@@ -80,6 +81,7 @@ def test_settings_read_every_variable_and_round_trip():
         max_decoded_request_mb=16,
         timeout=5,
         max_concurrency=10,
+        drain_seconds=2.5,
         admin_token="s3cret",
         log_level="DEBUG",
         access_log=True,
@@ -303,3 +305,65 @@ def test_the_server_serves_a_folder_with_limits_from_the_environment(model_dir, 
     started = log.read_text()
     assert f"modelservice: serving 1 model(s) from {model_dir} on http://127.0.0.1:{port}" in started
     assert f"classifier:{only_version(model_dir).name}" in started
+
+
+# --- stopping -------------------------------------------------------------------------------------
+
+
+def test_sigterm_drains_then_stops_the_server_within_seconds(model_dir, digits, tmp_path):
+    """SIGTERM under load: the server keeps answering while a load balancer would notice (/readyz 503, every
+    answer with Connection: close), stops once its clients have gone, and no request it answered fails."""
+    import asyncio
+    import signal
+    import time
+
+    port = free_port()
+    command = [sys.executable, "-m", "serving", "--model-dir", str(model_dir), "--port", str(port)]
+    log = tmp_path / "server.log"
+    env = {**os.environ, "MODELSERVICE_DRAIN_SECONDS": "8"}
+    with log.open("wb") as output:
+        process = subprocess.Popen(command, cwd=PROJECT_ROOT, env=env, stdout=output, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    body = {"instances": digits.test.images[:1].tolist()}
+    try:
+        deadline = time.monotonic() + 120
+        while not _ready(url):
+            assert process.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.2)
+
+        async def load(until: float) -> list[tuple[int, str]]:
+            answers: list[tuple[int, str]] = []
+
+            async def client(http: httpx.AsyncClient) -> None:
+                while time.monotonic() < until:
+                    response = await http.post(url + "/classify", json=body)
+                    answers.append((response.status_code, response.headers.get("connection", "")))
+
+            async with httpx.AsyncClient(timeout=30) as http:
+                await asyncio.gather(*(client(http) for _ in range(16)))
+            return answers
+
+        before = asyncio.run(load(time.monotonic() + 1))
+        process.send_signal(signal.SIGTERM)
+        stopped_at = time.monotonic()
+        during = asyncio.run(load(time.monotonic() + 1.5))  # the balancer has not noticed yet: traffic goes on
+        readiness = httpx.get(url + "/readyz", timeout=10).status_code
+        process.wait(timeout=10)
+        stopped_in = time.monotonic() - stopped_at
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert before and {status for status, _ in before} == {200}
+    assert len(during) > 16 and {status for status, _ in during} == {200}  # nothing refused or cut while draining
+    assert {connection for _, connection in during} == {"close"}
+    assert readiness == 503
+    # Its clients gone, the server stops after half a second of quiet, not after the 8 s allowed.
+    assert stopped_in < 1.5 + 0.5 + 4, f"stopped {stopped_in:.1f} s after SIGTERM"
+
+
+def _ready(url: str) -> bool:
+    try:
+        return httpx.get(url + "/readyz", timeout=2).status_code == 200
+    except httpx.TransportError:
+        return False

@@ -1,0 +1,90 @@
+"""A graceful stop that loses no request: SIGTERM first drains, then hands over to uvicorn's shutdown.
+
+Uvicorn stops on SIGTERM at once: it finishes the requests in flight, but closes every keep-alive connection
+that is idle at that moment, and a client whose next request is already on its way gets its connection closed
+under it (measured: one failed request per connection of a 64-client load). `Drain`, the outermost ASGI
+layer, catches SIGTERM first and keeps serving for a while: every response says `Connection: close`, so
+each client's connection ends cleanly after its answer; `/readyz` answers 503, so a load balancer or
+Kubernetes sends no new traffic. Once nothing has been in flight for `QUIET_SECONDS`, or after `seconds` at
+most, it passes the signal on to uvicorn, which stops as before. A second SIGTERM stops at once.
+"""
+
+import asyncio
+import signal
+import time
+from collections.abc import Callable
+from typing import Any
+
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+QUIET_SECONDS = 0.5
+READY_PATHS = ("/readyz",)
+
+
+class Drain:
+    """ASGI middleware: on SIGTERM, drain for at most `seconds` (0: stop at once), then stop as uvicorn does."""
+
+    def __init__(self, app: ASGIApp, *, seconds: float):
+        self.app = app
+        self.seconds = seconds
+        self.draining = False
+        self.in_flight = 0
+        self.last_activity = time.monotonic()
+        self._stop: Callable[[int, Any], Any] | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            self._take_over_sigterm()
+            await self.app(scope, receive, send)
+            return
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if self.draining and scope["path"] in READY_PATHS:
+            response = JSONResponse(
+                {"error": "the server is stopping"}, status_code=503, headers={"Connection": "close"}
+            )
+            await response(scope, receive, send)
+            return
+        self.in_flight += 1
+        try:
+            await self.app(scope, receive, self._closing(send))
+        finally:
+            self.in_flight -= 1
+            self.last_activity = time.monotonic()
+
+    def _closing(self, send: Send) -> Send:
+        async def send_closing(message: Message) -> None:
+            if self.draining and message["type"] == "http.response.start":
+                headers = [(name, value) for name, value in message.get("headers", []) if name.lower() != b"connection"]
+                message = {**message, "headers": [*headers, (b"connection", b"close")]}
+            await send(message)
+
+        return send_closing
+
+    def _take_over_sigterm(self) -> None:
+        """Put `_on_sigterm` in front of the handler the server installed (uvicorn's), in its main thread."""
+        previous = signal.getsignal(signal.SIGTERM)
+        if self.seconds <= 0 or not callable(previous) or self._stop is not None:
+            return
+        self._stop = previous
+        loop = asyncio.get_running_loop()
+
+        def on_sigterm(signum: int, frame: Any) -> None:
+            if self.draining:  # asked twice: stop now
+                previous(signum, frame)
+                return
+            self.draining = True
+            loop.call_soon_threadsafe(lambda: loop.create_task(self._drain_then_stop(signum, frame)))
+
+        signal.signal(signal.SIGTERM, on_sigterm)
+
+    async def _drain_then_stop(self, signum: int, frame: Any) -> None:
+        started = time.monotonic()
+        while time.monotonic() - started < self.seconds:
+            if self.in_flight == 0 and time.monotonic() - self.last_activity >= QUIET_SECONDS:
+                break
+            await asyncio.sleep(0.05)
+        assert self._stop is not None
+        self._stop(signum, frame)
