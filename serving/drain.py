@@ -64,7 +64,7 @@ class Drain:
         return send_closing
 
     def _take_over_sigterm(self) -> None:
-        """Put `_on_sigterm` in front of the handler the server installed (uvicorn's), in its main thread."""
+        """Put the drain in front of the SIGTERM handler the server installed (uvicorn's), in its main thread."""
         previous = signal.getsignal(signal.SIGTERM)
         if self.seconds <= 0 or not callable(previous) or self._stop is not None:
             return

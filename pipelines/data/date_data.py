@@ -234,11 +234,19 @@ def _iso_slash(date: datetime.date, rng: random.Random) -> str:
     return f"{date.year}/{date.month:02d}/{date.day:02d}"
 
 
-def _iso_dash(date: datetime.date, rng: random.Random) -> str:
-    # Unpadded is what people type; padded is the target itself, which the model should copy.
-    if rng.random() < 0.5:
-        return f"{date.year}-{date.month}-{date.day}"
-    return f"{date.year}-{date.month:02d}-{date.day:02d}"
+def _year_first(separator: str) -> Renderer:
+    """Year, month and day joined by `separator`, the month and day unpadded half the time."""
+
+    def render(date: datetime.date, rng: random.Random) -> str:
+        if rng.random() < 0.5:
+            return f"{date.year}{separator}{date.month}{separator}{date.day}"
+        return f"{date.year}{separator}{date.month:02d}{separator}{date.day:02d}"
+
+    return render
+
+
+# Unpadded is what people type; padded, with dashes, is the target itself, which the model should copy.
+_iso_dash = _year_first("-")
 
 
 def _dotted(date: datetime.date, rng: random.Random) -> str:
@@ -346,14 +354,8 @@ def _compact(date: datetime.date, rng: random.Random) -> str:
     return f"{date.year}{date.month:02d}{date.day:02d}"
 
 
-def _iso_dotted(date: datetime.date, rng: random.Random) -> str:
-    if rng.random() < 0.5:
-        return f"{date.year}.{date.month}.{date.day}"
-    return f"{date.year}.{date.month:02d}.{date.day:02d}"
-
-
 def _typed_styles() -> list[_Style]:
-    styles = [_Style(HAND, "compact", 1.0, _compact), _Style(HAND, "iso_dotted", 1.0, _iso_dotted)]
+    styles = [_Style(HAND, "compact", 1.0, _compact), _Style(HAND, "iso_dotted", 1.0, _year_first("."))]
     for name in LOCALES:
         locale = Locale.parse(name)
         long = locale.date_formats["long"].pattern

@@ -31,8 +31,8 @@ class Seq2SeqGraph(tf.Module):
         date_threshold: float = DEFAULT_DATE_THRESHOLD,
     ):
         """`constraint`: what the beam search may write (`models.date_constraint`); None: any string.
-        `date_threshold`: the least `date_probability` answered as a date (`calibrate_date_threshold` sets it
-        from a dev split before export)."""
+        `date_threshold`: the least `date_probability` answered as a date (`pipelines.seq2seq.served_graph` sets
+        it, calibrated on the dev split, before export)."""
         super().__init__()
         self.tokenizer = tokenizer
         self.decoder = Seq2SeqStepDecoder(model)
