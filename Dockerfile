@@ -29,8 +29,12 @@ COPY . /context
 RUN mkdir -p /context/artifacts
 
 # 3. The runtime: the environment, the artifacts and a non-root user; no build files, caches or sources.
+#    jemalloc: `python -m serving` preloads it, so memory taken by a spike of large images goes back (serving/memory.py).
 FROM ${BASE_IMAGE}
-RUN useradd --create-home --uid 10001 --user-group modelservice
+RUN apt-get update \
+    && apt-get install --yes --no-install-recommends libjemalloc2 \
+    && rm -rf /var/lib/apt/lists/* \
+    && useradd --create-home --uid 10001 --user-group modelservice
 COPY --from=build /opt/venv /opt/venv
 COPY --from=artifacts /context/artifacts /models
 ENV PATH=/opt/venv/bin:$PATH \

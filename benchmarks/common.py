@@ -130,3 +130,58 @@ def plot_ratio_bars(
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
+
+
+def server_rss_mib() -> float:
+    """The resident memory of this process's largest child process: the worker of the one server started from
+    here, the process that holds the models."""
+    import psutil
+
+    return max(process.memory_info().rss for process in psutil.Process().children(recursive=True)) / 2**20
+
+
+def copy_latest_models(model_dir: Path, families: Sequence[str], into: Path) -> Path:
+    """`into/<family>/<version>/`: the latest version of each family in `model_dir`, for a server of its own."""
+    import shutil
+
+    for family in families:
+        found = latest_version(model_dir / family)
+        if found is None:
+            raise SystemExit(f"no {family} in {model_dir}: run `make train` first")
+        shutil.copytree(found, into / family / found.name)
+    return into
+
+
+def plot_grouped_bars(
+    rows: Sequence[dict[str, Any]],
+    path: Path,
+    *,
+    group: Callable[[dict[str, Any]], str],
+    series: Sequence[tuple[str, str]],
+    ylabel: str,
+    title: str,
+    lines: Sequence[float] = (),
+) -> None:
+    """One group of bars per row, one bar per `series` (key in the row, legend; a missing value is 0), dashed
+    horizontal `lines` (goals)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    figure, axis = plt.subplots(figsize=(7, 4))
+    positions = np.arange(len(rows))
+    width = 0.8 / len(series)
+    for number, (key, label) in enumerate(series):
+        offset = (number - (len(series) - 1) / 2) * width
+        axis.bar(positions + offset, [row[key] or 0 for row in rows], width, label=label)
+    for value in lines:
+        axis.axhline(value, color="gray", linestyle="--", linewidth=1)
+    axis.set_xticks(positions, [group(row) for row in rows])
+    axis.set_ylabel(ylabel)
+    axis.set_title(title)
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)

@@ -2,7 +2,8 @@
 
 A Python load generator on the same 2 cores costs more CPU per request than the server it measures;
 wrk sends the same keep-alive requests for a fraction of that. Each run cycles through pre-formatted
-requests (one body per file) and reports through a Lua `done` hook as one JSON line.
+requests (one body per file; several loads' requests in turn, for mixed traffic) and reports through a
+Lua `done` hook as one JSON line.
 """
 
 import json
@@ -17,14 +18,14 @@ from pathlib import Path
 
 # Loaded by wrk: one pre-formatted request per body file, sent in turn; the figures as one JSON line at the end.
 SCRIPT = """
-local files = {%(files)s}
+local entries = {%(entries)s}  -- {body file, path, content type}
 local requests = {}
 local index = 0
 
 init = function(args)
-  for i, name in ipairs(files) do
-    local handle = assert(io.open(name, "rb"))
-    requests[i] = wrk.format("POST", "%(path)s", {["Content-Type"] = "%(content_type)s"}, handle:read("*a"))
+  for i, entry in ipairs(entries) do
+    local handle = assert(io.open(entry[1], "rb"))
+    requests[i] = wrk.format("POST", entry[2], {["Content-Type"] = entry[3]}, handle:read("*a"))
     handle:close()
   end
 end
@@ -45,6 +46,26 @@ end
 """
 
 
+# With Load.backs_off: a connection answered 503 waits its Retry-After seconds, with jitter (0.5x to 1.5x), before
+# its next request, as a well-behaved client does: without jitter, clients refused together retry together
+# (wrk calls `response`, then `delay` before that connection's next request).
+BACK_OFF = """
+local pause = 0
+
+response = function(status, headers, body)
+  if status == 503 then
+    pause = 1000 * (tonumber(headers["retry-after"] or headers["Retry-After"]) or 1) * (0.5 + math.random())
+  end
+end
+
+delay = function()
+  local wait = pause
+  pause = 0
+  return wait
+end
+"""
+
+
 @dataclass(frozen=True)
 class Load:
     """What to send: POST `path` with one of `bodies` (in turn) as `content_type`."""
@@ -52,6 +73,7 @@ class Load:
     path: str
     content_type: str
     bodies: Sequence[bytes]
+    backs_off: bool = False  # honour Retry-After on 503, instead of sending again at once
 
 
 @dataclass(frozen=True)
@@ -80,10 +102,12 @@ def executable() -> str:
     return found
 
 
-def run(url: str, load: Load, *, connections: int, seconds: float, timeout_s: float = 30.0) -> Level:
-    """Keep `connections` keep-alive connections busy for `seconds` (one wrk thread: it shares the cores)."""
+def run(url: str, load: Load | Sequence[Load], *, connections: int, seconds: float, timeout_s: float = 30.0) -> Level:
+    """Keep `connections` keep-alive connections busy for `seconds` (one wrk thread: it shares the cores);
+    several loads: their requests in turn."""
+    loads = [load] if isinstance(load, Load) else list(load)
     with tempfile.TemporaryDirectory(prefix="wrk-") as folder:
-        script = _write_script(Path(folder), load)
+        script = _write_script(Path(folder), loads)
         command = [
             executable(),
             "--threads",
@@ -123,12 +147,19 @@ def run(url: str, load: Load, *, connections: int, seconds: float, timeout_s: fl
     )
 
 
-def _write_script(folder: Path, load: Load) -> Path:
-    names = []
-    for index, body in enumerate(load.bodies):
-        name = folder / f"body-{index}"
-        name.write_bytes(body)
-        names.append(json.dumps(str(name)))  # a JSON string is a valid Lua string literal for a plain path
+def _write_script(folder: Path, loads: Sequence[Load]) -> Path:
+    entries = []
+    for number, load in enumerate(loads):
+        for index, body in enumerate(load.bodies):
+            name = folder / f"body-{number}-{index}"
+            name.write_bytes(body)
+            entries.append((index, number, _lua_table(str(name), load.path, load.content_type)))
+    entries.sort()  # the loads' requests interleaved: mixed traffic from the first request
     script = folder / "load.lua"
-    script.write_text(SCRIPT % {"files": ", ".join(names), "path": load.path, "content_type": load.content_type})
+    text = SCRIPT % {"entries": ", ".join(entry for _, _, entry in entries)}
+    script.write_text(text + (BACK_OFF if any(load.backs_off for load in loads) else ""))
     return script
+
+
+def _lua_table(*strings: str) -> str:
+    return "{" + ", ".join(json.dumps(text) for text in strings) + "}"  # a JSON string is a Lua string literal

@@ -39,11 +39,15 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from pipelines.family import publish, validation_status
+    from pipelines.export.artifact import DiskFullError
+    from pipelines.family import export_failed, publish, validation_status
 
     chosen = family(RunFolder(args.run_dir).family_name())
     gate = chosen.gate_options(args)
-    artifact = chosen.export_run(args.run_dir, args.artifacts, gate)
+    try:
+        artifact = chosen.export_run(args.run_dir, args.artifacts, gate)
+    except DiskFullError as error:
+        return export_failed(error, args.run_dir)
     publish(artifact, register=not args.no_register)
     return validation_status(artifact) if gate else 0
 

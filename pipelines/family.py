@@ -22,6 +22,7 @@ import argparse
 import dataclasses
 import importlib
 import json
+import sys
 import time
 import types
 import typing
@@ -32,11 +33,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Self, TypeVar
 
 if TYPE_CHECKING:
+    from pipelines.export.artifact import DiskFullError
     from pipelines.validation.gate import GateOptions
     from pipelines.validation.scoring import HeldOut
     from pipelines.validation.thresholds import Thresholds
 
 NAMES = ("classifier", "seq2seq", "detector", "transfer")
+EXPORT_FAILED_EXIT = 4  # the disk filled up during the export: the trained run is kept (3 is "not blessed")
 # The one-line help of `modelservice train FAMILY`, readable without importing the family (its module's first line).
 SUMMARIES = {
     "classifier": "Image classifier, end to end: data → model → training → evaluation → export.",
@@ -353,14 +356,16 @@ class Family(ABC, Generic[C, D, F]):
             return 0 if read_blessing(found) is None else validation_status(found)
         config = self.prepared(args)
         gate = self.gate_options(args)
+        from pipelines.export.artifact import DiskFullError
+
         started = time.monotonic()
-        artifact = self.run(
-            config,
-            run_dir=args.run_dir or Path("runs") / args.name,
-            artifacts=args.artifacts,
-            register=not args.no_register,
-            gate=gate,
-        )
+        run_dir = args.run_dir or Path("runs") / args.name
+        try:
+            artifact = self.run(
+                config, run_dir=run_dir, artifacts=args.artifacts, register=not args.no_register, gate=gate
+            )
+        except DiskFullError as error:
+            return export_failed(error, run_dir)
         stages = "evaluation, export and validation" if gate else "evaluation and export"
         print(f"{self.name}: data, training, {stages} took {duration(time.monotonic() - started)}")
         return validation_status(artifact) if gate else 0
@@ -380,6 +385,16 @@ class Family(ABC, Generic[C, D, F]):
         config = self.config_from_args(args)
         split_cpu(config.training.cpu_devices)
         return config
+
+
+def export_failed(error: "DiskFullError", run_dir: Path) -> int:
+    """Say why the export failed and how to finish it: the trained run is kept."""
+    print(
+        f"export failed: {error.strerror}. The trained model is kept in {run_dir}: free some space, then "
+        f"`modelservice export --run-dir {run_dir}`",
+        file=sys.stderr,
+    )
+    return EXPORT_FAILED_EXIT
 
 
 def add_validation_arguments(parser: argparse.ArgumentParser) -> None:

@@ -20,9 +20,40 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from serving import inputs, model_config, settings
+from serving.api_schema import JSON, errors
 from serving.inputs import InputError
 
 router = APIRouter(prefix="/admin", tags=["admin"])
+
+AUTHORIZED_ERRORS = (400, 401, 403, 413)  # what every admin request can get, its body aside
+LABEL_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            JSON: {
+                "schema": {
+                    "type": "object",
+                    "required": ["version"],
+                    "properties": {"version": {"type": "integer", "minimum": 1, "maximum": 2**63 - 1}},
+                },
+                "example": {"version": 2},
+            }
+        },
+    }
+}
+# Optional: without a body the server reads MODELSERVICE_MODEL_CONFIG_FILE again.
+RELOAD_BODY = {
+    "requestBody": {
+        "required": False,
+        "description": "TF Serving's ModelServerConfig as JSON (serving/model_config.py)",
+        "content": {
+            JSON: {
+                "schema": {"type": "object", "properties": {"model_config_list": {"type": "object"}}},
+                "example": {"model_config_list": {"config": [{"name": "classifier", "base_path": "classifier"}]}},
+            }
+        },
+    }
+}
 
 
 def authorize(request: Request) -> None:
@@ -42,7 +73,7 @@ def manager(request: Request):
     return request.app.state.manager
 
 
-@router.post("/reload")
+@router.post("/reload", responses=errors(*AUTHORIZED_ERRORS), openapi_extra=RELOAD_BODY)
 async def reload_config(request: Request) -> dict[str, Any]:
     """Serve a new configuration: the body's ModelServerConfig (JSON), else the config file read again."""
     authorize(request)
@@ -66,8 +97,16 @@ async def reload_config(request: Request) -> dict[str, Any]:
     return {"models": [spec.name for spec in specs], "problems": manager(request).failures()}
 
 
-@router.put("/models/{name}/labels/{label}")
-@router.post("/models/{name}/labels/{label}")
+@router.put(
+    "/models/{name}/labels/{label}",
+    responses=errors(*AUTHORIZED_ERRORS, 404, 409),
+    openapi_extra=LABEL_BODY,
+)
+@router.post(
+    "/models/{name}/labels/{label}",
+    responses=errors(*AUTHORIZED_ERRORS, 404, 409),
+    openapi_extra=LABEL_BODY,
+)
 async def set_label(request: Request, name: str, label: str) -> dict[str, Any]:
     authorize(request)
     label = _label(label)
@@ -79,7 +118,7 @@ async def set_label(request: Request, name: str, label: str) -> dict[str, Any]:
     return {"name": name, "label": label, "version": str(version)}
 
 
-@router.delete("/models/{name}/labels/{label}")
+@router.delete("/models/{name}/labels/{label}", responses=errors(*AUTHORIZED_ERRORS, 404))
 async def remove_label(request: Request, name: str, label: str) -> dict[str, Any]:
     authorize(request)
     manager(request).remove_label(name, _label(label))

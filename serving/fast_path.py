@@ -11,7 +11,8 @@ benchmarks/serving.py measures it: /classify 0.45-0.5 of the HTTP ceiling inside
 0.66-0.7 in front of it (2026-12-02, same machine and run).
 
 What those middlewares gave these routes, the fast path does itself: the request timeout (504, BentoML's
-message), the limit of requests in flight (503 past it), the access log (BentoML's own middleware and
+message), the limit of requests in flight (503 with Retry-After past it; per route, adapted to a latency
+target by `serving.admission`), the access log (BentoML's own middleware and
 format, when turned on), and the request metrics (`serving.metrics`, TF Serving's names, per model version
 and route; BentoML's `bentoml_service_request_*` series count the other routes). They are not traced,
 which without a trace exporter only cost CPU (`serving.tuning`). Matching uses the FastAPI routes' own
@@ -34,6 +35,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from serving import metrics
+from serving.admission import AdaptiveLimit
 
 Endpoint = Callable[..., Awaitable[Any]]
 ROUTE_KEY = "modelservice.route"  # where `__call__` leaves the matched route for `respond`
@@ -42,8 +44,10 @@ ROUTE_KEY = "modelservice.route"  # where `__call__` leaves the matched route fo
 class FastPath:
     """ASGI middleware: requests for `endpoints` of `api` are answered here; every other request goes to `app`.
 
-    `timeout` seconds before a 504, at most `max_concurrency` of these requests in flight (503 beyond),
-    `access_log` one line per request through BentoML's access-log middleware.
+    `timeout` seconds before a 504; per route, at most `max_concurrency` requests in flight (503 beyond), and
+    with a `latency_target` (seconds) a limit between `min_concurrency` and that which keeps the route's p99
+    latency within the target (`serving.admission`); `access_log` one line per request through BentoML's
+    access-log middleware.
     """
 
     def __init__(
@@ -53,14 +57,14 @@ class FastPath:
         api: FastAPI,
         endpoints: Iterable[Endpoint],
         timeout: float | None = None,
-        max_concurrency: int | None = None,
+        max_concurrency: int = 2**31 - 1,
+        min_concurrency: int = 64,
+        latency_target: float = 0.0,
         access_log: bool = False,
     ):
         self.app = app
         self.api = api
         self.timeout = timeout
-        self.max_concurrency = max_concurrency
-        self.in_flight = 0
         chosen = set(endpoints)
         self.routes = [
             (route.path_regex, route.methods, route.endpoint, route.path)
@@ -69,6 +73,10 @@ class FastPath:
         ]
         if missing := chosen - {endpoint for _, _, endpoint, _ in self.routes}:
             raise ValueError(f"not routes of the app: {sorted(endpoint.__name__ for endpoint in missing)}")
+        self.limits = {
+            template: AdaptiveLimit(template, latency_target, floor=min_concurrency, ceiling=max_concurrency)
+            for _, _, _, template in self.routes
+        }
         self.respond: ASGIApp = self.answer_route
         if access_log:
             from bentoml._internal.server.http.access import AccessLogMiddleware
@@ -84,20 +92,17 @@ class FastPath:
                     return
         await self.app(scope, receive, send)
 
+    @property
+    def in_flight(self) -> int:
+        return sum(limit.in_flight for limit in self.limits.values())
+
     async def answer_route(self, scope: Scope, receive: Receive, send: Send) -> None:
         endpoint, template, parameters = scope[ROUTE_KEY]
         started = time.perf_counter()
-        if self.max_concurrency is not None and self.in_flight >= self.max_concurrency:
-            response = JSONResponse(
-                {
-                    "error": f"the server is at its limit of {self.max_concurrency} requests in flight",
-                    "expected": "a retry after a short wait, or fewer concurrent requests",
-                },
-                status_code=503,
-                headers={"Retry-After": "1"},
-            )
+        limit = self.limits[template]
+        if not limit.admit():
+            response = refusal(limit.limit, template)
         else:
-            self.in_flight += 1
             try:
                 async with asyncio.timeout(self.timeout):
                     response = await self.answer(scope, receive, endpoint, parameters)
@@ -107,7 +112,7 @@ class FastPath:
                     {"error": f"Not able to process the request in {self.timeout} seconds"}, status_code=504
                 )
             finally:
-                self.in_flight -= 1
+                limit.done(time.perf_counter() - started)
         state = scope.get("state", {})
         metrics.observe_request(state.get("model"), template, response.status_code, time.perf_counter() - started)
         await response(scope, receive, send)
@@ -129,6 +134,18 @@ class FastPath:
             if handler := self.api.exception_handlers.get(kind):
                 return await handler(request, error)
         raise error
+
+
+def refusal(limit: int, route: str) -> Response:
+    """503 at once, so that a client backs off or tries another replica instead of queueing here."""
+    return JSONResponse(
+        {
+            "error": f"the server is at its limit of {limit} requests in flight on {route}",
+            "expected": "a retry after the Retry-After seconds, or fewer concurrent requests",
+        },
+        status_code=503,
+        headers={"Retry-After": "1"},
+    )
 
 
 @attrs.define

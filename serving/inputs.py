@@ -140,8 +140,14 @@ def _text(item: Any, where: str, max_length: int, expected: str) -> bytes:
 
 
 def integer_option(value: Any, name: str, *, low: int | None = None, high: int | None = None) -> int:
-    """A JSON integer (not a bool, not 3.0, not "3"), optionally within [low, high]."""
+    """A JSON integer (not a bool, not 2.5, not "3"), optionally within [low, high].
+
+    3.0 is one: JSON has one kind of number, JSON Schema's "integer" takes it, and clients that write every
+    number as a float (json.dumps of a NumPy value) send it.
+    """
     expected = _option_expected(name, "an integer", low, high)
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
     if isinstance(value, bool) or not isinstance(value, int):
         raise InputError(f"{name!r} is {_brief(value)}, not an integer", expected=expected)
     return _within(value, name, low, high, expected)

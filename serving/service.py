@@ -20,11 +20,16 @@ from typing import TYPE_CHECKING, Any
 import bentoml
 import numpy as np
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
 from starlette.datastructures import FormData, UploadFile
+from starlette.exceptions import HTTPException
 
-from serving import admin, drawing, inputs, settings, tuning
+from serving import admin, api_schema, drawing, inputs, settings, tuning
 from serving.answers import classifier_predictions, detector_predictions, seq2seq_predictions, to_json
+from serving.api_schema import INFERENCE_ERRORS, LOOKUP_ERRORS, errors, json_body, json_or_upload_body
 from serving.contract import Role, Task
 from serving.drain import Drain
 from serving.fast_path import FastPath, FastPathService
@@ -71,7 +76,8 @@ def served(request: Request) -> "Served":
 def version_number(version: str | None) -> int | None:
     if version is None:
         return None
-    if not version.isdigit():
+    # isdigit() alone takes other scripts' digits ("¹", "٣"), which int() then refuses or reads as another number.
+    if not (version.isascii() and version.isdigit()):
         raise InputError(f"version {version!r} is not a version number", expected="a whole number, as in /versions/3")
     return int(version)
 
@@ -98,7 +104,7 @@ def model_for_task(request: Request, task: Task) -> "ModelRuntime":
     if version is not None and label is not None:
         raise InputError("both ?version= and ?label= are given", expected="one of them, or neither for the latest")
     now = served(request)
-    candidates = [model for model, its_task in now.tasks.items() if its_task == task]
+    candidates = task_models(now, task)
     if not name:
         if not candidates:
             raise InputError(f"no {task} model is served", expected="train and export one first", status=404)
@@ -113,7 +119,54 @@ def model_for_task(request: Request, task: Task) -> "ModelRuntime":
     return chosen(request, runtime)
 
 
-@api.get("/models")
+def task_models(now: "Served", task: Task) -> list[str]:
+    """The served models of `task`; a task route without ?model= uses the first."""
+    return [model for model, its_task in now.tasks.items() if its_task == task]
+
+
+def served_limits() -> api_schema.ServedLimits:
+    """What the default model of each task takes now, for the OpenAPI document."""
+    models: ModelManager | None = getattr(api.state, "manager", None)
+    if models is None:  # the document asked for before the models load
+        return api_schema.ServedLimits()
+    now = models.served
+
+    def default(task: Task) -> "ModelRuntime | None":
+        names = task_models(now, task)
+        return now.runtime(names[0]) if names else None
+
+    classifier, detector, seq2seq = (default(task) for task in (Task.CLASSIFIER, Task.DETECTOR, Task.SEQ2SEQ))
+    return api_schema.ServedLimits(
+        classifier_shape=classifier and tuple(classifier.model.metadata.image_input.image_shape),
+        detector_shape=detector and tuple(detector.model.metadata.image_input.image_shape),
+        max_text_length=seq2seq and seq2seq.model.text_input.max_length,
+        max_beam_width=seq2seq and seq2seq.model.metadata.decoding.max_beam_width,
+    )
+
+
+def openapi_document() -> dict[str, Any]:
+    """/openapi.json: built for each request, not cached as FastAPI does: the served models come and go."""
+    document = get_openapi(title=api.title, version=api.version, description=api.description, routes=api.routes)
+    return api_schema.completed(document, served_limits(), admin_on=bool(SETTINGS.admin_token))
+
+
+api.openapi = openapi_document
+
+
+@api.exception_handler(HTTPException)
+async def http_error(request: Request, error: HTTPException) -> Response:
+    """Starlette answers a 405 with the methods of the first route whose path matches; a resource with one route
+    per method (the admin labels: PUT, POST, DELETE) gets all of its methods in `Allow`."""
+    route = request.scope.get("route")
+    if error.status_code == 405 and isinstance(route, APIRoute):
+        methods = {
+            method for other in api.routes if getattr(other, "path", None) == route.path for method in other.methods
+        }
+        error.headers = {**(error.headers or {}), "Allow": ", ".join(sorted(methods))}
+    return await http_exception_handler(request, error)
+
+
+@api.get("/models", responses=errors())
 async def list_models(request: Request) -> dict[str, Any]:
     """Every AVAILABLE version's metadata.json (a schema-1 artifact's with its roles migrated)."""
     now = served(request)
@@ -124,7 +177,18 @@ async def list_models(request: Request) -> dict[str, Any]:
     }
 
 
-@api.post("/classify")
+IMAGES_OR_UPLOAD = (
+    'JSON {"instances": [image, ...]} of 0–255 pixel lists (one shape per request), '
+    "or a multipart upload in field `image`"
+)
+
+
+@api.post(
+    "/classify",
+    responses=errors(*INFERENCE_ERRORS, 415),
+    openapi_extra=json_or_upload_body("ClassifyRequest", "ImageUpload", example="digit", description=IMAGES_OR_UPLOAD)
+    | api_schema.TASK_QUERY,
+)
 async def classify(request: Request) -> dict[str, Any]:
     """JSON {"instances": [image, ...]} with nested 0–255 pixel lists, or a multipart upload in field `image`."""
     runtime = model_for_task(request, Task.CLASSIFIER)
@@ -141,10 +205,13 @@ DETECT_FORMATS = ("json", "png")
     response_model=None,
     responses={
         200: {
-            "content": {"image/png": {}},
+            "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
             "description": "the detections as JSON, or with format=png the image with its boxes drawn",
         }
-    },
+    }
+    | errors(*INFERENCE_ERRORS, 415),
+    openapi_extra=json_or_upload_body("DetectRequest", "DetectUpload", example="scene", description=IMAGES_OR_UPLOAD)
+    | api_schema.TASK_QUERY,
 )
 async def detect(request: Request) -> dict[str, Any] | Response:
     """Objects in images: JSON {"instances": [image, ...]} or a multipart upload in field `image`.
@@ -174,7 +241,11 @@ async def detect(request: Request) -> dict[str, Any] | Response:
     return {"predictions": predictions, "model": model_tag(runtime)}
 
 
-@api.post("/translate")
+@api.post(
+    "/translate",
+    responses=errors(*INFERENCE_ERRORS),
+    openapi_extra=json_body("TranslateRequest", example="dates") | api_schema.TASK_QUERY,
+)
 async def translate(request: Request) -> dict[str, Any]:
     """JSON {"texts": ["March 4, 1999", ...], "beam_width": 3} → the decoded text and its score per input."""
     runtime = model_for_task(request, Task.SEQ2SEQ)
@@ -265,7 +336,7 @@ def model_tag(runtime: "ModelRuntime") -> dict[str, str]:
 # --- TF Serving REST API -------------------------------------------------------------------------
 
 
-@api.get("/v1/models")
+@api.get("/v1/models", responses=errors())
 async def served_models(request: Request) -> dict[str, Any]:
     """Every model: name, task, each version's state, labels and blessing, and the latest version's signatures."""
     now, listed = served(request), []
@@ -289,44 +360,13 @@ async def served_models(request: Request) -> dict[str, Any]:
     return {"models": listed}
 
 
-@api.get("/v1/models/{name}")
-@api.get("/v1/models/{name}/versions/{version}")
-@api.get("/v1/models/{name}/labels/{label}")
-async def model_status(
-    request: Request, name: str, version: str | None = None, label: str | None = None
-) -> dict[str, Any]:
-    """TF Serving's model status: every version this server knows (or the one asked for), its state and error."""
-    statuses = manager(request).statuses(name)
-    if label is not None:
-        version = str(find_model(request, name, label=label).model.version)
-    if version is not None:
-        number = version_number(version)
-        statuses = [status for status in statuses if status.version == number]
-        if not statuses:
-            raise InputError(
-                f"version {version} of {name!r} is not known to this server",
-                expected=f"one of {[status.version for status in manager(request).statuses(name)]}",
-                status=404,
-            )
-    return {"model_version_status": [status.to_tfserving() for status in statuses]}
+# Before the status routes, whose {version} and {label} also match "3:predict": a 405 on a :predict path names
+# the methods of the first route that matches it (http_error).
 
 
-@api.get("/v1/models/{name}/metadata")
-@api.get("/v1/models/{name}/versions/{version}/metadata")
-@api.get("/v1/models/{name}/labels/{label}/metadata")
-async def model_metadata(
-    request: Request, name: str, version: str | None = None, label: str | None = None
-) -> dict[str, Any]:
-    runtime = find_model(request, name, version, label)
-    return {
-        "model_spec": {"name": name, "signature_name": "", "version": runtime.model.version},
-        "metadata": {"signature_def": {"signature_def": runtime.signature_defs()}},
-    }
-
-
-@api.post("/v1/models/{name}:predict")
-@api.post("/v1/models/{name}/versions/{version}:predict")
-@api.post("/v1/models/{name}/labels/{label}:predict")
+@api.post("/v1/models/{name}:predict", **api_schema.PREDICT)
+@api.post("/v1/models/{name}/versions/{version}:predict", **api_schema.PREDICT)
+@api.post("/v1/models/{name}/labels/{label}:predict", **api_schema.PREDICT)
 async def tfserving_predict(
     request: Request, name: str, version: str | None = None, label: str | None = None
 ) -> dict[str, Any]:
@@ -357,6 +397,41 @@ async def tfserving_predict(
     if row_format:
         return {"predictions": [{key: column[row] for key, column in columns.items()} for row in range(len(values))]}
     return {"outputs": columns}
+
+
+@api.get("/v1/models/{name}", responses=errors(*LOOKUP_ERRORS))
+@api.get("/v1/models/{name}/versions/{version}", responses=errors(*LOOKUP_ERRORS))
+@api.get("/v1/models/{name}/labels/{label}", responses=errors(*LOOKUP_ERRORS))
+async def model_status(
+    request: Request, name: str, version: str | None = None, label: str | None = None
+) -> dict[str, Any]:
+    """TF Serving's model status: every version this server knows (or the one asked for), its state and error."""
+    statuses = manager(request).statuses(name)
+    if label is not None:
+        version = str(find_model(request, name, label=label).model.version)
+    if version is not None:
+        number = version_number(version)
+        statuses = [status for status in statuses if status.version == number]
+        if not statuses:
+            raise InputError(
+                f"version {version} of {name!r} is not known to this server",
+                expected=f"one of {[status.version for status in manager(request).statuses(name)]}",
+                status=404,
+            )
+    return {"model_version_status": [status.to_tfserving() for status in statuses]}
+
+
+@api.get("/v1/models/{name}/metadata", responses=errors(*LOOKUP_ERRORS))
+@api.get("/v1/models/{name}/versions/{version}/metadata", responses=errors(*LOOKUP_ERRORS))
+@api.get("/v1/models/{name}/labels/{label}/metadata", responses=errors(*LOOKUP_ERRORS))
+async def model_metadata(
+    request: Request, name: str, version: str | None = None, label: str | None = None
+) -> dict[str, Any]:
+    runtime = find_model(request, name, version, label)
+    return {
+        "model_spec": {"name": name, "signature_name": "", "version": runtime.model.version},
+        "metadata": {"signature_def": {"signature_def": runtime.signature_defs()}},
+    }
 
 
 SETTINGS = settings.current()
@@ -406,5 +481,7 @@ ModelService.add_outer_asgi_middleware(
     endpoints=(classify, detect, translate, tfserving_predict),
     timeout=SETTINGS.timeout,
     max_concurrency=SETTINGS.max_concurrency,
+    min_concurrency=SETTINGS.min_concurrency,
+    latency_target=SETTINGS.latency_target_ms / 1000,
     access_log=SETTINGS.access_log,
 )

@@ -33,14 +33,23 @@ def non_negative_int(text: str) -> int:
     return value
 
 
-def seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise ValueError("must be a number of seconds") from None
-    if not value >= 0 or value == float("inf"):
-        raise ValueError("must be a number of seconds, 0 or more")
-    return value
+def duration(unit: str) -> Callable[[str], float]:
+    """A parser of a finite duration in `unit`, 0 or more."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise ValueError(f"must be a number of {unit}") from None
+        if not value >= 0 or value == float("inf"):
+            raise ValueError(f"must be a number of {unit}, 0 or more")
+        return value
+
+    return parse
+
+
+seconds = duration("seconds")
+milliseconds = duration("milliseconds")
 
 
 def port_number(text: str) -> int:
@@ -56,6 +65,14 @@ def flag(text: str) -> bool:
     if text.lower() in ("0", "false", "no", "off"):
         return False
     raise ValueError("must be 1/true/yes/on or 0/false/no/off")
+
+
+def allocator(text: str) -> str:
+    from serving.memory import ALLOCATORS
+
+    if text.lower() not in ALLOCATORS:
+        raise ValueError(f"must be one of {', '.join(ALLOCATORS)}")
+    return text.lower()
 
 
 def log_level(text: str) -> str:
@@ -103,7 +120,13 @@ class Settings:
         256, positive, "most decoded image bytes in one request (MiB, read from headers first); more is answered 413"
     )
     timeout: int = setting(60, positive, "seconds before a request is answered 504")
-    max_concurrency: int = setting(512, positive, "requests in flight before new ones are answered 503")
+    max_concurrency: int = setting(512, positive, "most inference requests in flight per route; more are answered 503")
+    min_concurrency: int = setting(
+        64, positive, "inference requests in flight per route that are never refused, whatever their latency"
+    )
+    latency_target_ms: float = setting(
+        30.0, milliseconds, "past capacity, refuse (503) what would push a route's p99 latency over this; 0: off"
+    )
     drain_seconds: float = setting(
         5.0, seconds, "on SIGTERM, keep answering (Connection: close; /readyz 503) until idle, at most this long"
     )
@@ -112,6 +135,9 @@ class Settings:
         str,
         "turns the admin API (/admin: reload, labels) on; requests need Authorization: Bearer <token>",
         secret=True,
+    )
+    allocator: str = setting(
+        "jemalloc", allocator, "jemalloc (when installed: memory returns after spikes) or system (the C library's)"
     )
     log_level: str = setting("INFO", log_level, " | ".join(LOG_LEVELS))
     access_log: bool = setting(False, flag, "one log line per request (costs more than a model call under load)")

@@ -17,6 +17,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from serving import memory
 from serving.settings import PREFIX, Settings, SettingsError
 
 if TYPE_CHECKING:
@@ -109,7 +110,8 @@ def serve(args: argparse.Namespace) -> int:
         "--port",
         str(configured.port),
     ]
-    os.execvpe(command[0], command, {**os.environ, **configured.env()})
+    environment = {**os.environ, **configured.env()}
+    os.execvpe(command[0], command, environment | memory.allocator_env(configured.allocator, environment))
 
 
 def report(manager: "ModelManager", configured: Settings) -> None:

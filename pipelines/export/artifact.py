@@ -6,11 +6,13 @@ later transfer-learning run can take its convolutional part as a backbone; servi
 version appears only once complete: it is written to a hidden staging folder and renamed into place, so a
 crash never leaves a half-written version behind. A process killed outright (SIGKILL, the OOM killer) cannot
 remove its staging folder; the folder's name holds the host and process id, and the next export on that host
-removes the folders whose process is gone.
+removes the folders whose process is gone. A full disk is reported as such (`DiskFullError`), with the space
+left, and leaves nothing behind either.
 """
 
 import dataclasses
 import datetime as dt
+import errno
 import os
 import shutil
 import socket
@@ -34,6 +36,11 @@ from serving.contract import (
 from serving.warmup import write_warmup
 
 STAGING_PREFIX = ".staging-"
+OUT_OF_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+class DiskFullError(OSError):
+    """The disk (or quota) under the artifacts folder filled up during an export; nothing was published."""
 
 
 def export_artifact(
@@ -67,8 +74,29 @@ def export_artifact(
         if blessing is not None:
             write_blessing(staging, blessing)
         return _publish(staging, model_root, metadata)
+    except (OSError, tf.errors.ResourceExhaustedError) as error:
+        if not _out_of_space(error):
+            raise
+        shutil.rmtree(staging, ignore_errors=True)
+        free = shutil.disk_usage(model_root).free
+        raise DiskFullError(
+            errno.ENOSPC,
+            f"no space left on the disk of {model_root} while exporting {metadata.name} ({_size(free)} free "
+            "after clean-up); nothing was published and the partial files were removed",
+        ) from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _size(count: int) -> str:
+    return f"{count / 2**20:.1f} MiB" if count >= 2**20 else f"{count // 1024} KiB"
+
+
+def _out_of_space(error: Exception) -> bool:
+    """Whether `error` is a full disk or quota: Python's own, or TensorFlow's (it says so only in its message)."""
+    if isinstance(error, OSError):
+        return error.errno in OUT_OF_SPACE
+    return any(os.strerror(code) in error.message for code in OUT_OF_SPACE)
 
 
 def remove_abandoned_staging(model_root: Path) -> list[Path]:

@@ -18,6 +18,7 @@ import io
 import os
 import shutil
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -33,6 +34,7 @@ from PIL import Image
 from serving.answers import classifier_predictions, detector_predictions
 from serving.contract import Role, read_metadata
 from serving.process import PROJECT_ROOT, free_port
+from tests.clients import closed_loop
 
 pytestmark = [pytest.mark.container, pytest.mark.slow]
 
@@ -252,6 +254,19 @@ def test_bad_input_gets_a_4xx_and_the_container_keeps_serving(served):
     assert httpx.post(served.url + "/translate", json={"texts": ["20.01.2023"]}, timeout=TIMEOUT).status_code == 200
 
 
+def test_the_server_runs_on_jemalloc_with_tensorflows_tensors_from_malloc(served):
+    """The image's memory set-up (serving/memory.py): memory taken by a spike of large images goes back."""
+    check = (
+        "import glob, os; from pathlib import Path; "
+        "maps = [Path(p).read_text() for p in glob.glob('/proc/[0-9]*/maps') if os.access(p, os.R_OK)]; "
+        "environs = [Path(p).read_bytes() for p in glob.glob('/proc/[0-9]*/environ') if os.access(p, os.R_OK)]; "
+        "print(sum('libjemalloc' in text for text in maps), "
+        "sum(b'TF_ONEDNN_USE_SYSTEM_ALLOCATOR=1' in text for text in environs))"
+    )
+    jemalloc, system_allocator = engine("exec", served.name, "python", "-c", check).stdout.split()
+    assert int(jemalloc) >= 2 and int(system_allocator) >= 2  # BentoML's parent and the worker at least
+
+
 def test_every_process_runs_as_a_non_root_user(served):
     uids = engine("exec", served.name, "sh", "-c", "grep -h '^Uid:' /proc/[0-9]*/status").stdout.split("\n")
     real_uids = {line.split()[1] for line in uids if line.strip()}
@@ -365,10 +380,21 @@ def test_refuses_an_invalid_setting(image):
 # --- shutdown (last: it stops the shared container) ----------------------------------------------
 
 
-def test_stops_cleanly_within_10_seconds(served):
+def test_stops_under_load_within_10_seconds_and_every_request_answered(served, digits):
+    """`stop` with 64 clients sending: they go on for 1.5 s (a load balancer noticing /readyz), every one of
+    their requests is answered 200, and the container exits well before the engine would kill it."""
+    body = {"instances": digits.test.images[:1].tolist()}
+    before = closed_loop(served.url + "/classify", body, clients=64, seconds=1)
     started = time.monotonic()
-    engine("stop", "-t", str(STOP_SECONDS), served.name, timeout=60)
+    stopping = threading.Thread(target=engine, args=("stop", "-t", str(STOP_SECONDS), served.name), daemon=True)
+    stopping.start()
+    time.sleep(0.2)  # the engine has sent SIGTERM
+    during = closed_loop(served.url + "/classify", body, clients=64, seconds=1.5)
+    stopping.join(timeout=60)
     elapsed = time.monotonic() - started
     exit_code = int(engine("inspect", served.name, "--format", "{{.State.ExitCode}}").stdout.strip())
+    assert {status for status, _ in before} == {200}
+    assert len(during) > 64 and {status for status, _ in during} == {200}
+    assert {connection for _, connection in during} == {"close"}  # draining
     assert elapsed < STOP_SECONDS, f"took {elapsed:.1f} s: SIGTERM was not enough and the engine had to kill it"
     assert exit_code in (0, 143), f"exit code {exit_code}\n{served.logs()[-3000:]}"

@@ -198,6 +198,56 @@ def test_an_export_killed_outright_leaves_no_version_and_the_next_one_clears_its
     assert sorted(entry.name for entry in (tmp_path / "m").iterdir()) == sorted(["1", running.name, elsewhere.name])
 
 
+def mount_namespaces_work() -> bool:
+    try:
+        return subprocess.run(["unshare", "--mount", "true"], capture_output=True, timeout=30).returncode == 0
+    except (FileNotFoundError, subprocess.TimeoutExpired):
+        return False
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not mount_namespaces_work(),
+    reason="a size-limited folder needs a tmpfs mounted in a private mount namespace (`unshare --mount`, as root)",
+)
+@pytest.mark.parametrize("size", ["64k", "32m"])
+def test_an_export_onto_a_full_disk_says_so_and_leaves_nothing_behind(trained_classifier, tmp_path, size):
+    """`modelservice export` into a tmpfs of `size`: too small for the classifier's artifact (about 200 KB), it
+    fails with a message that says what happened and how to finish, and the folder holds nothing; large enough,
+    the same command exports version 1."""
+    run_dir = trained_classifier[2].parents[2] / "run"
+    artifacts = tmp_path / "artifacts"
+    artifacts.mkdir()
+    export_command = (
+        f"{sys.executable} -m pipelines.cli export --run-dir {run_dir} --artifacts {artifacts} --no-validate "
+        "--no-register"
+    )
+    # The tmpfs exists only in the command's mount namespace: list what the export left from inside it.
+    script = (
+        f"mount -t tmpfs -o size={size} modelservice-test {artifacts} && {export_command}; status=$?; "
+        f"echo LEFT: $(ls -A {artifacts}/classifier 2>/dev/null); exit $status"
+    )
+    project = Path(__file__).resolve().parents[2]
+    finished = subprocess.run(
+        ["unshare", "--mount", "sh", "-c", script], capture_output=True, text=True, cwd=project, timeout=300
+    )
+    left = finished.stdout.strip().splitlines()[-1].removeprefix("LEFT:").split()
+    if size == "32m":
+        assert finished.returncode == 0, finished.stderr[-2000:]
+        assert left == ["1"]
+        return
+    from pipelines.family import EXPORT_FAILED_EXIT
+
+    assert finished.returncode == EXPORT_FAILED_EXIT, finished.stderr[-2000:]
+    message = finished.stderr.strip().splitlines()[-1]
+    assert message.startswith(f"export failed: no space left on the disk of {artifacts}/classifier while exporting")
+    assert "nothing was published and the partial files were removed" in message
+    assert message.endswith(
+        f"The trained model is kept in {run_dir}: free some space, then `modelservice export --run-dir {run_dir}`"
+    )
+    assert left == []  # no version, no staging folder
+
+
 def test_registration_in_the_bentoml_store_is_idempotent(trained_classifier):
     import bentoml
 

@@ -183,10 +183,35 @@ def test_requests_past_the_concurrency_limit_are_answered_503_with_a_retry_hint(
     assert sorted(answer.status_code for answer in answers) == [200, 200, 503, 503]
     refused = next(answer for answer in answers if answer.status_code == 503)
     assert refused.headers["retry-after"] == "1"
-    assert "limit of 2 requests in flight" in refused.json()["error"]
-    assert "retry" in refused.json()["expected"]
+    assert refused.json() == {
+        "error": "the server is at its limit of 2 requests in flight on /wait",
+        "expected": "a retry after the Retry-After seconds, or fewer concurrent requests",
+    }
     assert app.in_flight == 0
     assert call(app, "POST", "/echo", json={}).status_code == 200
+
+
+def test_each_route_has_its_own_limit():
+    api, endpoints = make_app()
+    app = FastPath(Recorder(), api=api, endpoints=endpoints, max_concurrency=1)
+    answers = calls(app, [("POST", "/wait", {"json": {"seconds": 0.3}})] * 2 + [("POST", "/echo", {"json": {}})])
+    assert [answer.status_code for answer in answers] in ([200, 503, 200], [503, 200, 200])
+
+
+@pytest.mark.parametrize(("seconds", "limits"), [(0.3, [2, 2, 2, 2]), (0.0, [2, 3, 4, 5])])
+def test_the_limit_grows_while_answers_are_within_the_latency_target_and_not_past_it(seconds, limits):
+    import time
+
+    api, endpoints = make_app()
+    app = FastPath(Recorder(), api=api, endpoints=endpoints, min_concurrency=2, latency_target=0.15)
+    seen, first = [], None
+    for _ in range(4):  # each round of 4 requests at once in its own half-second window
+        answers = calls(app, [("POST", "/wait", {"json": {"seconds": seconds}})] * 4)
+        first = first or sorted(answer.status_code for answer in answers)
+        seen.append(app.limits["/wait"].limit)
+        time.sleep(0.5)
+    assert first == [200, 200, 503, 503]
+    assert seen == limits
 
 
 def test_the_access_log_has_a_line_per_request_in_bentomls_format(caplog):

@@ -472,6 +472,58 @@ def test_health_metrics_and_docs(server):
     assert "/v1/models/{name}:predict" in paths
 
 
+def test_openapi_documents_every_body_and_error(server):
+    """Every POST takes a documented body, every route documents 500, and every route with a parameter or a body
+    its 4xx answers, all with the one error body (GET /models and /v1/models take nothing that could be wrong).
+    tests/serving/test_openapi.py checks the server against the document."""
+    document = httpx.get(server + "/openapi.json", timeout=TIMEOUT).json()
+    error = {"$ref": "#/components/schemas/ErrorBody"}
+    assert document["components"]["schemas"]["ErrorBody"]["required"] == ["error"]
+    operations = [
+        (method, path, operation) for path, item in document["paths"].items() for method, operation in item.items()
+    ]
+    assert len(operations) == 18
+    for method, path, operation in operations:
+        responses = operation["responses"]
+        assert responses["500"]["content"]["application/json"]["schema"] == error, (method, path)
+        client_errors = [status for status in responses if status.startswith("4")]
+        if method == "post":
+            assert operation["requestBody"]["content"], path
+        if operation.get("parameters") or "requestBody" in operation:
+            assert "400" in client_errors, (method, path)
+        for status in client_errors:
+            assert responses[status]["content"]["application/json"]["schema"] == error, (method, path, status)
+    assert "422" not in str(document)  # FastAPI's validation errors: these routes read their bodies themselves
+    predict = document["paths"]["/v1/models/{name}/versions/{version}:predict"]["post"]
+    assert {"413", "415", "503", "504"} <= set(predict["responses"])
+    assert "Retry-After" in predict["responses"]["503"]["headers"]
+    (version,) = [parameter for parameter in predict["parameters"] if parameter["name"] == "version"]
+    assert version == {
+        "name": "version",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "pattern": "^[0-9]+$"},
+    }
+    body = predict["requestBody"]["content"]["application/json"]["schema"]
+    assert {"instances", "inputs", "signature_name"} <= set(body["properties"])
+
+
+def test_the_openapi_examples_work(server):
+    """What /docs sends with "Try it out": each JSON example of the task routes and of :predict gets a 200."""
+    document = httpx.get(server + "/openapi.json", timeout=TIMEOUT).json()
+    examples = document["components"]["examples"]
+    for path in ("/classify", "/detect", "/translate"):
+        media = document["paths"][path]["post"]["requestBody"]["content"]["application/json"]
+        for reference in media["examples"].values():
+            example = examples[reference["$ref"].rsplit("/", 1)[1]]["value"]
+            response = httpx.post(server + path, json=example, timeout=TIMEOUT)
+            assert response.status_code == 200, (path, response.text)
+            assert len(response.json()["predictions"]) == len(example[next(iter(example))]), path
+    predict = document["paths"]["/v1/models/{name}:predict"]["post"]["requestBody"]["content"]["application/json"]
+    response = httpx.post(server + "/v1/models/classifier:predict", json=predict["example"], timeout=TIMEOUT)
+    assert response.status_code == 200, response.text
+
+
 def test_v1_models_lists_every_served_model_with_versions_and_signatures(server, ref):
     response = httpx.get(server + "/v1/models", timeout=TIMEOUT)
     assert response.status_code == 200, response.text

@@ -11,15 +11,17 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import psutil
 import pytest
 from PIL import Image
 
-from serving import start, store
+from serving import memory, start, store
 from serving.contract import METADATA_FILE, Role
 from serving.model_config import ModelSpec, VersionPolicy, parse_models_setting
 from serving.model_manager import ModelManager
 from serving.process import PROJECT_ROOT, free_port, running_process
 from serving.settings import Settings, SettingsError
+from tests.clients import closed_loop
 
 # --- settings ------------------------------------------------------------------------------------
 
@@ -56,8 +58,11 @@ def test_settings_read_every_variable_and_round_trip():
         "MODELSERVICE_MAX_DECODED_REQUEST_MB": "16",
         "MODELSERVICE_TIMEOUT": "5",
         "MODELSERVICE_MAX_CONCURRENCY": "10",
+        "MODELSERVICE_MIN_CONCURRENCY": "4",
+        "MODELSERVICE_LATENCY_TARGET_MS": "25.5",
         "MODELSERVICE_DRAIN_SECONDS": "2.5",
         "MODELSERVICE_ADMIN_TOKEN": "s3cret",
+        "MODELSERVICE_ALLOCATOR": "system",
         "MODELSERVICE_LOG_LEVEL": "debug",
         "MODELSERVICE_ACCESS_LOG": "yes",
     }
@@ -81,8 +86,11 @@ def test_settings_read_every_variable_and_round_trip():
         max_decoded_request_mb=16,
         timeout=5,
         max_concurrency=10,
+        min_concurrency=4,
+        latency_target_ms=25.5,
         drain_seconds=2.5,
         admin_token="s3cret",
+        allocator="system",
         log_level="DEBUG",
         access_log=True,
     )
@@ -103,6 +111,8 @@ def test_settings_read_every_variable_and_round_trip():
         ("MODELSERVICE_POLL_SECONDS", "soon", "must be a number of seconds"),
         ("MODELSERVICE_POLL_SECONDS", "-1", "must be a number of seconds, 0 or more"),
         ("MODELSERVICE_MAX_LOAD_RETRIES", "-1", "must be 0 or more"),
+        ("MODELSERVICE_LATENCY_TARGET_MS", "fast", "must be a number of milliseconds"),
+        ("MODELSERVICE_LATENCY_TARGET_MS", "-5", "must be a number of milliseconds, 0 or more"),
     ],
 )
 def test_a_bad_setting_names_the_variable_and_what_it_must_be(name, value, reason):
@@ -116,6 +126,34 @@ def test_help_lists_every_variable_with_its_default():
     for name, default in Settings().env().items():
         line = next(line for line in described.splitlines() if line.split()[0] == name)
         assert (default or "(unset)") in line.split()[1]
+
+
+@pytest.mark.parametrize(
+    ("allocator", "installed", "environ", "added"),
+    [
+        ("jemalloc", True, {}, {"TF_ONEDNN_USE_SYSTEM_ALLOCATOR", "LD_PRELOAD", "MALLOC_CONF"}),
+        ("jemalloc", False, {}, {"TF_ONEDNN_USE_SYSTEM_ALLOCATOR"}),  # not installed: the C library's malloc
+        ("system", True, {}, {"TF_ONEDNN_USE_SYSTEM_ALLOCATOR"}),
+        # What the environment already says stays: another preloaded library, TensorFlow's pool chosen.
+        ("jemalloc", True, {"LD_PRELOAD": "/opt/libother.so"}, {"TF_ONEDNN_USE_SYSTEM_ALLOCATOR"}),
+        ("jemalloc", True, {"TF_ONEDNN_USE_SYSTEM_ALLOCATOR": "0"}, {"LD_PRELOAD", "MALLOC_CONF"}),
+    ],
+)
+def test_the_server_starts_on_jemalloc_when_installed(monkeypatch, tmp_path, allocator, installed, environ, added):
+    if installed:
+        (tmp_path / memory.JEMALLOC).touch()
+    monkeypatch.setattr(memory, "LIBRARY_DIRS", (str(tmp_path),))
+    env = memory.allocator_env(allocator, environ)
+    assert set(env) == added
+    if "LD_PRELOAD" in env:
+        assert env["LD_PRELOAD"] == str(tmp_path / memory.JEMALLOC)
+        assert "background_thread:true" in env["MALLOC_CONF"]
+
+
+def test_an_unknown_allocator_is_refused():
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env({"MODELSERVICE_ALLOCATOR": "mimalloc"})
+    assert str(caught.value) == "MODELSERVICE_ALLOCATOR='mimalloc': must be one of jemalloc, system"
 
 
 # --- finding models in a folder ------------------------------------------------------------------
@@ -302,6 +340,12 @@ def test_the_server_serves_a_folder_with_limits_from_the_environment(model_dir, 
         too_big = httpx.post(f"{url}/classify", files=upload, timeout=30)
         assert too_big.status_code == 413
         assert too_big.json()["error"] == "the uploaded image decodes to 3.0 MiB (1024×1024×3), over the limit"
+        worker = max(psutil.Process().children(recursive=True), key=lambda process: process.memory_info().rss)
+        worker_env = worker.environ()
+    # The memory set-up (serving/memory.py) reached the process that holds the models.
+    assert worker_env["TF_ONEDNN_USE_SYSTEM_ALLOCATOR"] == "1"
+    jemalloc = memory.find_library(memory.JEMALLOC)
+    assert worker_env.get("LD_PRELOAD") == (str(jemalloc) if jemalloc else None)
     started = log.read_text()
     assert f"modelservice: serving 1 model(s) from {model_dir} on http://127.0.0.1:{port}" in started
     assert f"classifier:{only_version(model_dir).name}" in started
@@ -313,7 +357,6 @@ def test_the_server_serves_a_folder_with_limits_from_the_environment(model_dir, 
 def test_sigterm_drains_then_stops_the_server_within_seconds(model_dir, digits, tmp_path):
     """SIGTERM under load: the server keeps answering while a load balancer would notice (/readyz 503, every
     answer with Connection: close), stops once its clients have gone, and no request it answered fails."""
-    import asyncio
     import signal
     import time
 
@@ -331,22 +374,11 @@ def test_sigterm_drains_then_stops_the_server_within_seconds(model_dir, digits, 
             assert process.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
             time.sleep(0.2)
 
-        async def load(until: float) -> list[tuple[int, str]]:
-            answers: list[tuple[int, str]] = []
-
-            async def client(http: httpx.AsyncClient) -> None:
-                while time.monotonic() < until:
-                    response = await http.post(url + "/classify", json=body)
-                    answers.append((response.status_code, response.headers.get("connection", "")))
-
-            async with httpx.AsyncClient(timeout=30) as http:
-                await asyncio.gather(*(client(http) for _ in range(16)))
-            return answers
-
-        before = asyncio.run(load(time.monotonic() + 1))
+        before = closed_loop(url + "/classify", body, clients=16, seconds=1)
         process.send_signal(signal.SIGTERM)
         stopped_at = time.monotonic()
-        during = asyncio.run(load(time.monotonic() + 1.5))  # the balancer has not noticed yet: traffic goes on
+        # The balancer has not noticed yet: traffic goes on.
+        during = closed_loop(url + "/classify", body, clients=16, seconds=1.5)
         readiness = httpx.get(url + "/readyz", timeout=10).status_code
         process.wait(timeout=10)
         stopped_in = time.monotonic() - stopped_at
