@@ -33,6 +33,7 @@ RUN mkdir -p /context/artifacts
 FROM ${BASE_IMAGE}
 RUN apt-get update \
     && apt-get install --yes --no-install-recommends libjemalloc2 \
+    && apt-get clean \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --create-home --uid 10001 --user-group modelservice
 COPY --from=build /opt/venv /opt/venv
