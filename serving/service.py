@@ -10,7 +10,8 @@ of artifacts; default the BentoML store), kept in step with it while serving (`s
 workers, batching, limits, log level, the admin token. Routes: POST /classify, POST /translate, POST /detect
 (boxes as JSON, or drawn on the image as a PNG with format=png), TF Serving's REST API under /v1/models (by
 version and by label; GET /v1/models lists every model's versions), GET /models, the admin API under /admin,
-plus BentoML's /livez, /readyz and /metrics. FastAPI's OpenAPI docs are at /docs.
+plus BentoML's /livez, /readyz and /metrics. FastAPI's OpenAPI docs are at /docs and a page to try the models
+at / (`serving/page.py`), both with nothing loaded from outside the service.
 """
 
 import logging
@@ -34,6 +35,7 @@ from serving.contract import Role, Task
 from serving.drain import Drain
 from serving.fast_path import FastPath, FastPathService
 from serving.inputs import InputError
+from serving.page import add_page_and_docs
 
 if TYPE_CHECKING:
     from serving.model_manager import ModelManager, Served
@@ -47,10 +49,14 @@ api = FastAPI(
         "Image classification, object detection and date normalisation (and TF Serving's REST API) "
         "over exported TensorFlow SavedModels."
     ),
+    # FastAPI's /docs and /redoc load their scripts from a CDN: serving.page serves /docs itself, and no /redoc.
+    docs_url=None,
+    redoc_url=None,
 )
 
 
 api.include_router(admin.router)
+add_page_and_docs(api)
 
 
 @api.exception_handler(InputError)

@@ -1,0 +1,225 @@
+"""The page at / and Swagger UI at /docs in a real browser: Playwright drives Debian's `chromium` against the session's
+four-model server (tests/conftest.py).
+
+Each test gives the page a real input (a test digit, a drawn digit, a generated scene, a date, a corrupt file) and
+checks what it shows against what the route answers for the same input. No request may leave the server: every
+script, style and icon of / and /docs is served by the service. A screenshot of each task goes to the test's
+tmp_path; with MODELSERVICE_PAGE_SCREENSHOTS=docs they are also copied to docs/page_<task>.png for the README.
+
+Playwright's own browser download needs the internet, so the tests use the system's chromium (`apt-get install
+chromium`; .ci/run installs it where it can), or CHROMIUM_PATH; without one they are skipped, and say why.
+"""
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+pytestmark = pytest.mark.slow
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+TIMEOUT = 30.0
+EXPECT_TIMEOUT_MS = 30_000  # a first request to a model can wait for a batch on a loaded 2-core machine
+VIEWPORT = {"width": 1000, "height": 800}
+PHONE_VIEWPORT = {"width": 390, "height": 844}
+
+playwright_sync = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (the dev extra)")
+expect = playwright_sync.expect
+
+
+def chromium_path() -> str | None:
+    candidates = [os.environ.get("CHROMIUM_PATH"), shutil.which("chromium"), shutil.which("chromium-browser")]
+    return next((path for path in candidates if path and Path(path).exists()), None)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator["playwright_sync.Browser"]:
+    path = chromium_path()
+    if path is None:
+        pytest.skip(
+            "no chromium found (apt-get install chromium, or set CHROMIUM_PATH); "
+            "Playwright's own browser download needs the internet"
+        )
+    expect.set_options(timeout=EXPECT_TIMEOUT_MS)
+    with playwright_sync.sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=path)
+        yield launched
+        launched.close()
+
+
+class RecordedPage:
+    """A page and every URL it requested."""
+
+    def __init__(self, browser: "playwright_sync.Browser", viewport: dict[str, int]):
+        self.page = browser.new_page(viewport=viewport)
+        self.requested: list[str] = []
+        self.page.on("request", lambda request: self.requested.append(request.url))
+
+    def outside(self, server: str) -> list[str]:
+        """The requested URLs not on `server` (the page's own blob: URLs for a picked file stay in the browser)."""
+        origin = urlsplit(server).netloc
+        return [url for url in self.requested if not url.startswith("blob:") and urlsplit(url).netloc != origin]
+
+
+@pytest.fixture
+def recorded(browser) -> Iterator[RecordedPage]:
+    recorded = RecordedPage(browser, VIEWPORT)
+    yield recorded
+    recorded.page.close()
+
+
+def open_page(recorded: RecordedPage, server: str) -> "playwright_sync.Page":
+    recorded.page.goto(server + "/")
+    expect(recorded.page.locator("section.panel")).to_have_count(4)  # one per served model
+    return recorded.page
+
+
+def panel(page: "playwright_sync.Page", model: str) -> "playwright_sync.Locator":
+    return page.locator(f"section.panel[data-model={model}]")
+
+
+def screenshot(locator: "playwright_sync.Locator", tmp_path: Path, task: str) -> None:
+    path = tmp_path / f"page_{task}.png"
+    locator.screenshot(path=path)
+    if os.environ.get("MODELSERVICE_PAGE_SCREENSHOTS") == "docs":
+        shutil.copyfile(path, PROJECT_ROOT / "docs" / f"page_{task}.png")
+
+
+def png_file(pixels: np.ndarray, path: Path) -> Path:
+    Image.fromarray(np.asarray(pixels, dtype=np.uint8).squeeze()).save(path, format="PNG")
+    return path
+
+
+# --- the model list, and nothing loaded from outside -----------------------------------------------------------
+
+
+def test_the_page_lists_the_served_models_and_loads_nothing_from_outside(server, recorded):
+    page = open_page(recorded, server)
+    listed = httpx.get(server + "/v1/models", timeout=TIMEOUT).json()["models"]
+    rows = page.locator("#models tbody tr")
+    expect(rows).to_have_count(len(listed))
+    for model in listed:
+        row = page.locator(f"#models tbody tr[data-model={model['name']}]")
+        expect(row).to_contain_text(model["task"])
+        for version in model["versions"]:
+            expect(row).to_contain_text(f"v{version['version']} {version['state']}")
+            expect(row).to_contain_text(version["blessing"])
+    expect(page.get_by_role("link", name="API documentation")).to_have_attribute("href", "docs")
+    expect(page.get_by_role("link", name="Metrics")).to_have_attribute("href", "metrics")
+    assert recorded.requested, "the page requested nothing"
+    assert recorded.outside(server) == []
+
+
+def test_docs_render_swagger_ui_from_the_service_itself(server, recorded):
+    recorded.page.goto(server + "/docs")
+    expect(recorded.page.locator(".opblock-summary-path", has_text="/classify").first).to_be_visible()
+    assert any("/static/swagger-ui/swagger-ui-bundle.js" in url for url in recorded.requested)
+    assert recorded.outside(server) == []
+    assert httpx.get(server + "/redoc", timeout=TIMEOUT).status_code == 404  # it loaded its script from a CDN
+
+
+def test_the_page_fits_a_phone_screen(server, browser):
+    phone = RecordedPage(browser, PHONE_VIEWPORT)
+    try:
+        open_page(phone, server)
+        assert phone.page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    finally:
+        phone.page.close()
+
+
+# --- classifier ------------------------------------------------------------------------------------------------
+
+
+def test_a_digit_file_gets_the_label_the_route_gives(server, recorded, digits, tmp_path):
+    page = open_page(recorded, server)
+    digit = png_file(digits.test.images[0], tmp_path / "digit.png")
+    answer = httpx.post(server + "/classify", files={"image": digit.read_bytes()}, timeout=TIMEOUT).json()
+    classifier = panel(page, "classifier")
+    classifier.get_by_label("Image file").set_input_files(digit)
+    expect(classifier.locator(".label")).to_have_text(answer["predictions"][0]["label"])
+    expect(classifier.locator(".top-k li")).to_have_count(len(answer["predictions"][0]["top_k"]))
+    expect(classifier.locator(".latency")).to_contain_text(" ms")
+    screenshot(classifier, tmp_path, "classifier")
+
+
+def test_a_drawn_digit_is_sent_at_the_models_input_size(server, recorded):
+    page = open_page(recorded, server)
+    classifier = panel(page, "classifier")
+    box = classifier.locator("canvas.drawing").bounding_box()
+    assert box is not None
+    with page.expect_request("**/classify?*") as sent:
+        page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] * 0.15)
+        page.mouse.down()
+        page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] * 0.85, steps=8)
+        page.mouse.up()
+    instance = np.array(sent.value.post_data_json["instances"][0])
+    assert instance.shape == (8, 8)  # the classifier's metadata: 8×8×1
+    assert instance.max() > 100 and instance[:, 0].max() == 0  # white ink in the middle, the border black
+    answer = httpx.post(server + "/classify", json={"instances": [instance.tolist()]}, timeout=TIMEOUT).json()
+    expect(classifier.locator(".label")).to_have_text(answer["predictions"][0]["label"])
+    expect(classifier.locator(".as-received")).to_have_attribute("width", "8")
+
+
+def test_a_corrupt_file_shows_the_services_error(server, recorded, tmp_path):
+    page = open_page(recorded, server)
+    corrupt = tmp_path / "corrupt.png"
+    corrupt.write_bytes(b"\x89PNG\r\n\x1a\n" + b"not the rest of a PNG")
+    answer = httpx.post(server + "/classify", files={"image": corrupt.read_bytes()}, timeout=TIMEOUT)
+    assert answer.status_code == 400
+    classifier = panel(page, "classifier")
+    classifier.get_by_label("Image file").set_input_files(corrupt)
+    error = classifier.get_by_role("alert")
+    expect(error).to_contain_text("the uploaded image could not be decoded")
+    expect(error).to_contain_text(answer.json()["expected"])
+    expect(classifier.locator(".result")).to_be_hidden()
+
+
+# --- detector --------------------------------------------------------------------------------------------------
+
+
+def detections_for(server: str, scene: Path, **thresholds: str) -> list[dict]:
+    response = httpx.post(server + "/detect", files={"image": scene.read_bytes()}, data=thresholds, timeout=TIMEOUT)
+    assert response.status_code == 200, response.text
+    return response.json()["predictions"][0]["detections"]
+
+
+def test_a_scene_gets_one_drawn_box_per_detection_and_the_sliders_requery(server, recorded, scenes, tmp_path):
+    page = open_page(recorded, server)
+    busiest = max(scenes.test[:16], key=lambda scene: len(scene.classes))  # the most digits of the first scenes
+    scene = png_file(busiest.image, tmp_path / "scene.png")
+    detector = panel(page, "detector")
+    detector.get_by_label("Image file").set_input_files(scene)
+    expected = detections_for(server, scene)  # the model's default thresholds, as the page's sliders start
+    expect(detector.locator(".answer")).to_contain_text(f"{len(expected)} detection")
+    expect(detector.locator("svg.boxes rect.box")).to_have_count(len(expected))
+    captions = detector.locator("svg.boxes text").all_text_contents()
+    assert captions == [f"{detection['label']} {detection['score']:.2f}" for detection in expected]
+
+    lower = detections_for(server, scene, score_threshold="0.05", iou_threshold="0.5")
+    assert len(lower) > len(expected)  # else the slider would change nothing to see
+    detector.get_by_label("Score threshold").fill("0.05")
+    expect(detector.locator("svg.boxes rect.box")).to_have_count(len(lower))
+    screenshot(detector, tmp_path, "detector")
+    detector.locator("details summary").click()
+    expect(detector.locator("pre.json")).to_contain_text('"detections"')
+
+
+# --- seq2seq ---------------------------------------------------------------------------------------------------
+
+
+def test_a_date_is_answered_as_it_is_typed(server, recorded, date_answers, tmp_path):
+    page = open_page(recorded, server)
+    seq2seq = panel(page, "seq2seq")
+    seq2seq.get_by_label("A date, written any way").press_sequentially("20.01.2023")
+    # What the exported model answers (as tests/serving/test_serving_seq2seq.py compares): "2023-01-20" when right.
+    expect(seq2seq.locator(".answer .text")).to_have_text(date_answers("20.01.2023")[0] or "not a date")
+    expect(seq2seq.locator(".beams tbody tr")).to_have_count(3)  # the default beam width
+    screenshot(seq2seq, tmp_path, "seq2seq")
+    seq2seq.get_by_label("Beams").select_option("5")
+    expect(seq2seq.locator(".beams tbody tr")).to_have_count(5)
