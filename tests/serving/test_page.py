@@ -223,3 +223,36 @@ def test_a_date_is_answered_as_it_is_typed(server, recorded, date_answers, tmp_p
     screenshot(seq2seq, tmp_path, "seq2seq")
     seq2seq.get_by_label("Beams").select_option("5")
     expect(seq2seq.locator(".beams tbody tr")).to_have_count(5)
+
+
+# --- versions ----------------------------------------------------------------------------------------------------
+
+
+def test_the_version_picker_asks_the_chosen_version_again(browser, trained_classifier, digits, tmp_path):
+    """A server with two versions of the classifier: the panel offers both (highest first, the routes' default),
+    and choosing the other one sends the same image again to that version."""
+    import sys
+
+    from benchmarks.model_swaps import copy_as_version
+    from serving.process import free_port, running_process
+
+    models = tmp_path / "models"
+    for version in (1, 2):
+        copy_as_version(trained_classifier[2], models, version)
+    port = free_port()
+    command = [sys.executable, "-m", "serving", "--model-dir", str(models), "--port", str(port)]
+    serve_both = {"MODELSERVICE_MODELS": "classifier:all"}  # the default policy serves the latest version only
+    with running_process(command, port=port, env=serve_both, log_path=tmp_path / "server.log") as url:
+        recorded = RecordedPage(browser, VIEWPORT)
+        try:
+            recorded.page.goto(url + "/")
+            classifier = panel(recorded.page, "classifier")
+            picker = classifier.get_by_label("Version")
+            expect(picker.locator("option")).to_have_text(["2", "1"])
+            classifier.get_by_label("Image file").set_input_files(png_file(digits.test.images[0], tmp_path / "d.png"))
+            expect(classifier.locator(".answer")).to_contain_text("(version 2)")
+            picker.select_option("1")
+            expect(classifier.locator(".answer")).to_contain_text("(version 1)")
+            assert any("version=1" in requested for requested in recorded.requested)
+        finally:
+            recorded.page.close()
