@@ -132,12 +132,11 @@ def plot_ratio_bars(
     plt.close(figure)
 
 
-def server_rss_mib() -> float:
-    """The resident memory of this process's largest child process: the worker of the one server started from
-    here, the process that holds the models."""
-    import psutil
+def server_rss_mib(port: int) -> float:
+    """The resident memory of the process that holds the models of the server on `port` started from here."""
+    from serving.process import server_worker
 
-    return max(process.memory_info().rss for process in psutil.Process().children(recursive=True)) / 2**20
+    return server_worker(port).memory_info().rss / 2**20
 
 
 def copy_latest_models(model_dir: Path, families: Sequence[str], into: Path) -> Path:

@@ -44,6 +44,7 @@ from benchmarks.common import (
 )
 from serving.contract import latest_version
 from serving.memory import JEMALLOC_CONF, find_library
+from serving.process import server_worker
 
 GOAL_SETTLED_RATIO = 1.10
 FAMILIES = ("classifier", "detector")
@@ -101,7 +102,7 @@ def large_png(side: int = 3000) -> bytes:
     return buffer.getvalue()
 
 
-async def spike(url: str, image: bytes, args: argparse.Namespace) -> float:
+async def spike(url: str, port: int, image: bytes, args: argparse.Namespace) -> float:
     """--rounds rounds of --concurrent large uploads per route at once; the peak memory sampled meanwhile."""
     import httpx
 
@@ -115,7 +116,7 @@ async def spike(url: str, image: bytes, args: argparse.Namespace) -> float:
             ]
             pending = asyncio.ensure_future(asyncio.gather(*sends))
             while not pending.done():
-                peak = max(peak, server_rss_mib())
+                peak = max(peak, server_rss_mib(port))
                 await asyncio.sleep(0.05)
             statuses = {response.status_code for response in pending.result()}
             if statuses != {200}:
@@ -137,11 +138,9 @@ async def small_requests(url: str, seconds: float) -> None:
             await asyncio.sleep(0.05)
 
 
-def preloaded(library: str | None) -> bool:
+def preloaded(library: str | None, port: int) -> bool:
     """Whether the server's worker has `library` mapped (LD_PRELOAD reached it through every process start)."""
-    import psutil
-
-    worker = max(psutil.Process().children(recursive=True), key=lambda process: process.memory_info().rss)
+    worker = server_worker(port)
     return library is None or any(Path(mapped.path).name.startswith(library) for mapped in worker.memory_maps())
 
 
@@ -153,13 +152,13 @@ def measure_memory(name: str, models: Path, image: bytes, args: argparse.Namespa
     command = [sys.executable, "-m", "serving", "--model-dir", str(models), "--port", str(port)]
     with running_process(command, port=port, env=setup.env(), log_path=workdir / f"{name}.log", timeout=240) as url:
         asyncio.run(small_requests(url, args.settle))
-        if not preloaded(setup.library):
+        if not preloaded(setup.library, port):
             raise RuntimeError(f"{setup.library} is not mapped in the server's worker")
-        resting = server_rss_mib()
-        peak = asyncio.run(spike(url, image, args))
-        after_spike = server_rss_mib()
+        resting = server_rss_mib(port)
+        peak = asyncio.run(spike(url, port, image, args))
+        after_spike = server_rss_mib(port)
         asyncio.run(small_requests(url, args.settle))
-        settled = server_rss_mib()
+        settled = server_rss_mib(port)
     return {
         "setup": name,
         "env": setup.env(),

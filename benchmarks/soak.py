@@ -108,7 +108,9 @@ async def client(url: str, requests: list[tuple[str, str, bytes, str]], offset: 
             state["recorder"].note(route, time.perf_counter() - started, problem)
 
 
-async def drive(url: str, requests: list[tuple[str, str, bytes, str]], args: argparse.Namespace) -> list[dict]:
+async def drive(
+    url: str, port: int, requests: list[tuple[str, str, bytes, str]], args: argparse.Namespace
+) -> list[dict]:
     """The clients for --duration seconds, and one row per --interval."""
     state = {"recorder": Recorder()}
     began = time.monotonic()
@@ -118,13 +120,13 @@ async def drive(url: str, requests: list[tuple[str, str, bytes, str]], args: arg
     while time.monotonic() < until:
         await asyncio.sleep(min(args.interval, max(0.0, until - time.monotonic())))
         recorder, state["recorder"] = state["recorder"], Recorder()
-        intervals.append(interval_row(time.monotonic() - began, recorder, args.interval))
+        intervals.append(interval_row(time.monotonic() - began, recorder, args.interval, server_rss_mib(port)))
         print(format_row(intervals[-1]), flush=True)
     await asyncio.gather(*clients)
     return intervals
 
 
-def interval_row(elapsed: float, recorder: Recorder, seconds: float) -> dict[str, Any]:
+def interval_row(elapsed: float, recorder: Recorder, seconds: float, rss_mib: float) -> dict[str, Any]:
     latencies = recorder.latencies
     return {
         "seconds": round(elapsed, 1),
@@ -135,7 +137,7 @@ def interval_row(elapsed: float, recorder: Recorder, seconds: float) -> dict[str
         "errors": len(recorder.errors),
         "first_errors": recorder.errors[:3],
         "routes": recorder.routes,
-        "rss_mib": round(server_rss_mib(), 1),
+        "rss_mib": round(rss_mib, 1),
     }
 
 
@@ -244,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
         command = [sys.executable, "-m", "serving", "--model-dir", str(models), "--port", str(port)]
         print(f"{args.duration:.0f} s of mixed traffic on {len(routes())} routes, {args.connections} connections")
         with running_process(command, port=port, log_path=workdir / "server.log", timeout=240) as url:
-            intervals = asyncio.run(drive(url, requests, args))
+            intervals = asyncio.run(drive(url, port, requests, args))
         summary = summarize(intervals, args)
         print("\n" + report(summary, args))
         results = {

@@ -80,6 +80,19 @@ def running_server(
     return running_process(command, port=port, env=env, log_path=log_path, timeout=timeout, probe=probe)
 
 
+def server_worker(port: int):
+    """The process that holds the models of the server listening on `port`, started from this process: the
+    largest under the child whose command line says `--port <port>` (other servers may be running)."""
+    import psutil
+
+    (server,) = [
+        child
+        for child in psutil.Process().children(recursive=True)
+        if "--port" in (command := child.cmdline()) and command[command.index("--port") + 1] == str(port)
+    ]
+    return max([server, *server.children(recursive=True)], key=lambda process: process.memory_info().rss)
+
+
 def _wait_ready(probe_url: str, process: subprocess.Popen, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-import psutil
 import pytest
 from PIL import Image
 
@@ -19,7 +18,7 @@ from serving import memory, start, store
 from serving.contract import METADATA_FILE, Role
 from serving.model_config import ModelSpec, VersionPolicy, parse_models_setting
 from serving.model_manager import ModelManager
-from serving.process import PROJECT_ROOT, free_port, running_process
+from serving.process import PROJECT_ROOT, free_port, running_process, server_worker
 from serving.settings import Settings, SettingsError
 from tests.clients import closed_loop
 
@@ -340,8 +339,7 @@ def test_the_server_serves_a_folder_with_limits_from_the_environment(model_dir, 
         too_big = httpx.post(f"{url}/classify", files=upload, timeout=30)
         assert too_big.status_code == 413
         assert too_big.json()["error"] == "the uploaded image decodes to 3.0 MiB (1024×1024×3), over the limit"
-        worker = max(psutil.Process().children(recursive=True), key=lambda process: process.memory_info().rss)
-        worker_env = worker.environ()
+        worker_env = server_worker(port).environ()
     # The memory set-up (serving/memory.py) reached the process that holds the models.
     assert worker_env["TF_ONEDNN_USE_SYSTEM_ALLOCATOR"] == "1"
     jemalloc = memory.find_library(memory.JEMALLOC)
