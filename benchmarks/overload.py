@@ -34,7 +34,7 @@ import numpy as np
 
 from benchmarks import wrk
 from benchmarks.common import environment, plot_grouped_bars, save_results, settings
-from serving.contract import latest_version
+from benchmarks.model_swaps import classifier_artifact  # the latest in --model-dir, else a small one trained
 
 JSON_HEADERS = {"content-type": "application/json"}
 GOAL_REFUSAL_P99_MS = 50.0
@@ -56,16 +56,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--probes", type=int, default=8, help="timed clients in this process, beside wrk")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     return parser.parse_args(argv)
-
-
-def classifier_artifact(args: argparse.Namespace, workdir: Path) -> Path:
-    found = latest_version(args.model_dir / "classifier")
-    if found is None:
-        from benchmarks.serving import train_small_classifier
-
-        print(f"no classifier in {args.model_dir}: training a small one (its serving cost counts, not its accuracy)")
-        found = train_small_classifier(workdir)
-    return found.resolve()
 
 
 def request_bodies(artifact: Path, count: int = 64) -> list[bytes]:
