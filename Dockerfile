@@ -1,7 +1,7 @@
 # The model service: every exported model, served by one BentoML server on port 3000.
 #
 #   make train && docker build -t modelservice .           # bakes artifacts/ into the image
-#   docker run --init -p 3000:3000 modelservice
+#   docker run --init -p 3000:3000 -p 8500:8500 modelservice   # HTTP on 3000, TF Serving's gRPC API on 8500
 #   docker run --init -p 3000:3000 -v "$PWD/artifacts:/models:ro" modelservice   # or mount them at run time
 #   docker build --build-arg TENSORFLOW=gpu -t modelservice:gpu .   # then: docker run --gpus all ...
 #
@@ -45,10 +45,11 @@ ENV PATH=/opt/venv/bin:$PATH \
     BENTOML_DO_NOT_TRACK=True \
     MODELSERVICE_MODEL_DIR=/models \
     MODELSERVICE_HOST=0.0.0.0 \
-    MODELSERVICE_PORT=3000
+    MODELSERVICE_PORT=3000 \
+    MODELSERVICE_GRPC_PORT=8500
 USER modelservice
 WORKDIR /home/modelservice
-EXPOSE 3000
+EXPOSE 3000 8500
 HEALTHCHECK --interval=10s --timeout=3s --start-period=120s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen(f\"http://127.0.0.1:{os.environ['MODELSERVICE_PORT']}/readyz\", timeout=2)"]
 STOPSIGNAL SIGTERM

@@ -14,6 +14,12 @@ Every scenario is a closed loop of wrk keep-alive connections (1, 16 and 64 by d
   naive              FastAPI calling Keras `model.predict` on each request alone (`benchmarks.naive_app`)
   classify-json      this service: POST /classify, one 8x8 digit as JSON pixels
   tfserving-rest     this service: POST /v1/models/classifier:predict, the same body (TF Serving's REST API)
+  classify-grpc      this service: TF Serving's gRPC Predict, the same digit as a float32 tensor, sent by h2load
+                     over kept-open HTTP/2 connections (one per client, as a client reuses its channel)
+  grpc-ceiling       grpcio's server as the service runs it, with a no-op Predict (`benchmarks.ceiling_app`): the
+                     most a Python gRPC server reaches here, as `ceiling` is for HTTP
+  classify-json-64   this service: POST /classify, 64 digits per request as JSON pixels
+  classify-grpc-64   this service: gRPC Predict, the same 64 digits per call as one 64x8x8x1 tensor
   classify-png       this service: POST /classify, the digit as a PNG upload (multipart)
   translate          this service: POST /translate, one date text, beam width 3
   detect             this service: POST /detect, one 128x128 scene as a PNG upload
@@ -27,7 +33,8 @@ minutes. The report: a table (requests/s, p50, p90, p99, errors, the CPU cores u
 wrk), every ratio, the issue-14 goals met or missed, and `serving.json`, `serving.png` and the servers'
 logs under --out.
 
-Needs `wrk` (Debian: apt-get install wrk). The model store is private: BENTOML_HOME points at a
+Needs `wrk` (Debian: apt-get install wrk), and `h2load` (apt-get install nghttp2-client) for classify-grpc.
+The model store is private: BENTOML_HOME points at a
 temporary folder, set before BentoML is imported.
 """
 
@@ -46,7 +53,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks import wrk
+import numpy as np
+
+from benchmarks import h2load, wrk
 from benchmarks.common import comma_separated, environment, fastest_pass
 from serving.contract import latest_version, read_metadata
 
@@ -57,13 +66,14 @@ BOUNDARY = "benchmark-boundary-7d1f"
 MULTIPART_TYPE = f"multipart/form-data; boundary={BOUNDARY}"
 BEAM_WIDTH = 3
 DETECT_BATCH_SIZES = (1, 2, 4, 8, 16, 32)
+GRPC_PREDICT = "/tensorflow.serving.PredictionService/Predict"
 
 
 @dataclass(frozen=True)
 class Scenario:
     server: str  # which process answers: ceiling, bentoml-noop, bentoml-batchable, naive or service
     path: str
-    content_type: str
+    content_type: str  # h2load.GRPC_TYPE: gRPC calls on the server's gRPC port, sent by h2load; else wrk
     bodies: str  # a key of the bodies built by `request_bodies`
     what: str
 
@@ -79,6 +89,10 @@ SCENARIOS: dict[str, Scenario] = {
     "tfserving-rest": Scenario(
         "service", "/v1/models/{classifier}:predict", JSON_TYPE, "digits", "TF Serving REST :predict"
     ),
+    "classify-grpc": Scenario("service", GRPC_PREDICT, h2load.GRPC_TYPE, "digit_calls", "gRPC Predict"),
+    "grpc-ceiling": Scenario("ceiling", GRPC_PREDICT, h2load.GRPC_TYPE, "digit_calls", "grpcio, no model"),
+    "classify-json-64": Scenario("service", "/classify", JSON_TYPE, "digit_batches", "POST /classify, 64 digits"),
+    "classify-grpc-64": Scenario("service", GRPC_PREDICT, h2load.GRPC_TYPE, "digit_batch_calls", "gRPC, 64 digits"),
     "classify-png": Scenario("service", "/classify", MULTIPART_TYPE, "digit_pngs", "POST /classify, PNG upload"),
     "translate": Scenario("service", "/translate", JSON_TYPE, "texts", f"POST /translate, beam {BEAM_WIDTH}"),
     "detect": Scenario("service", "/detect", MULTIPART_TYPE, "scene_pngs", "POST /detect, 128x128 PNG"),
@@ -93,6 +107,7 @@ GOAL_TFSERVING_VS_CLASSIFY = 0.9
 GOAL_TRANSLATE_VS_IN_PROCESS = 0.8
 GOAL_TRANSLATE_P99_MS = 100.0
 GOAL_DETECT_VS_IN_PROCESS = 0.9
+GOAL_GRPC_VS_JSON = 1.0  # issue 20: gRPC at least as fast as HTTP JSON
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -229,8 +244,9 @@ def png(pixels: Any) -> bytes:
     return buffer.getvalue()
 
 
-def request_bodies(scenes: list[bytes], count: int = 64) -> dict[str, list[bytes]]:
-    """Seeded request bodies per kind, from the data each family trains on (the test splits)."""
+def request_bodies(scenes: list[bytes], classifier: str = "classifier", count: int = 64) -> dict[str, list[bytes]]:
+    """Seeded request bodies per kind, from the data each family trains on (the test splits); gRPC calls name
+    the model `classifier`."""
     from pipelines.data.date_data import make_dataset
     from pipelines.data.image_data import load_digits
 
@@ -239,10 +255,24 @@ def request_bodies(scenes: list[bytes], count: int = 64) -> dict[str, list[bytes
     compact = {"separators": (",", ":")}
     return {
         "digits": [json.dumps({"instances": [image.tolist()]}, **compact).encode() for image in digits],
+        "digit_calls": [h2load.framed(predict_request(classifier, image[np.newaxis])) for image in digits],
+        "digit_batches": [json.dumps({"instances": digits.tolist()}, **compact).encode()],
+        "digit_batch_calls": [h2load.framed(predict_request(classifier, digits))],
         "digit_pngs": [multipart("image", "digit.png", png(image), "image/png") for image in digits],
         "texts": [json.dumps({"texts": [text], "beam_width": BEAM_WIDTH}, **compact).encode() for text in texts],
         "scene_pngs": [multipart("image", "scene.png", data, "image/png") for data in scenes],
     }
+
+
+def predict_request(model: str, images: Any) -> bytes:
+    """A gRPC PredictRequest of N digits (N×8×8) as an N×8×8×1 float32 tensor, serialized."""
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2
+
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = model
+    request.inputs["images"].CopyFrom(tf.make_tensor_proto(np.asarray(images, np.float32)[..., np.newaxis]))
+    return request.SerializeToString()
 
 
 # --- servers ---------------------------------------------------------------------------------------
@@ -255,6 +285,7 @@ def started(server: str, context: dict[str, Any], args: argparse.Namespace) -> I
     log_path = args.out / "logs" / f"{server}.log"
     if server == "service":
         env = {"MODELSERVICE_MODELS": ",".join(context["tags"].values())}
+        env["MODELSERVICE_GRPC_PORT"] = context["grpc_targets"]["service"].rpartition(":")[2]
         with running_server(env=env, log_path=log_path, timeout=args.startup_timeout) as url:
             yield url
     elif server in ("bentoml-noop", "bentoml-batchable"):
@@ -271,15 +302,20 @@ def started(server: str, context: dict[str, Any], args: argparse.Namespace) -> I
         command = [sys.executable, "-m", f"benchmarks.{'ceiling_app' if server == 'ceiling' else 'naive_app'}"]
         if server == "naive":
             command += ["--model", str(context["keras_model"]), "--labels", json.dumps(context["labels"])]
+        if server == "ceiling":
+            command += ["--grpc-port", context["grpc_targets"]["ceiling"].rpartition(":")[2]]
         command += ["--host", "127.0.0.1", "--port", str(port)]
         with running_process(command, port=port, log_path=log_path, timeout=args.startup_timeout) as url:
             yield url
 
 
-def first_answer(url: str, load: wrk.Load) -> str | None:
-    """None when one request is answered 200, else what went wrong (wrk only counts non-2xx answers)."""
+def first_answer(url: str, load: wrk.Load, grpc_target: str | None) -> str | None:
+    """None when one request is answered 200 (a gRPC call OK), else what went wrong (wrk only counts non-2xx
+    answers, h2load not even failed gRPC calls)."""
     import httpx
 
+    if load.content_type == h2load.GRPC_TYPE:
+        return h2load.first_answer(grpc_target, load.path, load.bodies[0])
     try:
         response = httpx.post(
             url + load.path, content=load.bodies[0], headers={"content-type": load.content_type}, timeout=60
@@ -311,6 +347,20 @@ def batch_totals(metrics: str) -> tuple[float, float]:
     return totals["_sum"], totals["_count"]
 
 
+def grpc_failures(url: str) -> float:
+    """gRPC calls answered with a status other than OK so far, from the server's request metrics (0 for a server
+    without them)."""
+    import httpx
+
+    failed = 0.0
+    for line in httpx.get(f"{url}/metrics", timeout=10).text.splitlines():
+        name, _, value = line.rpartition(" ")
+        counter = name.split("{", 1)[0].removesuffix("_total")  # prometheus_client adds _total to counters
+        if counter == ":tensorflow:serving:request_count" and 'route="/tensorflow.' in name:
+            failed += 0.0 if 'status="OK"' in name else float(value)
+    return failed
+
+
 def server_cpu_seconds() -> float:
     """CPU seconds used so far by this process's children: the one server running now (wrk is reaped)."""
     import psutil
@@ -339,27 +389,39 @@ def measure_server(server: str, names: list[str], context: dict[str, Any], args:
         print(f"\n[{server}] ready at {url} after {time.perf_counter() - began:.1f} s")
         for name in names:
             load = scenario_load(name, context)
-            if problem := first_answer(url, load):
+            grpc_target = context["grpc_targets"].get(server)
+            if problem := first_answer(url, load, grpc_target):
                 print(f"[{name}] the first request failed, skipping: {problem}")
                 continue
             for connections in args.levels:
-                row = {"scenario": name, **measure_level(url, load, connections, args)}
+                row = {"scenario": name, **measure_level(url, load, connections, args, grpc_target)}
                 rows.append(row)
                 print(f"[{name}] {row_text(row)}")
     return rows
 
 
-def measure_level(url: str, load: wrk.Load, connections: int, args: argparse.Namespace) -> dict[str, Any]:
-    """wrk's figures after --warmup unmeasured seconds, the server's CPU cores and its mean model-call batch."""
+def measure_level(
+    url: str, load: wrk.Load, connections: int, args: argparse.Namespace, grpc_target: str | None = None
+) -> dict[str, Any]:
+    """wrk's (or for gRPC h2load's) figures after --warmup unmeasured seconds, the server's CPU cores and its mean
+    model-call batch; gRPC calls that failed counted on the server's metrics."""
+
+    def load_for(seconds: float) -> wrk.Level:
+        if load.content_type == h2load.GRPC_TYPE:
+            return h2load.run(grpc_target, load.path, load.bodies[0], connections=connections, seconds=seconds)
+        return wrk.run(url, load, connections=connections, seconds=seconds)
+
     if args.warmup:
-        wrk.run(url, load, connections=connections, seconds=args.warmup)
+        load_for(args.warmup)
+    failures_before = grpc_failures(url)
     batches_before, cpu_before, started_at = batch_counters(url), server_cpu_seconds(), time.perf_counter()
-    level = wrk.run(url, load, connections=connections, seconds=args.duration)
+    level = load_for(args.duration)
     cpu = (server_cpu_seconds() - cpu_before) / (time.perf_counter() - started_at)
     batches_after = batch_counters(url)
     calls = batches_after[1] - batches_before[1]
     return {
         **level.to_dict(),
+        "errors": level.errors + round(grpc_failures(url) - failures_before),
         "server_cpu_cores": round(cpu, 2),
         "mean_batch_size": (batches_after[0] - batches_before[0]) / calls if calls else None,
     }
@@ -398,8 +460,6 @@ class InProcess:
 
     def call(self, family: str, size: int) -> Callable[[], Any]:
         """One model call on a batch of `size` of the benchmark's own inputs."""
-        import numpy as np
-
         if family == "translate":
             batch = np.array([text.encode() for text in (self.texts * size)[:size]], dtype=object)
             return lambda: self.seq2seq.call(self.translate_signature, batch, {"beam_width": BEAM_WIDTH})
@@ -441,6 +501,8 @@ def in_process_rates(models: InProcess, translate_batches: list[int]) -> dict:
 PAIRED_GOALS = {
     "classify_vs_ceiling": ("classify-json", "ceiling"),
     "tfserving_vs_classify": ("tfserving-rest", "classify-json"),
+    "grpc_vs_classify": ("classify-grpc", "classify-json"),
+    "grpc_vs_json_64": ("classify-grpc-64", "classify-json-64"),
     "translate_vs_in_process": ("translate", "model:translate"),
     "detect_vs_in_process": ("detect", "model:detect"),
 }
@@ -482,7 +544,9 @@ def paired_rounds(
                     size = detect_batch if family == "detect" else round(batches.get(family) or 1)
                     rates[side] = models.sustained_rate(family, size, args.duration)
                     continue
-                level = measure_level(urls[SCENARIOS[side].server], scenario_load(side, context), GOALS_AT, args)
+                server = SCENARIOS[side].server
+                load = scenario_load(side, context)
+                level = measure_level(urls[server], load, GOALS_AT, args, context["grpc_targets"].get(server))
                 rates[side], batches[side] = level["rps"], level["mean_batch_size"]
             for key, (measured, reference) in goals.items():
                 ratios[key].append(rates[measured] / rates[reference] if rates[reference] else 0.0)
@@ -508,7 +572,7 @@ def summarize(
 
     A ratio goal with paired rounds (`paired_rounds`) takes their median; without, the table's single ratio.
     """
-    anchors = ("ceiling", "bentoml-noop", "bentoml-batchable", "naive")
+    anchors = ("ceiling", "grpc-ceiling", "bentoml-noop", "bentoml-batchable", "naive")
     ratios = {
         anchor: {
             name: {n: rps_ratio(find(rows, name, n), find(rows, anchor, n)) for n in levels}
@@ -528,6 +592,10 @@ def summarize(
         "classify_p99_ms": goal(classify and classify["p99_ms"], GOAL_CLASSIFY_P99_MS, below=True),
         "tfserving_vs_classify": goal(
             rps_ratio(find(rows, "tfserving-rest", at), classify), GOAL_TFSERVING_VS_CLASSIFY
+        ),
+        "grpc_vs_classify": goal(rps_ratio(find(rows, "classify-grpc", at), classify), GOAL_GRPC_VS_JSON),
+        "grpc_vs_json_64": goal(
+            rps_ratio(find(rows, "classify-grpc-64", at), find(rows, "classify-json-64", at)), GOAL_GRPC_VS_JSON
         ),
         "translate_vs_in_process": goal(
             translate["rps"] / model_translate if translate and model_translate else None, GOAL_TRANSLATE_VS_IN_PROCESS
@@ -557,6 +625,8 @@ GOAL_LINES = {
     "classify_vs_ceiling": "/classify JSON >= {goal:g}x the no-op ceiling",
     "classify_p99_ms": "/classify JSON p99 < {goal:g} ms",
     "tfserving_vs_classify": "TF Serving REST >= {goal:g}x /classify",
+    "grpc_vs_classify": "gRPC Predict >= {goal:g}x /classify JSON, one digit",
+    "grpc_vs_json_64": "gRPC Predict >= {goal:g}x /classify JSON, 64 digits",
     "translate_vs_in_process": "/translate >= {goal:g}x in process at its batch size",
     "translate_p99_ms": "/translate p99 < {goal:g} ms",
     "detect_vs_in_process": "/detect >= {goal:g}x in-process best",
@@ -567,7 +637,7 @@ GOAL_LINES = {
 def report_text(rows: list[dict], summary: dict[str, Any], levels: list[int], in_process: dict | None) -> str:
     lines = [
         f"{'scenario':<18} {'conns':>5} {'req/s':>8} {'p50 ms':>7} {'p90 ms':>7} {'p99 ms':>7} {'errors':>6} "
-        f"{'server CPU':>10} {'wrk CPU':>7} {'batch':>6}"
+        f"{'server CPU':>10} {'gen CPU':>7} {'batch':>6}"
     ]
     for row in rows:
         batch = f"{row['mean_batch_size']:.1f}" if row["mean_batch_size"] else "-"
@@ -576,7 +646,10 @@ def report_text(rows: list[dict], summary: dict[str, Any], levels: list[int], in
             f"{row['p90_ms']:>7.1f} {row['p99_ms']:>7.1f} {row['errors']:>6} {row['server_cpu_cores']:>10.2f} "
             f"{row['load_generator_cpu_cores']:>7.2f} {batch:>6}"
         )
-    lines.append(f"(CPU: cores used, of {os.cpu_count()}, by the server's processes and by wrk during the level)")
+    lines.append(
+        f"(CPU: cores used, of {os.cpu_count()}, by the server's processes and by the load generator, wrk or "
+        "h2load for gRPC, during the level)"
+    )
     for anchor, by_scenario in summary["ratios"].items():
         lines += ["", f"throughput / {anchor}:" + "".join(f"{f'{n} conns':>11}" for n in levels)]
         for name, values in by_scenario.items():
@@ -630,7 +703,7 @@ def plot(rows: list[dict], levels: list[int], path: Path) -> None:
         axis.set_xscale("log", base=2)
         axis.set_yscale("log")
         axis.set_xticks(levels, [str(level) for level in levels])
-        axis.set_xlabel("connections (wrk)")
+        axis.set_xlabel("connections (wrk; h2load for gRPC)")
         axis.set_ylabel(label)
         axis.set_title(title)
         axis.grid(True, which="both", alpha=0.3)
@@ -647,6 +720,8 @@ def plot(rows: list[dict], levels: list[int], path: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     wrk.executable()  # fail before any training when the load generator is missing
+    if any(SCENARIOS[name].content_type == h2load.GRPC_TYPE for name in args.scenario_list):
+        h2load.executable()
     if "bentoml" in sys.modules:
         raise RuntimeError("bentoml was imported before BENTOML_HOME was set")
     bentoml_home = tempfile.mkdtemp(prefix="bentoml-bench-")
@@ -663,13 +738,17 @@ def main(argv: list[str] | None = None) -> int:
 
         artifacts = prepare_models(args, workdir)
         scenes = sample_images(16, seed=0)  # 128x128 PNGs
+        from serving.process import free_port
+
+        names = {family: read_metadata(path).name for family, path in artifacts.items()}
         context = {
             "artifacts": artifacts,
             "tags": {family: register_in_bentoml(path) for family, path in artifacts.items()},
-            "names": {family: read_metadata(path).name for family, path in artifacts.items()},
+            "names": names,
             "labels": list(read_metadata(artifacts["classifier"]).labels),
             "keras_model": naive_keras_model(args, artifacts["classifier"]),
-            "bodies": request_bodies(scenes),
+            "bodies": request_bodies(scenes, names["classifier"]),
+            "grpc_targets": {server: f"http://127.0.0.1:{free_port()}" for server in ("service", "ceiling")},
         }
         if "naive" in args.scenario_list and context["keras_model"] is None:
             print("no .keras file of the classifier's run (pass --keras-model): the naive scenario is left out")
@@ -710,7 +789,8 @@ def main(argv: list[str] | None = None) -> int:
                     "httptools",
                 )
             )
-            | {"wrk": subprocess_version()},
+            | {"wrk": subprocess_version()}
+            | ({"h2load": h2load.version()} if shutil.which("h2load") else {}),
             "results": rows,
             "in_process": in_process,
             **summary,

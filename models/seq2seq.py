@@ -248,8 +248,15 @@ MODEL_BUILDERS: dict[str, Callable[..., keras.Model]] = {
 
 def attention_weights(model: keras.Model, source_ids: tf.Tensor, decoder_ids: tf.Tensor) -> tf.Tensor:
     """Attention weights (N, Ty, Tx) of the teacher-forced pass: which source characters each output step read."""
-    encoded, *states = _encode(model.get_layer("encoder"), source_ids, training=False)
-    return model.get_layer("decoder")([decoder_ids, encoded, _padding_mask(source_ids), *states], training=False)[1]
+    return _teacher_forced_attention(model.get_layer("encoder"), model.get_layer("decoder"), source_ids, decoder_ids)
+
+
+def _teacher_forced_attention(
+    encoder: keras.Model, decoder: keras.Model, source_ids: tf.Tensor, decoder_ids: tf.Tensor
+) -> tf.Tensor:
+    # Both decoders return the attention as their second output: Bahdanau's, or the last cross-attention's.
+    encoded, *states = _encode(encoder, source_ids, training=False)
+    return decoder([decoder_ids, encoded, _padding_mask(source_ids), *states], training=False)[1]
 
 
 class Seq2SeqStepDecoder(StepDecoder):
@@ -274,3 +281,8 @@ class Seq2SeqStepDecoder(StepDecoder):
         # position t blind to the padding after it.
         logits, _ = self.decoder([tokens, *context], training=False)
         return tf.gather(logits, t, axis=1), ()
+
+    def attention(self, source_ids: tf.Tensor, decoder_ids: tf.Tensor) -> tf.Tensor:
+        """`attention_weights` of the teacher-forced pass over `decoder_ids` ([START] and a decoded hypothesis):
+        (N, Ty, Tx), what the decoder read as it wrote each character."""
+        return _teacher_forced_attention(self.encoder, self.decoder, source_ids, decoder_ids)

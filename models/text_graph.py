@@ -79,6 +79,12 @@ def vocabulary_from(texts: Iterable[str], *, min_count: int = 1) -> list[str]:
     )
 
 
+def _padded(rows: tf.RaggedTensor, padding: Any) -> tf.Tensor:
+    """(N, None) ragged → (N, T) dense, right-padded; T ≥ 1 so an all-empty batch still has a time axis."""
+    width = tf.maximum(rows.bounding_shape(axis=1, out_type=tf.int64), 1)
+    return rows.to_tensor(default_value=padding, shape=tf.stack([rows.nrows(), width]))
+
+
 class CharTokenizer(tf.Module):
     """Strings ⇄ padded character ids for the source (typed text) and the target (the model's output)."""
 
@@ -125,11 +131,15 @@ class CharTokenizer(tf.Module):
         return [PAD, OOV, START, END, *self.target_chars]
 
     def source_ids(self, texts: tf.Tensor) -> tf.Tensor:
-        """(N,) strings → (N, T) int32 ids, right-padded with 0; T ≥ 1 so an all-empty batch still has a time axis."""
-        chars = split_characters(normalize_text(texts, self.compatibility))[:, : self.max_input_length]
-        ids = tf.cast(self.source_lookup(chars), tf.int32)
-        width = tf.maximum(ids.bounding_shape(axis=1, out_type=tf.int64), 1)
-        return ids.to_tensor(default_value=PAD_ID, shape=tf.stack([ids.nrows(), width]))
+        """(N,) strings → (N, T) int32 ids, right-padded with 0."""
+        return _padded(tf.cast(self.source_lookup(self._source_characters(texts)), tf.int32), PAD_ID)
+
+    def source_characters(self, texts: tf.Tensor) -> tf.Tensor:
+        """(N,) strings → (N, T) the characters the model reads, one per id of `source_ids`, right-padded with ""."""
+        return _padded(self._source_characters(texts), PAD)
+
+    def _source_characters(self, texts: tf.Tensor) -> tf.RaggedTensor:
+        return split_characters(normalize_text(texts, self.compatibility))[:, : self.max_input_length]
 
     def target_ids(self, targets: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """Teacher forcing: decoder input [START] y₁ … y_T and labels y₁ … y_T [END], both (N, T + 1)."""

@@ -419,7 +419,11 @@ class Seq2SeqFamily(Family[Seq2SeqConfig, date_data.DateDataset, CharTokenizer])
                 output_constraint=config.output_constraint,
                 date_threshold=report["is_date"]["test"]["threshold"],
             ),
-            signatures={Role.DEFAULT: "serving_default", Role.TEXTS: "translate"},
+            signatures={
+                Role.DEFAULT: "serving_default",
+                Role.TEXTS: "translate",
+                Role.ATTENTION: "translate_attention",
+            },
             outputs=Seq2SeqGraph.OUTPUTS,
             metrics={
                 "test_exact_match": report["test"]["exact_match"],

@@ -15,13 +15,16 @@ A rollback is a label moved back: `PUT /admin/models/classifier/labels/stable {"
 import asyncio
 import hmac
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Request
 
 from serving import inputs, model_config, settings
 from serving.api_schema import JSON, errors
 from serving.inputs import InputError
+
+if TYPE_CHECKING:
+    from serving.model_manager import ModelManager
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 
@@ -57,14 +60,21 @@ RELOAD_BODY = {
 
 
 def authorize(request: Request) -> None:
+    check_token(request.headers.get("authorization", ""))
+
+
+def check_token(authorization: str) -> None:
+    """`authorization` (an HTTP header's or gRPC call metadata's value) is "Bearer <the admin token>"."""
     token = settings.current().admin_token
     if not token:
         raise InputError(
             "the admin API is off", expected="a server started with MODELSERVICE_ADMIN_TOKEN set", status=403
         )
-    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    scheme, _, given = authorization.partition(" ")
     if scheme.lower() != "bearer" or not given:
-        raise InputError("missing admin token", expected="the header Authorization: Bearer <token>", status=401)
+        raise InputError(
+            "missing admin token", expected="Authorization: Bearer <token> (a header, or gRPC metadata)", status=401
+        )
     if not hmac.compare_digest(given.strip().encode(), token.encode()):
         raise InputError("wrong admin token", expected="the token MODELSERVICE_ADMIN_TOKEN holds", status=403)
 
@@ -77,14 +87,12 @@ def manager(request: Request):
 async def reload_config(request: Request) -> dict[str, Any]:
     """Serve a new configuration: the body's ModelServerConfig (JSON), else the config file read again."""
     authorize(request)
-    configured = settings.current()
     body = await inputs.read_body(request)
-    base_dir = configured.model_config_file.parent if configured.model_config_file else Path.cwd()
     try:
         if body.strip():
-            specs = model_config.parse_config_document(inputs.parse_json(body), "the request body", base_dir)
-        elif configured.model_config_file is not None:
-            specs = model_config.read_config_file(configured.model_config_file)
+            specs = model_config.parse_config_document(inputs.parse_json(body), "the request body", config_base_dir())
+        elif (config_file := settings.current().model_config_file) is not None:
+            specs = model_config.read_config_file(config_file)
         else:
             raise InputError(
                 "no model config file to read again",
@@ -93,8 +101,18 @@ async def reload_config(request: Request) -> dict[str, Any]:
             )
     except model_config.ConfigError as error:
         raise InputError(str(error), expected="TF Serving's ModelServerConfig") from None
-    await asyncio.to_thread(manager(request).reconfigure, specs)  # loads run off the event loop
-    return {"models": [spec.name for spec in specs], "problems": manager(request).failures()}
+    return await reload(manager(request), specs)
+
+
+def config_base_dir() -> Path:
+    """Where a reloaded config's relative base paths start: beside the config file, else the working folder."""
+    config_file = settings.current().model_config_file
+    return config_file.parent if config_file else Path.cwd()
+
+
+async def reload(models: "ModelManager", specs: list[model_config.ModelSpec]) -> dict[str, Any]:
+    await asyncio.to_thread(models.reconfigure, specs)  # loads run off the event loop
+    return {"models": [spec.name for spec in specs], "problems": models.failures()}
 
 
 @router.put(

@@ -42,10 +42,14 @@ NOT_A_DATE = "not a date"
 
 def seq2seq_predictions(outputs: dict[str, np.ndarray]) -> list[dict[str, Any]]:
     """Per text, the answer, its score and the beams; where the graph says the input is not a date
-    (`is_date`, in versions that have it), `"text": null` with the reason, and the best guess kept beside."""
+    (`is_date`, in versions that have it), `"text": null` with the reason, and the best guess kept beside;
+    from the attention signature, the attention behind the best answer (`attention_maps`)."""
     predictions = ranked(
         outputs, best=("texts", "scores"), ranking=("beam_texts", "beam_scores"), key="text", listed="beams"
     )
+    if "attention" in outputs:
+        for prediction, attention in zip(predictions, attention_maps(outputs)):
+            prediction["attention"] = attention
     if "is_date" not in outputs:
         return predictions
     for prediction, is_date, probability in zip(
@@ -55,6 +59,21 @@ def seq2seq_predictions(outputs: dict[str, np.ndarray]) -> list[dict[str, Any]]:
         if not is_date:
             prediction.update(text=None, reason=NOT_A_DATE, guess=prediction["text"])
     return predictions
+
+
+def attention_maps(outputs: dict[str, np.ndarray]) -> list[dict[str, Any]]:
+    """Per text, {"source", "output", "weights"}: the characters the model read (normalised, as the graph
+    reads them), those of its best answer (the guess too, where it says "not a date"), and weights[i][j], how
+    much writing output character i attended to source character j. Cut to the real lengths: the graph pads
+    the source to the batch's longest and the output to the longest answer it may write."""
+    maps = []
+    for source, text, weights in zip(
+        to_json(outputs["source_characters"]), to_json(outputs["texts"]), outputs["attention"]
+    ):
+        source = [char for char in source if char]  # "" is padding: a character read is never empty
+        output = list(text)
+        maps.append({"source": source, "output": output, "weights": weights[: len(output), : len(source)].tolist()})
+    return maps
 
 
 def classifier_predictions(outputs: dict[str, np.ndarray]) -> list[dict[str, Any]]:

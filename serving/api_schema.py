@@ -187,6 +187,12 @@ def components(limits: ServedLimits) -> dict[str, dict[str, Any]]:
                     "maxItems": inputs.MAX_BATCH,
                 },
                 "beam_width": {"type": "integer", "minimum": 1, "maximum": max_beam},
+                "attention": {
+                    "type": "boolean",
+                    "default": False,
+                    "description": "also answer the attention behind each best answer (versions exported "
+                    "with it; others answer 400)",
+                },
             },
         },
         "ImageUpload": image_upload(with_options=False),

@@ -12,6 +12,8 @@ A signature's role says which input a signature takes, with the same meaning for
     images_uint8  uint8 pixels, otherwise as `images`
     image_bytes   encoded image strings (PNG, JPEG, GIF, BMP) and the task's options
     texts         strings and the task's options
+    attention     as texts, answering what texts answers and the attention behind the best answer (seq2seq;
+                  optional: versions exported before it lack it)
 
 A version may also hold `blessing.json` (`Blessing`), the validation gate's verdict: serving serves a
 version whose record says it is not blessed (or still pending) only when told to, and a version with no
@@ -51,6 +53,7 @@ class Role(StrEnum):
     IMAGES_UINT8 = "images_uint8"
     IMAGE_BYTES = "image_bytes"
     TEXTS = "texts"
+    ATTENTION = "attention"
 
 
 class ArtifactError(ValueError):
@@ -98,6 +101,7 @@ TASK_SECTIONS: dict[Task, tuple[str, ...]] = {
     Task.SEQ2SEQ: ("output", "decoding"),
     Task.DETECTOR: ("labels", "postprocessing"),
 }
+# The roles each task's artifact must name; others (seq2seq's attention) are optional.
 TASK_ROLES: dict[Task, tuple[Role, ...]] = {
     Task.CLASSIFIER: (Role.DEFAULT, Role.IMAGES, Role.IMAGE_BYTES),
     Task.SEQ2SEQ: (Role.DEFAULT, Role.TEXTS),

@@ -7,12 +7,16 @@ layer, catches SIGTERM first and keeps serving for a while: every response says 
 each client's connection ends cleanly after its answer; `/readyz` answers 503, so a load balancer or
 Kubernetes sends no new traffic. Once nothing has been in flight for `QUIET_SECONDS`, or after `seconds` at
 most, it passes the signal on to uvicorn, which stops as before. A second SIGTERM stops at once.
+
+The gRPC API (`serving.grpc_server`) shares the same `Stopping`: its calls count as in flight, and its health
+service answers NOT_SERVING from the moment the drain starts.
 """
 
 import asyncio
 import signal
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from starlette.responses import JSONResponse
@@ -22,16 +26,47 @@ QUIET_SECONDS = 0.5
 READY_PATHS = ("/readyz",)
 
 
+@dataclass
+class Stopping:
+    """What one server's HTTP and gRPC sides share about a stop: the calls in flight on both, and whether a
+    drain has begun (all on the event loop's thread)."""
+
+    draining: bool = False
+    in_flight: int = 0
+    last_activity: float = field(default_factory=time.monotonic)
+    _on_drain: list[Callable[[], None]] = field(default_factory=list, repr=False)
+
+    def started(self) -> None:
+        self.in_flight += 1
+
+    def finished(self) -> None:
+        self.in_flight -= 1
+        self.last_activity = time.monotonic()
+
+    def quiet(self) -> bool:
+        return self.in_flight == 0 and time.monotonic() - self.last_activity >= QUIET_SECONDS
+
+    def on_drain(self, callback: Callable[[], None]) -> None:
+        self._on_drain.append(callback)
+
+    def drain(self) -> None:
+        self.draining = True
+        for callback in self._on_drain:
+            callback()
+
+
 class Drain:
     """ASGI middleware: on SIGTERM, drain for at most `seconds` (0: stop at once), then stop as uvicorn does."""
 
-    def __init__(self, app: ASGIApp, *, seconds: float):
+    def __init__(self, app: ASGIApp, *, seconds: float, stopping: Stopping | None = None):
         self.app = app
         self.seconds = seconds
-        self.draining = False
-        self.in_flight = 0
-        self.last_activity = time.monotonic()
+        self.stopping = stopping or Stopping()
         self._stop: Callable[[int, Any], Any] | None = None
+
+    @property
+    def draining(self) -> bool:
+        return self.stopping.draining
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -47,12 +82,11 @@ class Drain:
             )
             await response(scope, receive, send)
             return
-        self.in_flight += 1
+        self.stopping.started()
         try:
             await self.app(scope, receive, self._closing(send))
         finally:
-            self.in_flight -= 1
-            self.last_activity = time.monotonic()
+            self.stopping.finished()
 
     def _closing(self, send: Send) -> Send:
         async def send_closing(message: Message) -> None:
@@ -75,15 +109,16 @@ class Drain:
             if self.draining:  # asked twice: stop now
                 previous(signum, frame)
                 return
-            self.draining = True
+            self.stopping.draining = True  # at once: a second SIGTERM, even before the loop runs again, stops
             loop.call_soon_threadsafe(lambda: loop.create_task(self._drain_then_stop(signum, frame)))
 
         signal.signal(signal.SIGTERM, on_sigterm)
 
     async def _drain_then_stop(self, signum: int, frame: Any) -> None:
+        self.stopping.drain()
         started = time.monotonic()
         while time.monotonic() - started < self.seconds:
-            if self.in_flight == 0 and time.monotonic() - self.last_activity >= QUIET_SECONDS:
+            if self.stopping.quiet():
                 break
             await asyncio.sleep(0.05)
         assert self._stop is not None

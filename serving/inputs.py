@@ -130,6 +130,8 @@ def _text(item: Any, where: str, max_length: int, expected: str) -> bytes:
         length = len(data.decode("utf-8", "replace"))
     elif isinstance(item, str):
         data, length = item.encode("utf-8", "surrogatepass"), len(item)
+    elif isinstance(item, bytes):  # a gRPC string tensor's element
+        data, length = item, len(item.decode("utf-8", "replace"))
     else:
         raise InputError(f"{where} is a {_json_type(item)}, not a string", expected=expected)
     if length > max_length:
@@ -177,6 +179,13 @@ def form_number(text: Any, name: str, *, low: float, high: float) -> float:
     except ValueError:
         raise InputError(f"form field {name!r} is {_brief(text)}, not a number", expected=expected) from None
     return number_option(value, name, low=low, high=high)
+
+
+def boolean_option(value: Any, name: str) -> bool:
+    """A JSON boolean: not 1, not "true", which a client meaning something else may have sent."""
+    if not isinstance(value, bool):
+        raise InputError(f"{name!r} is {_brief(value)}, not a boolean", expected=f"{name!r}: true or false")
+    return value
 
 
 def choice_option(value: Any, name: str, choices: tuple[str, ...]) -> str:
@@ -249,6 +258,25 @@ def pixel_batch(instances: Any, *, dtype: str = "float32", booleans_possible: bo
         if not np.array_equal(batch, np.round(batch)):
             raise InputError("non-integer pixel values for a uint8 signature", expected="integers 0–255")
         return batch.astype(np.uint8)
+    return batch
+
+
+def pixel_tensor(batch: np.ndarray, name: str) -> np.ndarray:
+    """A gRPC client's N×H×W×C pixel tensor, checked as JSON pixels are: its size, channels, and values."""
+    expected = f"{name!r}: a batch of 1–{MAX_BATCH} images, N×H×W×C with C in 1, 3 or 4, values 0–255"
+    count, height, width, channels = batch.shape
+    if count > MAX_BATCH:
+        raise InputError(f"batch of {count} images is over the limit of {MAX_BATCH}", expected=expected, status=413)
+    if count == 0:
+        raise InputError(f"empty batch: {name!r} has no images", expected=expected)
+    if channels not in (1, 3, 4):
+        raise InputError(f"{name!r} has {channels} channels (shape {list(batch.shape)})", expected=expected)
+    _check_size(height, width, f"{name!r} (shape {list(batch.shape)})")
+    if batch.dtype.kind == "f" and not np.isfinite(batch).all():
+        raise InputError(f"{name!r} contains NaN or infinite values", expected="finite numbers 0–255")
+    low, high = batch.min(), batch.max()
+    if low < 0 or high > 255:
+        raise InputError(f"{name!r} has values outside 0–255 (min {low:g}, max {high:g})", expected=expected)
     return batch
 
 

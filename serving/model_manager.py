@@ -160,6 +160,24 @@ class ModelManager:
                 )
             return [dataclasses.replace(status) for status in sorted(found.values(), key=lambda s: -s.version)]
 
+    def version_statuses(
+        self, name: str, *, version: int | None = None, label: str | None = None
+    ) -> list[VersionStatus]:
+        """TF Serving's GetModelStatus: every version of `name` this server knows, or the one asked for (by number
+        or by a label, which must point to an AVAILABLE version)."""
+        statuses = self.statuses(name)
+        if label is not None:
+            version = int(self.served.runtime(name, label=label).model.version)
+        if version is None:
+            return statuses
+        if chosen := [status for status in statuses if status.version == version]:
+            return chosen
+        raise InputError(
+            f"version {version} of {name!r} is not known to this server",
+            expected=f"one of {[status.version for status in statuses]}",
+            status=404,
+        )
+
     def model_names(self) -> list[str]:
         with self._guard:
             return sorted(self._statuses)

@@ -32,12 +32,13 @@ def running_process(
     probe: str = "/readyz",
 ) -> Iterator[str]:
     """Run an HTTP server `command` listening on loopback `port`; yield its base URL once `probe` answers 200
-    (/livez for a server that starts with nothing to serve yet)."""
+    (/livez for a server that starts with nothing to serve yet). Its gRPC API is off unless `env` or `command`
+    gives it a port: servers started side by side would all want TF Serving's 8500."""
     with open(log_path, "wb") if log_path else contextlib.nullcontext(subprocess.DEVNULL) as log:
         process = subprocess.Popen(
             command,
             cwd=PROJECT_ROOT,
-            env={**os.environ, **(env or {})},
+            env={**os.environ, "MODELSERVICE_GRPC_PORT": "0", **(env or {})},
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,

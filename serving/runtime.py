@@ -36,13 +36,13 @@ class ModelRuntime:
 
     def batch_spec(self, signature_name: str) -> tf.TensorSpec:
         """The signature's batched input (batch axis first)."""
-        return next(spec for spec in self._input_specs(signature_name).values() if spec.shape.rank)
+        return next(spec for spec in self.input_specs(signature_name).values() if spec.shape.rank)
 
     def option_specs(self, signature_name: str) -> dict[str, tf.TensorSpec]:
         """The signature's scalar inputs, such as a beam width: one value for the whole request."""
-        return {name: spec for name, spec in self._input_specs(signature_name).items() if not spec.shape.rank}
+        return {name: spec for name, spec in self.input_specs(signature_name).items() if not spec.shape.rank}
 
-    def _input_specs(self, signature_name: str) -> dict[str, tf.TensorSpec]:
+    def input_specs(self, signature_name: str) -> dict[str, tf.TensorSpec]:
         # Read once per signature: rebuilding them from the function's signature on every request and
         # model call cost more than the rest of a small TF Serving request's parsing.
         if signature_name not in self._specs:
@@ -52,7 +52,7 @@ class ModelRuntime:
 
     async def run(self, signature_name: str, batch: np.ndarray, **options: Any) -> dict[str, np.ndarray]:
         """Call a signature on `batch`; requests with the same signature, item shape and options share batches."""
-        key = (signature_name, batch.shape[1:], batch.dtype.str, tuple(sorted(options.items())))
+        key = self.batch_key(signature_name, batch, options)
         if key not in self._batchers:
             self._batchers[key] = AdaptiveBatcher(
                 lambda items: self.call(signature_name, items, options), max_batch_size=self.max_batch_size
@@ -66,6 +66,11 @@ class ModelRuntime:
             raise self._rejected(signature_name, _reason(error.message)) from None
         finally:
             self.in_flight -= 1
+
+    @staticmethod
+    def batch_key(signature_name: str, batch: np.ndarray, options: dict[str, Any]) -> tuple:
+        """Which batcher a request joins, whichever API it came through."""
+        return (signature_name, batch.shape[1:], batch.dtype.str, tuple(sorted(options.items())))
 
     def warm_up(self, requests: list[WarmupRequest]) -> None:
         """Run the artifact's warm-up requests (serving.warmup), as TF Serving does before a version serves."""
@@ -137,19 +142,26 @@ class ModelRuntime:
         if missing:
             raise inputs.InputError(
                 f"missing input {missing[0]!r} of signature {signature_name!r}",
-                expected=f"inputs {sorted(self._input_specs(signature_name))}",
+                expected=f"inputs {sorted(self.input_specs(signature_name))}",
             )
-        options = {name: _scalar_option(value, name, option_specs[name].dtype) for name, value in options.items()}
+        options = {name: scalar_option(value, name, option_specs[name].dtype) for name, value in options.items()}
         if spec.dtype == tf.string:
-            return self._string_batch(signature_name, items), options
+            return self.string_batch(signature_name, items), options
         return inputs.pixel_batch(items, dtype=spec.dtype.name, booleans_possible=booleans_possible), options
 
-    def _string_batch(self, signature_name: str, items: Any) -> np.ndarray:
+    def string_batch(self, signature_name: str, items: Any) -> np.ndarray:
         if self.model.takes(signature_name, Role.IMAGE_BYTES):
             inputs.check_batch(items, 'a list of {"b64": ...} encoded images')
             budget = inputs.DecodeBudget()
+            # JSON carries binary strings as {"b64": ...}; a gRPC string tensor as bytes.
             return np.array(
-                [inputs.b64_image(item, f"instance {index}", budget) for index, item in enumerate(items)], dtype=object
+                [
+                    inputs.encoded_image(item, f"instance {index}", budget)
+                    if isinstance(item, bytes)
+                    else inputs.b64_image(item, f"instance {index}", budget)
+                    for index, item in enumerate(items)
+                ],
+                dtype=object,
             )
         return inputs.text_batch(items, max_length=self.model.text_input.max_length)
 
@@ -165,7 +177,7 @@ class ModelRuntime:
         return [size for batcher in self._batchers.values() for size in batcher.batch_sizes]
 
 
-def _scalar_option(value: Any, name: str, dtype: tf.DType) -> int | float:
+def scalar_option(value: Any, name: str, dtype: tf.DType) -> int | float:
     """A TF Serving scalar input as a number of its dtype.
 
     The graph checks the range it accepts; this keeps the value convertible to the dtype (an int32 below

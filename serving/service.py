@@ -11,7 +11,8 @@ workers, batching, limits, log level, the admin token. Routes: POST /classify, P
 (boxes as JSON, or drawn on the image as a PNG with format=png), TF Serving's REST API under /v1/models (by
 version and by label; GET /v1/models lists every model's versions), GET /models, the admin API under /admin,
 plus BentoML's /livez, /readyz and /metrics. FastAPI's OpenAPI docs are at /docs and a page to try the models
-at / (`serving/page.py`), both with nothing loaded from outside the service.
+at / (`serving/page.py`), both with nothing loaded from outside the service. TF Serving's gRPC API answers on
+MODELSERVICE_GRPC_PORT from the same process and models (`serving/grpc_server.py`).
 """
 
 import logging
@@ -32,8 +33,9 @@ from serving import admin, api_schema, drawing, inputs, settings, tuning
 from serving.answers import classifier_predictions, detector_predictions, seq2seq_predictions, to_json
 from serving.api_schema import INFERENCE_ERRORS, LOOKUP_ERRORS, errors, json_body, json_or_upload_body
 from serving.contract import Role, Task
-from serving.drain import Drain
+from serving.drain import Drain, Stopping
 from serving.fast_path import FastPath, FastPathService
+from serving.grpc_server import GrpcServer
 from serving.inputs import InputError
 from serving.page import add_page_and_docs
 
@@ -253,10 +255,15 @@ async def detect(request: Request) -> dict[str, Any] | Response:
     openapi_extra=json_body("TranslateRequest", example="dates") | api_schema.TASK_QUERY,
 )
 async def translate(request: Request) -> dict[str, Any]:
-    """JSON {"texts": ["March 4, 1999", ...], "beam_width": 3} → the decoded text and its score per input."""
+    """JSON {"texts": ["March 4, 1999", ...], "beam_width": 3} → the decoded text and its score per input;
+    with "attention": true, also the attention behind each best answer (versions exported with it)."""
     runtime = model_for_task(request, Task.SEQ2SEQ)
-    decoding = runtime.model.metadata.decoding
-    expected = f'{{"texts": [string, ...], "beam_width": 1–{decoding.max_beam_width} (optional)}}'
+    metadata = runtime.model.metadata
+    decoding = metadata.decoding
+    expected = (
+        f'{{"texts": [string, ...], "beam_width": 1–{decoding.max_beam_width} (optional), '
+        '"attention": true or false (optional)}'
+    )
     document = inputs.parse_json(await inputs.read_body(request))
     texts = inputs.text_batch(
         inputs.field(document, "texts", expected), max_length=runtime.model.text_input.max_length, name="texts"
@@ -264,8 +271,16 @@ async def translate(request: Request) -> dict[str, Any]:
     beam_width = inputs.integer_option(
         document.get("beam_width", decoding.default_beam_width), "beam_width", low=1, high=decoding.max_beam_width
     )
-    # The texts role takes the strings and the task's options: here the beam width.
-    outputs = await runtime.run(runtime.model.metadata.signature(Role.TEXTS), texts, beam_width=beam_width)
+    # Both roles take the strings and the task's options (here the beam width); the attention role's signature
+    # also returns the attention, at the cost of one more decoder pass.
+    role = Role.ATTENTION if inputs.boolean_option(document.get("attention", False), "attention") else Role.TEXTS
+    if role not in metadata.signatures:
+        raise InputError(
+            f"version {runtime.model.version} of {runtime.model.name!r} does not expose attention",
+            expected='a request without "attention", or a version exported by this release, which adds it '
+            "(re-export the model)",
+        )
+    outputs = await runtime.run(metadata.signature(role), texts, beam_width=beam_width)
     return {"predictions": seq2seq_predictions(outputs), "model": model_tag(runtime)}
 
 
@@ -412,18 +427,11 @@ async def model_status(
     request: Request, name: str, version: str | None = None, label: str | None = None
 ) -> dict[str, Any]:
     """TF Serving's model status: every version this server knows (or the one asked for), its state and error."""
-    statuses = manager(request).statuses(name)
+    models = manager(request)
+    models.statuses(name)  # an unknown model is a 404 before its version is read (a GET on "3:predict" lands here)
     if label is not None:
-        version = str(find_model(request, name, label=label).model.version)
-    if version is not None:
-        number = version_number(version)
-        statuses = [status for status in statuses if status.version == number]
-        if not statuses:
-            raise InputError(
-                f"version {version} of {name!r} is not known to this server",
-                expected=f"one of {[status.version for status in manager(request).statuses(name)]}",
-                status=404,
-            )
+        find_model(request, name, label=label)  # recorded for the metrics, as the other label routes
+    statuses = models.version_statuses(name, version=version_number(version), label=label)
     return {"model_version_status": [status.to_tfserving() for status in statuses]}
 
 
@@ -480,14 +488,30 @@ class ModelService:
         return bool(api.state.manager.served.runtimes)
 
 
-ModelService.add_outer_asgi_middleware(Drain, seconds=SETTINGS.drain_seconds)  # the first added is outermost
+STOPPING = Stopping()  # the HTTP and gRPC sides' shared drain
+# What an inference request gets on either side: its timeout, and its route's limit of requests in flight.
+ADMISSION = {
+    "timeout": SETTINGS.timeout,
+    "max_concurrency": SETTINGS.max_concurrency,
+    "min_concurrency": SETTINGS.min_concurrency,
+    "latency_target": SETTINGS.latency_target_ms / 1000,
+}
+ModelService.add_outer_asgi_middleware(Drain, seconds=SETTINGS.drain_seconds, stopping=STOPPING)  # the outermost
+ModelService.add_outer_asgi_middleware(
+    GrpcServer,
+    api=api,
+    host=SETTINGS.host,
+    port=SETTINGS.grpc_port,
+    max_message_mb=SETTINGS.grpc_max_message_mb,
+    workers=SETTINGS.workers,
+    stopping=STOPPING,
+    stop_grace_seconds=SETTINGS.drain_seconds,
+    **ADMISSION,
+)
 ModelService.add_outer_asgi_middleware(
     FastPath,
     api=api,
     endpoints=(classify, detect, translate, tfserving_predict),
-    timeout=SETTINGS.timeout,
-    max_concurrency=SETTINGS.max_concurrency,
-    min_concurrency=SETTINGS.min_concurrency,
-    latency_target=SETTINGS.latency_target_ms / 1000,
     access_log=SETTINGS.access_log,
+    **ADMISSION,
 )

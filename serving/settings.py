@@ -59,6 +59,13 @@ def port_number(text: str) -> int:
     return value
 
 
+def port_or_off(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise ValueError("must be from 1 to 65535, or 0 for off")
+    return value
+
+
 def flag(text: str) -> bool:
     if text.lower() in ("1", "true", "yes", "on"):
         return True
@@ -108,6 +115,10 @@ class Settings:
     )
     host: str = setting("127.0.0.1", str, "bind address")
     port: int = setting(3000, port_number, "HTTP port")
+    grpc_port: int = setting(8500, port_or_off, "TF Serving's gRPC API (PredictionService, ModelService); 0: off")
+    grpc_max_message_mb: int = setting(
+        64, positive, "largest gRPC message in or out (MiB; gRPC's own default is 4); larger is RESOURCE_EXHAUSTED"
+    )
     workers: int = setting(1, positive, "server processes; each loads every model and batches only its own requests")
     batching: bool = setting(True, flag, "share model calls between concurrent requests (0: one call per request)")
     max_batch: int = setting(256, positive, "most items in one shared model call")

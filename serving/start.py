@@ -50,6 +50,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", help="bind address (default: 127.0.0.1) [MODELSERVICE_HOST]")
     parser.add_argument("--port", type=int, help="port (default: 3000) [MODELSERVICE_PORT]")
     parser.add_argument(
+        "--grpc-port", type=int, help="TF Serving's gRPC API (default: 8500; 0: off) [MODELSERVICE_GRPC_PORT]"
+    )
+    parser.add_argument(
         "--workers", type=int, help="server processes, each holding every model (default: 1) [MODELSERVICE_WORKERS]"
     )
 

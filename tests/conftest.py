@@ -265,11 +265,20 @@ def trained_transfer(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def server(trained_classifier, trained_seq2seq, trained_detector, trained_transfer, tmp_path_factory):
+def grpc_port() -> int:
+    """The session server's gRPC port (TF Serving's API, tests/serving/test_grpc.py)."""
+    from serving.process import free_port
+
+    return free_port()
+
+
+@pytest.fixture(scope="session")
+def server(trained_classifier, trained_seq2seq, trained_detector, trained_transfer, grpc_port, tmp_path_factory):
     """The real BentoML server on a free loopback port, serving the classifier, the date normaliser, the
-    detector and the transfer-learned classifier together."""
+    detector and the transfer-learned classifier together, over HTTP and gRPC."""
     from serving.process import running_server
 
     log = Path(tmp_path_factory.mktemp("server")) / "server.log"
-    with running_server(env={"MODELSERVICE_MODELS": "classifier,seq2seq,detector,transfer"}, log_path=log) as url:
+    env = {"MODELSERVICE_MODELS": "classifier,seq2seq,detector,transfer", "MODELSERVICE_GRPC_PORT": str(grpc_port)}
+    with running_server(env=env, log_path=log) as url:
         yield url

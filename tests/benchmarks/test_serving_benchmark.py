@@ -7,19 +7,35 @@ import sys
 import httpx
 import pytest
 
-from benchmarks import serving, wrk
+from benchmarks import h2load, serving, wrk
 from benchmarks.common import comma_separated
 from serving.process import free_port, running_process
 
 needs_wrk = pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed (apt-get install wrk)")
+needs_h2load = pytest.mark.skipif(
+    shutil.which("h2load") is None, reason="h2load is not installed (apt-get install nghttp2-client)"
+)
 
 
 @pytest.fixture(scope="module")
-def ceiling(tmp_path_factory):
-    """The no-op ceiling app, a real uvicorn server on a free loopback port."""
+def ceiling_grpc_port() -> int:
+    return free_port()
+
+
+@pytest.fixture(scope="module")
+def ceiling(tmp_path_factory, ceiling_grpc_port):
+    """The no-op ceiling app, a real uvicorn server on a free loopback port, and its gRPC ceiling."""
     port = free_port()
     log = tmp_path_factory.mktemp("ceiling") / "ceiling.log"
-    command = [sys.executable, "-m", "benchmarks.ceiling_app", "--port", str(port)]
+    command = [
+        sys.executable,
+        "-m",
+        "benchmarks.ceiling_app",
+        "--port",
+        str(port),
+        "--grpc-port",
+        str(ceiling_grpc_port),
+    ]
     with running_process(command, port=port, log_path=log, timeout=60) as url:
         yield url
 
@@ -43,18 +59,48 @@ def test_wrk_counts_answers_that_are_not_2xx_as_errors(ceiling):
     assert level.errors == level.requests
 
 
-def test_every_request_body_is_answered_by_the_real_service(server, trained_classifier):
-    """The benchmark's requests are ones the service accepts: 200 on each scenario's route and content type."""
+@needs_h2load
+def test_the_grpc_ceiling_answers_predict_calls(ceiling, ceiling_grpc_port):
+    target, path = f"http://127.0.0.1:{ceiling_grpc_port}", serving.SCENARIOS["grpc-ceiling"].path
+    body = serving.request_bodies([], "classifier", count=1)["digit_calls"][0]
+    assert h2load.first_answer(target, path, body) is None
+    level = h2load.run(target, path, body, connections=2, seconds=1)
+    assert level.errors == 0 and level.requests > 20
+
+
+def test_every_request_body_is_answered_by_the_real_service(server, grpc_port, trained_classifier):
+    """The benchmark's requests are ones the service accepts: 200 on each scenario's route and content type, and
+    OK for its gRPC calls."""
     from benchmarks.detection import sample_images
 
-    bodies = serving.request_bodies(sample_images(2, seed=0), count=2)
+    bodies = serving.request_bodies(sample_images(2, seed=0), "classifier", count=2)
     for name in serving.SERVICE_SCENARIOS:
         scenario = serving.SCENARIOS[name]
         path = scenario.path.format(classifier="classifier")
+        if scenario.content_type == h2load.GRPC_TYPE:
+            for body in bodies[scenario.bodies]:
+                assert h2load.first_answer(f"http://127.0.0.1:{grpc_port}", path, body) is None, name
+            continue
         for body in bodies[scenario.bodies]:
             response = httpx.post(server + path, content=body, headers={"content-type": scenario.content_type})
             assert response.status_code == 200, f"{name}: {response.text}"
             assert "predictions" in response.json()
+
+
+@needs_h2load
+def test_h2load_sends_grpc_calls_and_the_server_counts_them(server, grpc_port):
+    body = serving.request_bodies([], "classifier", count=1)["digit_calls"][0]
+    path = serving.SCENARIOS["classify-grpc"].path
+    failed_before = serving.grpc_failures(server)
+    level = h2load.run(f"http://127.0.0.1:{grpc_port}", path, body, connections=4, seconds=1)
+    assert level.connections == 4 and level.errors == 0 and level.requests > 20
+    assert 0 < level.p50_ms <= level.p90_ms <= level.p99_ms <= level.max_ms
+    assert 0 < level.load_generator_cpu_cores <= 1.5  # one h2load thread
+    assert serving.grpc_failures(server) == failed_before
+    unknown_model = h2load.framed(serving.predict_request("nope", [[[0] * 8] * 8]))
+    assert "NOT_FOUND" in h2load.first_answer(f"http://127.0.0.1:{grpc_port}", path, unknown_model)
+    h2load.run(f"http://127.0.0.1:{grpc_port}", path, unknown_model, connections=1, seconds=1)
+    assert serving.grpc_failures(server) > failed_before  # h2load sees HTTP 200: the server's metrics count them
 
 
 def test_batch_totals_add_up_every_label_set_of_both_histograms():
@@ -94,6 +140,9 @@ def test_the_goals_compare_each_route_with_its_own_anchor():
         row("ceiling", 1000.0),
         row("classify-json", 850.0, p99=40.0),
         row("tfserving-rest", 700.0),
+        row("classify-grpc", 900.0),
+        row("classify-json-64", 100.0),
+        row("classify-grpc-64", 99.0),
         row("translate", 300.0, p99=120.0, batch=15.6),
         row("detect", 95.0, errors=2),
     ]
@@ -104,6 +153,8 @@ def test_the_goals_compare_each_route_with_its_own_anchor():
     assert goals["classify_p99_ms"]["met"]
     assert goals["tfserving_vs_classify"]["value"] == pytest.approx(700 / 850)
     assert not goals["tfserving_vs_classify"]["met"]
+    assert goals["grpc_vs_classify"]["value"] == pytest.approx(900 / 850) and goals["grpc_vs_classify"]["met"]
+    assert goals["grpc_vs_json_64"] == {"value": pytest.approx(0.99), "goal": 1.0, "met": False}
     assert summary["translate_batch"] == 16
     assert goals["translate_vs_in_process"]["value"] == pytest.approx(0.75)  # against batch 16, not the best
     assert not goals["translate_p99_ms"]["met"]

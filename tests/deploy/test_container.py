@@ -129,6 +129,7 @@ def image(artifacts, tmp_path_factory, request) -> Iterator[str]:
 class Container:
     name: str
     url: str
+    grpc_target: str  # host:port of TF Serving's gRPC API
 
     def logs(self) -> str:
         finished = engine("logs", self.name, check=False)
@@ -136,13 +137,12 @@ class Container:
 
 
 def start_container(image: str, *options: str) -> Container:
-    """`run -d --init` on a free host port; returns once /readyz answers 200."""
-    port = free_port()
+    """`run -d --init` on free host ports (HTTP, gRPC); returns once /readyz answers 200."""
+    port, grpc_port = free_port(), free_port()
     name = f"modelservice-test-{uuid.uuid4().hex[:8]}"
-    engine(
-        "run", "-d", "--init", "--network", "host", "--name", name, "-e", f"MODELSERVICE_PORT={port}", *options, image
-    )
-    container = Container(name, f"http://127.0.0.1:{port}")
+    ports = ["-e", f"MODELSERVICE_PORT={port}", "-e", f"MODELSERVICE_GRPC_PORT={grpc_port}"]
+    engine("run", "-d", "--init", "--network", "host", "--name", name, *ports, *options, image)
+    container = Container(name, f"http://127.0.0.1:{port}", f"127.0.0.1:{grpc_port}")
     deadline = time.monotonic() + READY_SECONDS
     while time.monotonic() < deadline:
         if engine("inspect", name, "--format", "{{.State.Running}}").stdout.strip() != "true":
@@ -218,6 +218,24 @@ def test_normalises_a_date(served, date_answers):
     assert response.status_code == 200, response.text
     expected = date_answers("20.01.2023", "March 4, 1999")
     assert [prediction["text"] for prediction in response.json()["predictions"]] == expected
+
+
+def test_answers_tf_servings_grpc_api(served, date_answers):
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name, request.model_spec.signature_name = "seq2seq", "translate"
+    request.inputs["texts"].CopyFrom(tf.make_tensor_proto(["20.01.2023", "March 4, 1999"]))
+    request.inputs["beam_width"].CopyFrom(tf.make_tensor_proto(3))
+    with grpc.insecure_channel(served.grpc_target) as channel:
+        health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=TIMEOUT)
+        answer = prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(request, timeout=TIMEOUT)
+    assert health.status == health_pb2.HealthCheckResponse.SERVING
+    texts = [text.decode() for text in tf.make_ndarray(answer.outputs["texts"])]
+    is_date = tf.make_ndarray(answer.outputs["is_date"])
+    assert [text if date else None for text, date in zip(texts, is_date)] == date_answers("20.01.2023", "March 4, 1999")
 
 
 def test_detects_digits_in_a_scene_as_the_savedmodel_does(served, trained_detector, scenes):

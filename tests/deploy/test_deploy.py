@@ -1,4 +1,4 @@
-"""deploy/kubernetes.yaml agrees with the Dockerfile: the port, the user, the probes and the writable paths."""
+"""deploy/kubernetes.yaml agrees with the Dockerfile: the ports, the user, the probes and the writable paths."""
 
 import re
 
@@ -25,17 +25,16 @@ def dockerfile_value(pattern: str) -> str:
     return match.group(1)
 
 
-def test_the_deployment_runs_the_images_port_and_user(manifests):
+def test_the_deployment_runs_the_images_ports_and_user(manifests):
     pod = manifests["Deployment"]["spec"]["template"]["spec"]
     (container,) = pod["containers"]
-    (port,) = container["ports"]
-    assert (
-        port["containerPort"]
-        == int(dockerfile_value(r"EXPOSE (\d+)"))
-        == int(dockerfile_value(r"MODELSERVICE_PORT=(\d+)"))
-    )
+    ports = {port["name"]: port["containerPort"] for port in container["ports"]}
+    exposed = [int(port) for port in dockerfile_value(r"EXPOSE ([\d ]+)").split()]
+    assert [ports["http"], ports["grpc"]] == exposed
+    assert ports["http"] == int(dockerfile_value(r"MODELSERVICE_PORT=(\d+)"))
+    assert ports["grpc"] == int(dockerfile_value(r"MODELSERVICE_GRPC_PORT=(\d+)")) == Settings().grpc_port
     env = {variable["name"]: variable["value"] for variable in container["env"]}
-    assert env["MODELSERVICE_PORT"] == str(port["containerPort"])
+    assert env["MODELSERVICE_PORT"] == str(ports["http"]) and env["MODELSERVICE_GRPC_PORT"] == str(ports["grpc"])
     assert pod["securityContext"]["runAsUser"] == int(dockerfile_value(r"useradd .*--uid (\d+)"))
     assert pod["securityContext"]["runAsNonRoot"] is True
 
@@ -43,11 +42,12 @@ def test_the_deployment_runs_the_images_port_and_user(manifests):
 def test_probes_use_the_servers_health_routes_and_shutdown_fits_the_grace_period(manifests):
     pod = manifests["Deployment"]["spec"]["template"]["spec"]
     (container,) = pod["containers"]
-    paths = {
-        probe: container[probe]["httpGet"]["path"] for probe in ("startupProbe", "readinessProbe", "livenessProbe")
-    }
-    assert paths == {"startupProbe": "/readyz", "readinessProbe": "/readyz", "livenessProbe": "/livez"}
-    assert all(container[probe]["httpGet"]["port"] == container["ports"][0]["name"] for probe in paths)
+    paths = {probe: container[probe]["httpGet"]["path"] for probe in ("startupProbe", "livenessProbe")}
+    assert paths == {"startupProbe": "/readyz", "livenessProbe": "/livez"}
+    assert all(container[probe]["httpGet"]["port"] == "http" for probe in paths)
+    # Readiness through grpc.health.v1.Health (tests/serving/test_grpc.py): SERVING as /readyz answers 200.
+    grpc_port = next(port["containerPort"] for port in container["ports"] if port["name"] == "grpc")
+    assert container["readinessProbe"]["grpc"] == {"port": grpc_port}
     assert pod["terminationGracePeriodSeconds"] > 10  # the server stops within 10 s (tests/test_container.py)
     assert pod["terminationGracePeriodSeconds"] > Settings().drain_seconds + 5  # its drain, then uvicorn's stop
     assert "/readyz" in dockerfile_value(r"HEALTHCHECK[^\n]*\n\s*CMD (.*)")
@@ -64,5 +64,5 @@ def test_the_service_routes_to_the_named_port(manifests):
     service = manifests["Service"]["spec"]
     deployment = manifests["Deployment"]["spec"]
     assert service["selector"] == deployment["selector"]["matchLabels"] == deployment["template"]["metadata"]["labels"]
-    (port,) = service["ports"]
-    assert port["targetPort"] == deployment["template"]["spec"]["containers"][0]["ports"][0]["name"]
+    container_ports = {port["name"] for port in deployment["template"]["spec"]["containers"][0]["ports"]}
+    assert {port["targetPort"] for port in service["ports"]} == container_ports == {"http", "grpc"}

@@ -97,7 +97,11 @@ def test_beam_search_scores_are_sorted_and_the_best_is_returned(trained_seq2seq)
 def test_metadata_describes_the_contract(trained_seq2seq):
     metadata = read_metadata(trained_seq2seq[3])
     assert metadata.task == "seq2seq" and metadata.name == "seq2seq"
-    assert metadata.signatures == {"default": "serving_default", "texts": "translate"}
+    assert metadata.signatures == {
+        "default": "serving_default",
+        "texts": "translate",
+        "attention": "translate_attention",
+    }
     assert metadata.decoding == Decoding(
         default_beam_width=3,
         max_beam_width=seq2seq.MAX_BEAM_WIDTH,
@@ -108,6 +112,15 @@ def test_metadata_describes_the_contract(trained_seq2seq):
     assert 0 < metadata.decoding.date_threshold < 1
     assert metadata.input.max_length == 64
     assert metadata.metrics["test_exact_match"] == trained_seq2seq[2]["test"]["exact_match"]
+
+
+def test_the_exported_attention_signature_adds_to_translates_outputs_and_changes_none(trained_seq2seq):
+    signatures = tf.saved_model.load(str(trained_seq2seq[3])).signatures
+    for name in ("serving_default", "translate"):
+        assert set(signatures[name].structured_outputs) == set(seq2seq.Seq2SeqGraph.OUTPUTS)
+    attention = signatures["translate_attention"]
+    assert set(attention.structured_outputs) == set(seq2seq.Seq2SeqGraph.ATTENTION_OUTPUTS)
+    assert attention.structured_input_signature == signatures["translate"].structured_input_signature
 
 
 BARE_LOAD = (

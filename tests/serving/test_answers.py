@@ -67,6 +67,30 @@ def test_seq2seq_answers_say_not_a_date_and_keep_the_best_guess():
     ]
 
 
+def test_seq2seq_attention_is_cut_to_the_characters_read_and_written():
+    # Two texts of two and one characters, answers of one and two (the second a guess): the graph pads the
+    # source to the longest text and the rows to the longest answer it may write, [END] included.
+    attention = np.zeros((2, 3, 2), np.float32)
+    attention[0, 0] = [0.25, 0.75]
+    attention[1, :2, 0] = 1.0
+    outputs = {
+        "texts": np.array([b"7", "٣é".encode()], dtype=object),
+        "scores": np.array([-0.25, -0.5], np.float32),
+        "beam_texts": np.array([[b"7"], ["٣é".encode()]], dtype=object),
+        "beam_scores": np.array([[-0.25], [-0.5]], np.float32),
+        "is_date": np.array([True, False]),
+        "date_probability": np.array([0.875, 0.125], np.float32),
+        "attention": attention,
+        "source_characters": np.array([[b"a", b" "], ["ß".encode(), b""]], dtype=object),
+    }
+    predictions = seq2seq_predictions(outputs)
+    assert [prediction["attention"] for prediction in predictions] == [
+        {"source": ["a", " "], "output": ["7"], "weights": [[0.25, 0.75]]},
+        {"source": ["ß"], "output": ["٣", "é"], "weights": [[1.0], [1.0]]},
+    ]
+    assert predictions[1]["guess"] == "٣é" and predictions[1]["text"] is None
+
+
 def test_detector_answers_drop_the_padding_after_count():
     outputs = {
         "count": np.array([1, 0], np.int32),

@@ -267,7 +267,7 @@ def without(document: dict, *keys: str) -> dict:
         pytest.param(
             {**detector().to_dict(), "signatures": {"default": "a", "images": "b", "image_bytes": "c", "video": "d"}},
             "metadata.json: names an unknown signature role 'video' (known: default, images, images_uint8, "
-            "image_bytes, texts)",
+            "image_bytes, texts, attention)",
             id="unknown-role",
         ),
         pytest.param(

@@ -226,19 +226,21 @@ def test_the_access_log_has_a_line_per_request_in_bentomls_format(caplog):
     assert "status=422" in lines[1]
 
 
-def test_the_service_class_puts_the_drain_and_the_fast_path_in_front_of_bentomls_middleware():
+def test_the_service_class_puts_the_drain_grpc_and_the_fast_path_in_front_of_bentomls_middleware():
     from serving.drain import Drain
     from serving.fast_path import FastPathService
+    from serving.grpc_server import GrpcServer
     from serving.service import ModelService
 
     assert isinstance(ModelService, FastPathService)
-    (drain, drain_options), (fast_path, options) = ModelService.outer_middlewares
-    assert (drain, fast_path) == (Drain, FastPath)
-    assert set(drain_options) == {"seconds"}
+    (drain, drain_options), (grpc_server, grpc_options), (fast_path, options) = ModelService.outer_middlewares
+    assert (drain, grpc_server, fast_path) == (Drain, GrpcServer, FastPath)
+    assert set(drain_options) == {"seconds", "stopping"}
+    assert grpc_options["stopping"] is drain_options["stopping"]  # one drain for both sides
     assert {"timeout", "max_concurrency", "access_log"} <= set(options)
     app = ModelService.to_asgi()
-    assert isinstance(app, Drain) and isinstance(app.app, FastPath)
-    assert type(app.app.app).__name__ == "Starlette"  # BentoML's own app, with its middleware, behind it
+    assert isinstance(app, Drain) and isinstance(app.app, GrpcServer) and isinstance(app.app.app, FastPath)
+    assert type(app.app.app.app).__name__ == "Starlette"  # BentoML's own app, with its middleware, behind it
 
 
 # --- the parsing the direct path made cheaper ------------------------------------------------------

@@ -22,7 +22,7 @@ from serving.model_config import (
     read_config_file,
 )
 from serving.model_manager import ModelManager, State
-from serving.process import running_server
+from serving.process import free_port, running_server
 
 # --- MODELSERVICE_MODELS -------------------------------------------------------------------------
 
@@ -444,7 +444,12 @@ def test_the_admin_api_moves_labels_and_reloads_the_config_only_with_the_token(t
     )
     images = {"instances": digits.test.images[:1].tolist()}
     token = {"Authorization": "Bearer s3cret"}
-    env = {"MODELSERVICE_MODEL_CONFIG_FILE": str(config), "MODELSERVICE_ADMIN_TOKEN": "s3cret"}
+    grpc_port = free_port()
+    env = {
+        "MODELSERVICE_MODEL_CONFIG_FILE": str(config),
+        "MODELSERVICE_ADMIN_TOKEN": "s3cret",
+        "MODELSERVICE_GRPC_PORT": str(grpc_port),
+    }
     with running_server(env=env, log_path=tmp_path / "server.log") as url:
         stable = f"{url}/admin/models/classifier/labels/stable"
 
@@ -507,6 +512,74 @@ def test_the_admin_api_moves_labels_and_reloads_the_config_only_with_the_token(t
         assert stable_version() == "2"
         bad = httpx.post(f"{url}/admin/reload", json={"model_config_list": {"colour": 1}}, headers=token, timeout=30)
         assert bad.status_code == 400 and "colour" in bad.json()["error"]
+        grpc_versions_labels_and_reload(grpc_port, digits.test.images[:1])
+
+
+def grpc_versions_labels_and_reload(port: int, images: np.ndarray) -> None:
+    """The same server over TF Serving's gRPC API: version and label routing, status by label, and the config
+    reload behind the admin token, sent as call metadata."""
+    import grpc
+    import tensorflow as tf
+    from google.protobuf import json_format
+    from tensorflow_serving.apis import (
+        get_model_status_pb2,
+        model_management_pb2,
+        model_service_pb2_grpc,
+        predict_pb2,
+        prediction_service_pb2_grpc,
+    )
+
+    def answered_version(**choice) -> int:
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = "classifier"
+        if "version" in choice:
+            request.model_spec.version.value = choice["version"]
+        if "label" in choice:
+            request.model_spec.version_label = choice["label"]
+        request.inputs["images"].CopyFrom(tf.make_tensor_proto(images.astype(np.float32)))
+        return predict.Predict(request, timeout=30).model_spec.version.value
+
+    def states() -> dict[int, int]:
+        request = get_model_status_pb2.GetModelStatusRequest()
+        request.model_spec.name = "classifier"
+        return {
+            status.version: status.state for status in models.GetModelStatus(request, timeout=30).model_version_status
+        }
+
+    def reload(config: dict, metadata: tuple = ()) -> model_management_pb2.ReloadConfigResponse:
+        request = model_management_pb2.ReloadConfigRequest()
+        json_format.ParseDict(config, request.config)
+        return models.HandleReloadConfigRequest(request, metadata=metadata, timeout=60)
+
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        predict = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        models = model_service_pb2_grpc.ModelServiceStub(channel)
+        assert (answered_version(), answered_version(version=1), answered_version(label="stable")) == (2, 1, 2)
+        by_label = get_model_status_pb2.GetModelStatusRequest()
+        by_label.model_spec.name, by_label.model_spec.version_label = "classifier", "stable"
+        assert [status.version for status in models.GetModelStatus(by_label, timeout=30).model_version_status] == [2]
+
+        only_one = {"model_config_list": {"config": [{"name": "classifier", "base_path": "models/classifier"}]}}
+        for metadata, code, message in [
+            ((), grpc.StatusCode.UNAUTHENTICATED, "missing admin token"),
+            ((("authorization", "Bearer guess"),), grpc.StatusCode.PERMISSION_DENIED, "wrong admin token"),
+        ]:
+            with pytest.raises(grpc.RpcError) as refused:
+                reload(only_one, metadata)
+            assert refused.value.code() == code and refused.value.details().startswith(message)
+        assert set(states()) == {1, 2}  # nothing changed
+
+        answer = reload(only_one, (("authorization", "Bearer s3cret"),))
+        assert answer.status.error_code == 0, answer.status.error_message
+        assert states() == {
+            2: get_model_status_pb2.ModelVersionStatus.AVAILABLE,
+            1: get_model_status_pb2.ModelVersionStatus.END,
+        }
+        with pytest.raises(grpc.RpcError) as gone:
+            answered_version(version=1)
+        assert gone.value.code() == grpc.StatusCode.NOT_FOUND and "version 1 of 'classifier' is not available" in (
+            gone.value.details()
+        )
 
 
 @pytest.mark.slow

@@ -213,16 +213,43 @@ def test_a_scene_gets_one_drawn_box_per_detection_and_the_sliders_requery(server
 # --- seq2seq ---------------------------------------------------------------------------------------------------
 
 
-def test_a_date_is_answered_as_it_is_typed(server, recorded, date_answers, tmp_path):
+def test_a_date_is_answered_as_it_is_typed_with_its_attention_heat_map(server, recorded, date_answers, tmp_path):
     page = open_page(recorded, server)
     seq2seq = panel(page, "seq2seq")
     seq2seq.get_by_label("A date, written any way").press_sequentially("20.01.2023")
     # What the exported model answers (as tests/serving/test_serving_seq2seq.py compares): "2023-01-20" when right.
     expect(seq2seq.locator(".answer .text")).to_have_text(date_answers("20.01.2023")[0] or "not a date")
     expect(seq2seq.locator(".beams tbody tr")).to_have_count(3)  # the default beam width
+
+    body = {"texts": ["20.01.2023"], "attention": True}
+    attention = httpx.post(server + "/translate", json=body, timeout=TIMEOUT).json()["predictions"][0]["attention"]
+    assert len(attention["output"]) == 10  # the date constraint's YYYY-MM-DD, right or wrong
+    heat_map = seq2seq.locator("table.attention")
+    expect(heat_map.locator("thead th")).to_have_text(list("20.01.2023"))  # columns: the input's characters
+    expect(heat_map.locator("tbody th")).to_have_text(attention["output"])  # rows: the answer's
+    weights = np.array(
+        heat_map.locator("tbody tr").evaluate_all(
+            "rows => rows.map(row => Array.from(row.cells).slice(1).map(cell => Number(cell.dataset.weight)))"
+        )
+    )
+    assert weights.shape == (10, 10)
+    np.testing.assert_allclose(weights.sum(axis=1), 1.0, atol=1e-4)
+    np.testing.assert_allclose(weights, attention["weights"], atol=1e-6)
     screenshot(seq2seq, tmp_path, "seq2seq")
     seq2seq.get_by_label("Beams").select_option("5")
     expect(seq2seq.locator(".beams tbody tr")).to_have_count(5)
+
+
+def test_the_heat_map_of_a_long_date_scrolls_inside_a_phone_screen(server, browser):
+    phone = RecordedPage(browser, PHONE_VIEWPORT)
+    try:
+        seq2seq = panel(open_page(phone, server), "seq2seq")
+        seq2seq.get_by_role("button", name="Saturday, March 4th 1999").click()
+        expect(seq2seq.locator("table.attention thead th")).to_have_count(len("saturday, march 4th 1999"))
+        assert phone.page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+        assert seq2seq.locator(".attention-scroll").evaluate("box => box.scrollWidth > box.clientWidth")
+    finally:
+        phone.page.close()
 
 
 # --- versions ----------------------------------------------------------------------------------------------------

@@ -8,10 +8,12 @@ bad request must get its 4xx with a JSON error, after which the service still an
 import asyncio
 import datetime
 import json
+import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 import tensorflow as tf
 
@@ -34,8 +36,8 @@ class Graph:
     max_length: int
     max_beam: int
 
-    def translate(self, texts: list[str], beam_width: int) -> dict[str, Any]:
-        outputs = self.loaded.signatures["translate"](texts=tf.constant(texts), beam_width=tf.constant(beam_width))
+    def translate(self, texts: list[str], beam_width: int, signature: str = "translate") -> dict[str, Any]:
+        outputs = self.loaded.signatures[signature](texts=tf.constant(texts), beam_width=tf.constant(beam_width))
         return {key: value.numpy() for key, value in outputs.items()}
 
 
@@ -161,6 +163,39 @@ def test_models_lists_both_families(server):
     assert {model["task"] for model in response.json()["models"]} == {"classifier", "seq2seq", "detector"}
 
 
+# --- the attention behind the answer ("attention": true) -----------------------------------------
+
+
+def normalised(text: str) -> str:
+    """What the graph reads of a text (models/text_graph.py), computed apart from it."""
+    return " ".join(unicodedata.normalize("NFKC", text).lower().split())
+
+
+def test_translate_with_attention_adds_the_best_answers_attention_to_the_same_answer(server, graph):
+    texts = [*TEXTS, "hello"]
+    response = translate(server, {"texts": texts, "beam_width": 2, "attention": True})
+    assert response.status_code == 200, response.text
+    predictions = response.json()["predictions"]
+    attentions = [prediction.pop("attention") for prediction in predictions]
+    check_predictions(predictions, graph.translate(texts, 2), 2)
+    expected = graph.translate(texts, 2, signature="translate_attention")["attention"]
+    for row, (text, prediction, attention) in enumerate(zip(texts, predictions, attentions)):
+        assert set(attention) == {"source", "output", "weights"}
+        assert attention["source"] == list(normalised(text))
+        assert attention["output"] == list(prediction["text"] or prediction["guess"])  # "hello": the guess's
+        weights = np.array(attention["weights"])
+        assert weights.shape == (len(attention["output"]), len(attention["source"]))
+        np.testing.assert_allclose(weights.sum(axis=1), 1.0, atol=1e-4)
+        np.testing.assert_allclose(weights, expected[row, : weights.shape[0], : weights.shape[1]], atol=1e-4)
+
+
+@pytest.mark.parametrize("body", [{}, {"attention": False}], ids=["absent", "false"])
+def test_translate_without_attention_answers_none(server, body):
+    response = translate(server, {"texts": ["20.01.2023"], **body})
+    assert response.status_code == 200, response.text
+    assert "attention" not in response.json()["predictions"][0]
+
+
 # --- TF Serving REST API -------------------------------------------------------------------------
 
 
@@ -208,12 +243,18 @@ def test_tfserving_base64_strings(server, graph):
     assert response.json()["predictions"][0]["texts"] == graph.translate(["20.01.2023"], 3)["texts"][0].decode()
 
 
-def test_tfserving_metadata_lists_both_signatures(server):
+def test_tfserving_metadata_lists_every_signature(server):
     response = httpx.get(server + "/v1/models/seq2seq/metadata", timeout=TIMEOUT)
     assert response.status_code == 200
     signatures = response.json()["metadata"]["signature_def"]["signature_def"]
-    assert set(signatures) == {"serving_default", "translate"}
+    assert set(signatures) == {"serving_default", "translate", "translate_attention"}
+    assert set(signatures["translate"]["inputs"]) == set(signatures["translate_attention"]["inputs"])
     assert set(signatures["translate"]["inputs"]) == {"texts", "beam_width"}
+    assert set(signatures["translate_attention"]["outputs"]) == {
+        *signatures["translate"]["outputs"],
+        "attention",
+        "source_characters",
+    }
     assert signatures["translate"]["inputs"]["beam_width"]["dtype"] == "DT_INT32"
     assert signatures["serving_default"]["inputs"]["texts"]["dtype"] == "DT_STRING"
 
@@ -268,6 +309,16 @@ LONG = "1" * 65
         pytest.param("/translate", {"texts": ["1.1.2000"], "beam_width": True}, 400, "not an integer", id="beam-bool"),
         pytest.param("/translate", {"texts": ["1.1.2000"], "beam_width": None}, 400, "not an integer", id="beam-null"),
         pytest.param("/translate", {"texts": ["1.1.2000"], "beam_width": 10**30}, 400, "out of range", id="beam-huge"),
+        pytest.param(
+            "/translate",
+            {"texts": ["1.1.2000"], "attention": "yes"},
+            400,
+            "'attention' is \"yes\", not a boolean",
+            id="attention-string",
+        ),
+        pytest.param(
+            "/translate", {"texts": ["1.1.2000"], "attention": 1}, 400, "not a boolean", id="attention-number"
+        ),
         pytest.param(PREDICT, {"instances": [1999]}, 400, "not a string", id="tfs-number"),
         pytest.param(PREDICT, {"instances": []}, 400, "empty batch", id="tfs-empty"),
         pytest.param(PREDICT, {"instances": [LONG]}, 413, "over the limit of 64", id="tfs-too-long"),

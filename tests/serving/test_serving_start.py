@@ -64,6 +64,8 @@ def test_settings_read_every_variable_and_round_trip():
         "MODELSERVICE_ALLOCATOR": "system",
         "MODELSERVICE_LOG_LEVEL": "debug",
         "MODELSERVICE_ACCESS_LOG": "yes",
+        "MODELSERVICE_GRPC_PORT": "0",
+        "MODELSERVICE_GRPC_MAX_MESSAGE_MB": "128",
     }
     settings = Settings.from_env(environ)
     assert settings == Settings(
@@ -76,6 +78,8 @@ def test_settings_read_every_variable_and_round_trip():
         serve_unblessed=True,
         host="0.0.0.0",
         port=8080,
+        grpc_port=0,
+        grpc_max_message_mb=128,
         workers=2,
         batching=False,
         max_batch=32,
@@ -102,6 +106,8 @@ def test_settings_read_every_variable_and_round_trip():
     [
         ("MODELSERVICE_PORT", "http", "must be a whole number"),
         ("MODELSERVICE_PORT", "70000", "must be from 1 to 65535"),
+        ("MODELSERVICE_GRPC_PORT", "-1", "must be from 1 to 65535, or 0 for off"),
+        ("MODELSERVICE_GRPC_MAX_MESSAGE_MB", "0", "must be at least 1"),
         ("MODELSERVICE_WORKERS", "0", "must be at least 1"),
         ("MODELSERVICE_MAX_INSTANCES", "-3", "must be at least 1"),
         ("MODELSERVICE_MAX_DECODED_REQUEST_MB", "0", "must be at least 1"),
@@ -354,12 +360,17 @@ def test_the_server_serves_a_folder_with_limits_from_the_environment(model_dir, 
 
 def test_sigterm_drains_then_stops_the_server_within_seconds(model_dir, digits, tmp_path):
     """SIGTERM under load: the server keeps answering while a load balancer would notice (/readyz 503, every
-    answer with Connection: close), stops once its clients have gone, and no request it answered fails."""
+    answer with Connection: close; gRPC health NOT_SERVING), stops once its clients have gone, and no request it
+    answered fails, over HTTP or gRPC."""
     import signal
     import time
+    from concurrent.futures import ThreadPoolExecutor
 
-    port = free_port()
-    command = [sys.executable, "-m", "serving", "--model-dir", str(model_dir), "--port", str(port)]
+    port, grpc_port = free_port(), free_port()
+    command = [
+        *(sys.executable, "-m", "serving", "--model-dir", str(model_dir)),
+        *("--port", str(port), "--grpc-port", str(grpc_port)),
+    ]
     log = tmp_path / "server.log"
     env = {**os.environ, "MODELSERVICE_DRAIN_SECONDS": "8"}
     with log.open("wb") as output:
@@ -372,11 +383,16 @@ def test_sigterm_drains_then_stops_the_server_within_seconds(model_dir, digits, 
             assert process.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
             time.sleep(0.2)
 
+        grpc_client = GrpcClient(grpc_port, digits.test.images[:1])  # connected before: the drain waits for no one
         before = closed_loop(url + "/classify", body, clients=16, seconds=1)
         process.send_signal(signal.SIGTERM)
         stopped_at = time.monotonic()
         # The balancer has not noticed yet: traffic goes on.
-        during = closed_loop(url + "/classify", body, clients=16, seconds=1.5)
+        with ThreadPoolExecutor(1) as pool:
+            grpc_during = pool.submit(grpc_client.closed_loop, seconds=1.5)
+            during = closed_loop(url + "/classify", body, clients=16, seconds=1.5)
+            grpc_codes, grpc_health = grpc_during.result()
+        grpc_client.channel.close()
         readiness = httpx.get(url + "/readyz", timeout=10).status_code
         process.wait(timeout=10)
         stopped_in = time.monotonic() - stopped_at
@@ -388,8 +404,44 @@ def test_sigterm_drains_then_stops_the_server_within_seconds(model_dir, digits, 
     assert len(during) > 16 and {status for status, _ in during} == {200}  # nothing refused or cut while draining
     assert {connection for _, connection in during} == {"close"}
     assert readiness == 503
+    assert len(grpc_codes) > 4 and set(grpc_codes) == {"OK"}  # gRPC calls answered while draining too
+    assert grpc_health == "NOT_SERVING"
     # Its clients gone, the server stops after half a second of quiet, not after the 8 s allowed.
     assert stopped_in < 1.5 + 0.5 + 4, f"stopped {stopped_in:.1f} s after SIGTERM"
+
+
+class GrpcClient:
+    """Predict calls on one channel, one after another."""
+
+    def __init__(self, port: int, images: np.ndarray):
+        import grpc
+        import tensorflow as tf
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+        from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+        self.grpc, self.health_pb2 = grpc, health_pb2
+        self.channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+        self.predictions = prediction_service_pb2_grpc.PredictionServiceStub(self.channel)
+        self.health = health_pb2_grpc.HealthStub(self.channel)
+        self.request = predict_pb2.PredictRequest()
+        self.request.model_spec.name = "classifier"
+        self.request.inputs["images"].CopyFrom(tf.make_tensor_proto(images.astype(np.float32)))
+        self.predictions.Predict(self.request, timeout=30)
+
+    def closed_loop(self, *, seconds: float) -> tuple[list[str], str]:
+        """Each call's status for `seconds`, then what the health service says."""
+        import time
+
+        codes = []
+        until = time.monotonic() + seconds
+        while time.monotonic() < until:
+            try:
+                self.predictions.Predict(self.request, timeout=10)
+                codes.append("OK")
+            except self.grpc.RpcError as error:
+                codes.append(error.code().name)
+        health = self.health.Check(self.health_pb2.HealthCheckRequest(), timeout=10)
+        return codes, self.health_pb2.HealthCheckResponse.ServingStatus.Name(health.status)
 
 
 def _ready(url: str) -> bool:

@@ -143,6 +143,15 @@ def test_translate_checks_the_beam_width_against_the_metadata(server, metadata):
     assert f"from 1 to {highest}" in response.json()["expected"]
 
 
+def test_translate_asked_for_attention_says_this_version_has_none(server):
+    body = {"texts": ["20.01.2023"], "attention": True}
+    response = httpx.post(server + "/translate", json=body, timeout=TIMEOUT)
+    assert response.status_code == 400, response.text
+    error = response.json()
+    assert error["error"] == "version 1 of 'seq2seq' does not expose attention"
+    assert "re-export" in error["expected"]
+
+
 def test_detect_json_pixels(server, metadata):
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, size=(2, 48, 80, 1)).tolist()  # not the model's own size: letterboxed

@@ -399,7 +399,52 @@ function showTranslation(context, { answer, milliseconds }) {
   const table = context.panel.querySelector(".beams");
   table.tBodies[0].replaceChildren(...prediction.beams.map(beamRow));
   table.hidden = false;
+  showAttention(context, prediction.attention);
   showLatency(context, milliseconds);
+}
+
+// A version exported before the attention signature has no "attention" role: it is not asked for the attention.
+function hasAttention(context) {
+  return Boolean((context.metadata().signatures || {}).attention);
+}
+
+// A space would make an empty header.
+function shownCharacter(character) {
+  return character === " " ? "␣" : character;
+}
+
+function showAttention(context, attention) {
+  const map = context.panel.querySelector(".attention-map");
+  map.hidden = !attention;
+  if (!attention) return;
+  const table = map.querySelector("table.attention");
+  const headers = attention.source.map((character) => headerCell(character, "col"));
+  table.tHead.rows[0].replaceChildren(element("td"), ...headers);
+  const rows = attention.output.map((character, row) => {
+    const cells = attention.weights[row].map((weight, column) => weightCell(weight, character, attention.source[column]));
+    const tableRow = element("tr");
+    tableRow.append(headerCell(character, "row"), ...cells);
+    return tableRow;
+  });
+  table.tBodies[0].replaceChildren(...rows);
+}
+
+function headerCell(character, scope) {
+  const cell = element("th", shownCharacter(character));
+  cell.scope = scope;
+  if (character === " ") cell.title = "space";
+  return cell;
+}
+
+// Shaded by the weight (page.css reads --weight); the weight as text for screen readers and in the tooltip.
+function weightCell(weight, written, read) {
+  const cell = element("td");
+  const percent = `${(100 * weight).toFixed(1)}%`;
+  cell.dataset.weight = weight;
+  cell.title = `writing ${shownCharacter(written)}, reading ${shownCharacter(read)}: ${percent}`;
+  cell.style.setProperty("--weight", weight);
+  cell.append(element("span", percent, "visually-hidden"));
+  return cell;
 }
 
 function beamRow({ text, score }) {
@@ -412,6 +457,7 @@ async function translate(context) {
   const text = context.panel.querySelector("input[name=text]").value;
   if (!text.trim()) return;
   const body = { texts: [text], beam_width: Number(context.panel.querySelector("select[name=beam_width]").value) };
+  if (hasAttention(context)) body.attention = true;
   const result = await latestAnswer(context, () => postTimed(routeUrl(context, "translate"), body));
   if (result) showTranslation(context, result);
 }

@@ -1,0 +1,235 @@
+"""The gRPC server beside the HTTP one: same process, same event loop, same loaded models and batchers.
+
+BentoML 1.4's services have no gRPC (bentoml/BentoML#5607), so `GrpcServer`, an ASGI middleware, starts a
+`grpc.aio` server on the worker's own event loop once the app has started (its models are loaded), and stops
+it when the app stops. It serves TF Serving's PredictionService and ModelService (`serving.grpc_api`) and
+the standard health service (`grpc.health.v1.Health`: SERVING once a model version is AVAILABLE, NOT_SERVING
+from the start of a drain), on MODELSERVICE_GRPC_PORT (TF Serving's 8500 by default; 0: off).
+
+Each call gets what the HTTP fast path gives a request: a limit of calls in flight adapted to the latency
+target (`serving.admission`; UNAVAILABLE past it, so the client retries elsewhere or later), the request
+timeout (DEADLINE_EXCEEDED), TF Serving's request metrics (route = the gRPC method), and a place in the
+server's drain (`serving.drain.Stopping`): on SIGTERM calls keep being answered until the server is quiet,
+then the calls in flight finish and new ones get UNAVAILABLE.
+"""
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import grpc
+from fastapi import FastAPI
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from serving import metrics
+from serving.admission import AdaptiveLimit
+from serving.drain import Stopping
+from serving.inputs import InputError
+
+logger = logging.getLogger("modelservice")
+
+PREDICTION_SERVICE = "tensorflow.serving.PredictionService"
+MODEL_SERVICE = "tensorflow.serving.ModelService"
+PREDICT_ROUTE = f"/{PREDICTION_SERVICE}/Predict"
+
+Method = Callable[..., Awaitable[Any]]
+
+# What a client expects for each kind of mistake (tensorflow/serving's own mapping of its error codes).
+STATUS_CODES = {
+    400: grpc.StatusCode.INVALID_ARGUMENT,
+    401: grpc.StatusCode.UNAUTHENTICATED,
+    403: grpc.StatusCode.PERMISSION_DENIED,
+    404: grpc.StatusCode.NOT_FOUND,
+    409: grpc.StatusCode.FAILED_PRECONDITION,
+    413: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    415: grpc.StatusCode.INVALID_ARGUMENT,
+    501: grpc.StatusCode.UNIMPLEMENTED,
+    503: grpc.StatusCode.UNAVAILABLE,
+    504: grpc.StatusCode.DEADLINE_EXCEEDED,
+}
+
+
+def status_code(error: InputError) -> grpc.StatusCode:
+    return STATUS_CODES.get(error.status, grpc.StatusCode.INVALID_ARGUMENT)
+
+
+def status_message(error: InputError) -> str:
+    return f"{error.message}; expected {error.expected}" if error.expected else error.message
+
+
+class Call:
+    """What one call resolved, for its metrics: the model version that answered."""
+
+    model: tuple[str, str] | None = None
+
+
+class GrpcServer:
+    """ASGI middleware: TF Serving's gRPC API on `host:port` for as long as the app runs (port 0: none)."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        api: FastAPI,
+        host: str,
+        port: int,
+        max_message_mb: int,
+        workers: int,
+        timeout: float,
+        max_concurrency: int,
+        min_concurrency: int,
+        latency_target: float,
+        stopping: Stopping,
+        stop_grace_seconds: float,
+    ):
+        self.app = app
+        self.api = api
+        self.address = f"{host}:{port}"
+        self.port = port
+        self.max_message_bytes = max_message_mb * 2**20
+        self.workers = workers
+        self.timeout = timeout
+        self.limit = AdaptiveLimit(PREDICT_ROUTE, latency_target, floor=min_concurrency, ceiling=max_concurrency)
+        self.threads = max_concurrency + 16  # a thread waits on each call in flight; beyond the limit, refusals
+        self.stopping = stopping
+        self.stop_grace_seconds = stop_grace_seconds
+        self.server: grpc.Server | None = None
+        self.health: Health | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "lifespan" or not self.port:
+            await self.app(scope, receive, send)
+            return
+
+        async def receive_stopping() -> Message:
+            message = await receive()
+            if message["type"] == "lifespan.shutdown":
+                await self.stop()
+            return message
+
+        async def send_started(message: Message) -> None:
+            if message["type"] == "lifespan.startup.complete":
+                try:
+                    await self.start()
+                except RuntimeError as error:  # the port is taken: the worker must not run without its gRPC API
+                    message = {"type": "lifespan.startup.failed", "message": str(error)}
+            await send(message)
+
+        await self.app(scope, receive_stopping, send_started)
+
+    async def start(self) -> None:
+        # TensorFlow and TF Serving's protos load here, in the worker, not in BentoML's parent process.
+        from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
+
+        from serving.grpc_api import ModelServicer, PredictionServicer, Services
+
+        services = Services(self.api.state.manager, self.max_message_bytes)
+        self.loop = asyncio.get_running_loop()
+        server = grpc.server(
+            ThreadPoolExecutor(self.threads, thread_name_prefix="grpc"),
+            options=[
+                ("grpc.max_receive_message_length", self.max_message_bytes),
+                ("grpc.max_send_message_length", self.max_message_bytes),
+                # Workers share the port as they share the HTTP one; a single server must not share it with
+                # another server left running (gRPC's default on Linux would let both bind).
+                ("grpc.so_reuseport", int(self.workers > 1)),
+            ],
+        )
+        prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionServicer(self, services), server)
+        model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(self, services), server)
+        self.health = Health(lambda: bool(services.models.served.runtimes) and not self.stopping.draining)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        try:
+            server.add_insecure_port(self.address)
+        except RuntimeError:
+            raise RuntimeError(
+                f"the gRPC port {self.address} is in use: set MODELSERVICE_GRPC_PORT to a free port, or 0 for no gRPC"
+            ) from None
+        server.start()
+        self.server = server
+        self.stopping.on_drain(self._on_drain)
+        logger.info("TF Serving's gRPC API on %s", self.address)
+
+    def _on_drain(self) -> None:
+        if self.health is not None:
+            self.health.enter_graceful_shutdown()
+
+    async def stop(self) -> None:
+        """The calls in flight finish (for at most the grace period); new ones get UNAVAILABLE."""
+        if self.server is not None:
+            self._on_drain()
+            stopped = self.server.stop(self.stop_grace_seconds)
+            await asyncio.to_thread(stopped.wait)  # the calls in flight need the loop to finish
+            self.server = None
+
+    def answer(self, route: str, method: Method, request: Any, context: grpc.ServicerContext, *extra) -> Any:
+        """One call, from one of gRPC's threads: `method` runs on the event loop, so that the call joins the HTTP
+        requests' batches; a status other than OK aborts the call with its message."""
+        assert self.loop is not None
+        done = asyncio.run_coroutine_threadsafe(self.outcome(route, method, request, *extra), self.loop)
+        context.add_callback(done.cancel)  # the client gave up, or its deadline passed
+        code, message, response = done.result()
+        if code != grpc.StatusCode.OK:
+            context.abort(code, message)
+        return response
+
+    async def outcome(self, route: str, method: Method, request: Any, *extra) -> tuple[grpc.StatusCode, str, Any]:
+        """One call of `method`, with the admission, timeout, drain, error mapping and metrics of an HTTP request."""
+        started = time.perf_counter()
+        call, response = Call(), None
+        limited = route == PREDICT_ROUTE
+        if limited and not self.limit.admit():
+            code, message = (
+                grpc.StatusCode.UNAVAILABLE,
+                (
+                    f"the server is at its limit of {self.limit.limit} calls in flight on {route}; "
+                    "retry after a second, or make fewer concurrent calls"
+                ),
+            )
+        else:
+            self.stopping.started()
+            try:
+                async with asyncio.timeout(self.timeout):
+                    response = await method(request, call, *extra)
+                code, message = grpc.StatusCode.OK, ""
+            except InputError as error:
+                code, message = status_code(error), status_message(error)
+            except TimeoutError:
+                code, message = grpc.StatusCode.DEADLINE_EXCEEDED, f"not able to answer in {self.timeout} seconds"
+            except Exception as error:
+                logger.exception("unhandled error on %s", route)
+                code, message = grpc.StatusCode.INTERNAL, f"internal error: {type(error).__name__}"
+            finally:
+                if limited:
+                    self.limit.done(time.perf_counter() - started)
+                self.stopping.finished()
+        metrics.observe_request(call.model, route, code.name, time.perf_counter() - started)
+        return code, message, response
+
+
+class Health(health.HealthServicer):
+    """grpc.health.v1.Health for the server ("") and both TF Serving services: SERVING while `ready()`."""
+
+    SERVICES = ("", PREDICTION_SERVICE, MODEL_SERVICE)
+
+    def __init__(self, ready: Callable[[], bool]):
+        super().__init__()
+        self.ready = ready
+
+    def _refresh(self) -> None:
+        serving = health_pb2.HealthCheckResponse.SERVING if self.ready() else health_pb2.HealthCheckResponse.NOT_SERVING
+        for service in self.SERVICES:
+            self.set(service, serving)
+
+    def Check(self, request, context):
+        self._refresh()
+        return super().Check(request, context)
+
+    def Watch(self, request, context, send_response_callback=None):
+        self._refresh()
+        return super().Watch(request, context, send_response_callback)

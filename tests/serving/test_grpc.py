@@ -1,0 +1,381 @@
+"""TF Serving's gRPC API, called with the real stubs of `tensorflow-serving-api` against the session's four-model
+server (tests/conftest.py): every answer is checked against what the REST API answers for the same inputs on the
+same server, and every client mistake against the status and message a gRPC client expects."""
+
+import asyncio
+import base64
+import io
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import grpc
+import httpx
+import numpy as np
+import pytest
+import tensorflow as tf
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from PIL import Image
+from tensorflow_serving.apis import (
+    classification_pb2,
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    model_service_pb2_grpc,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+)
+
+pytestmark = pytest.mark.slow
+
+TIMEOUT = 30.0
+MAX_MESSAGE_BYTES = 64 * 2**20  # what a client of large batches sets on its side too
+
+
+@pytest.fixture(scope="module")
+def channel(server, grpc_port):
+    options = [("grpc.max_send_message_length", MAX_MESSAGE_BYTES), ("grpc.max_receive_message_length", -1)]
+    with grpc.insecure_channel(f"127.0.0.1:{grpc_port}", options=options) as opened:
+        yield opened
+
+
+@pytest.fixture(scope="module")
+def predictions(channel) -> prediction_service_pb2_grpc.PredictionServiceStub:
+    return prediction_service_pb2_grpc.PredictionServiceStub(channel)
+
+
+@pytest.fixture(scope="module")
+def model_service(channel) -> model_service_pb2_grpc.ModelServiceStub:
+    return model_service_pb2_grpc.ModelServiceStub(channel)
+
+
+def predict_request(
+    model: str, inputs: dict[str, Any], *, signature: str = "", version: int | None = None, label: str = ""
+) -> predict_pb2.PredictRequest:
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = model
+    request.model_spec.signature_name = signature
+    if version is not None:
+        request.model_spec.version.value = version
+    if label:
+        request.model_spec.version_label = label
+    for name, value in inputs.items():
+        request.inputs[name].CopyFrom(value if hasattr(value, "tensor_shape") else tf.make_tensor_proto(value))
+    return request
+
+
+def outputs_of(response: predict_pb2.PredictResponse) -> dict[str, np.ndarray]:
+    return {name: tf.make_ndarray(tensor) for name, tensor in response.outputs.items()}
+
+
+def rest_outputs(server: str, model: str, signature: str, inputs: dict[str, Any]) -> dict[str, np.ndarray]:
+    """The same signature through TF Serving's REST API (columnar "inputs"), as arrays."""
+    body = {"signature_name": signature, "inputs": inputs}
+    answer = httpx.post(f"{server}/v1/models/{model}:predict", json=body, timeout=TIMEOUT)
+    assert answer.status_code == 200, answer.text
+    return {name: np.asarray(value) for name, value in answer.json()["outputs"].items()}
+
+
+def assert_same_outputs(grpc_outputs: dict[str, np.ndarray], rest: dict[str, np.ndarray]) -> None:
+    assert set(grpc_outputs) == set(rest)
+    for name, value in grpc_outputs.items():
+        if value.dtype.kind in "SO":
+            assert [item.decode() for item in value.ravel()] == [str(item) for item in rest[name].ravel()], name
+        else:
+            np.testing.assert_allclose(value, rest[name], rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(np.asarray(image).squeeze().astype(np.uint8)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def rpc_error(call, *args, **kwargs) -> grpc.RpcError:
+    with pytest.raises(grpc.RpcError) as raised:
+        call(*args, timeout=TIMEOUT, **kwargs)
+    return raised.value
+
+
+# --- each task, as the REST API answers it -----------------------------------------------------------
+
+
+def test_classifier_pixels_and_image_bytes_answer_as_rest(server, predictions, digits):
+    pixels = digits.test.images[:3].astype(np.float32)
+    response = predictions.Predict(predict_request("classifier", {"images": pixels}), timeout=TIMEOUT)
+    assert response.model_spec.name == "classifier" and response.model_spec.signature_name == "serving_default"
+    assert response.model_spec.version.value >= 1
+    assert_same_outputs(outputs_of(response), rest_outputs(server, "classifier", "serving_default", pixels.tolist()))
+
+    files = [png_bytes(image) for image in digits.test.images[:3]]
+    by_bytes = outputs_of(
+        predictions.Predict(
+            predict_request("classifier", {"image_bytes": files}, signature="classify_image_bytes"), timeout=TIMEOUT
+        )
+    )
+    encoded = [{"b64": base64.b64encode(file).decode()} for file in files]
+    assert_same_outputs(by_bytes, rest_outputs(server, "classifier", "classify_image_bytes", encoded))
+    assert list(by_bytes["labels"]) == list(outputs_of(response)["labels"])  # the same digits, as PNG files
+
+
+def test_texts_with_a_beam_width_answer_as_rest(server, predictions, date_answers):
+    texts = ["20.01.2023", "March 4, 1999", "not a date at all"]
+    for beam_width in (1, 3):
+        inputs = {"texts": texts, "beam_width": np.int32(beam_width)}
+        answer = outputs_of(
+            predictions.Predict(predict_request("seq2seq", inputs, signature="translate"), timeout=TIMEOUT)
+        )
+        assert_same_outputs(
+            answer, rest_outputs(server, "seq2seq", "translate", {"texts": texts, "beam_width": beam_width})
+        )
+        assert answer["beam_texts"].shape == (3, beam_width)
+    answered = [text.decode() if is_date else None for text, is_date in zip(answer["texts"], answer["is_date"])]
+    assert answered == date_answers(*texts, beam_width=3)
+
+
+def test_detection_thresholds_answer_as_rest(server, predictions, scenes):
+    files = [png_bytes(scene.image) for scene in scenes.test[:2]]
+    for score_threshold in (0.2, 0.9):
+        inputs = {
+            "image_bytes": files,
+            "score_threshold": np.float32(score_threshold),
+            "iou_threshold": np.float32(0.5),
+        }
+        answer = outputs_of(
+            predictions.Predict(predict_request("detector", inputs, signature="detect_image_bytes"), timeout=TIMEOUT)
+        )
+        rest_inputs = {
+            "image_bytes": [{"b64": base64.b64encode(file).decode()} for file in files],
+            "score_threshold": score_threshold,
+            "iou_threshold": 0.5,
+        }
+        assert_same_outputs(answer, rest_outputs(server, "detector", "detect_image_bytes", rest_inputs))
+        assert ((answer["scores"] >= score_threshold) | (answer["scores"] == 0)).all()
+
+
+def test_output_filter_answers_only_the_named_outputs(predictions, digits):
+    request = predict_request("classifier", {"images": digits.test.images[:2].astype(np.float32)})
+    request.output_filter.extend(["labels", "scores"])
+    assert sorted(predictions.Predict(request, timeout=TIMEOUT).outputs) == ["labels", "scores"]
+
+
+def test_a_batch_of_64_images_is_past_grpcs_4_mib_default_and_answered(server, predictions, scenes):
+    gray = np.stack([scene.image for scene in scenes.test[:64]]).astype(np.float32)
+    images = np.repeat(gray, 3, axis=-1)  # 64 RGB images of 128×128: 12 MiB
+    assert images.nbytes > 4 * 2**20
+    request = predict_request("detector", {"images": images})
+    answer = outputs_of(predictions.Predict(request, timeout=120))
+    assert answer["count"].shape == (64,) and answer["boxes"].shape[0] == 64
+
+
+def test_concurrent_calls_each_get_their_own_answer(predictions, digits):
+    images = digits.test.images[:32].astype(np.float32)
+    alone = outputs_of(predictions.Predict(predict_request("classifier", {"images": images}), timeout=TIMEOUT))
+
+    def one(index: int) -> str:
+        request = predict_request("classifier", {"images": images[index : index + 1]})
+        return outputs_of(predictions.Predict(request, timeout=TIMEOUT))["labels"][0].decode()
+
+    with ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(one, range(32)))
+    assert answers == [label.decode() for label in alone["labels"]]
+
+
+# --- metadata, status, health ----------------------------------------------------------------------------
+
+
+def test_metadata_lists_the_signatures_the_rest_api_lists(server, predictions):
+    request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
+    request.model_spec.name = "detector"
+    response = predictions.GetModelMetadata(request, timeout=TIMEOUT)
+    definitions = get_model_metadata_pb2.SignatureDefMap()
+    assert response.metadata["signature_def"].Unpack(definitions)
+    rest = httpx.get(f"{server}/v1/models/detector/metadata", timeout=TIMEOUT).json()
+    expected = rest["metadata"]["signature_def"]["signature_def"]
+    assert set(definitions.signature_def) == set(expected) == {"serving_default", "detect_images", "detect_image_bytes"}
+    threshold = definitions.signature_def["detect_images"].inputs["score_threshold"]
+    assert tf.dtypes.as_dtype(threshold.dtype) == tf.float32 and len(threshold.tensor_shape.dim) == 0
+    assert set(definitions.signature_def["detect_images"].outputs) == {"boxes", "classes", "count", "labels", "scores"}
+    assert response.model_spec.name == "detector" and response.model_spec.version.value >= 1
+
+
+def test_status_lists_each_version_and_its_state(server, model_service):
+    request = get_model_status_pb2.GetModelStatusRequest()
+    request.model_spec.name = "seq2seq"
+    response = model_service.GetModelStatus(request, timeout=TIMEOUT)
+    rest = httpx.get(f"{server}/v1/models/seq2seq", timeout=TIMEOUT).json()["model_version_status"]
+    assert [(status.version, status.state) for status in response.model_version_status] == [
+        (int(status["version"]), get_model_status_pb2.ModelVersionStatus.State.Value(status["state"]))
+        for status in rest
+    ]
+    assert response.model_version_status[0].state == get_model_status_pb2.ModelVersionStatus.AVAILABLE
+    request.model_spec.version.value = 99
+    error = rpc_error(model_service.GetModelStatus, request)
+    assert error.code() == grpc.StatusCode.NOT_FOUND and "version 99 of 'seq2seq' is not known" in error.details()
+
+
+def test_health_says_serving_for_the_server_and_both_services(channel):
+    stub = health_pb2_grpc.HealthStub(channel)
+    for service in ("", "tensorflow.serving.PredictionService", "tensorflow.serving.ModelService"):
+        answer = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=TIMEOUT)
+        assert answer.status == health_pb2.HealthCheckResponse.SERVING, service
+    assert rpc_error(stub.Check, health_pb2.HealthCheckRequest(service="other")).code() == grpc.StatusCode.NOT_FOUND
+
+
+# --- a client's mistakes: the status it expects, and a message that says what was wrong ------------------
+
+
+def digit_images(count: int = 1, dtype=np.float32) -> np.ndarray:
+    return np.zeros((count, 8, 8, 1), dtype)
+
+
+MISTAKES = {
+    "unknown model": (
+        lambda: predict_request("nope", {"images": digit_images()}),
+        grpc.StatusCode.NOT_FOUND,
+        "no model named 'nope' is served",
+    ),
+    "unknown version": (
+        lambda: predict_request("classifier", {"images": digit_images()}, version=99),
+        grpc.StatusCode.NOT_FOUND,
+        "version 99 of 'classifier' is not available",
+    ),
+    "unknown label": (
+        lambda: predict_request("classifier", {"images": digit_images()}, label="stable"),
+        grpc.StatusCode.NOT_FOUND,
+        "model 'classifier' has no label 'stable'",
+    ),
+    "no model name": (
+        lambda: predict_request("", {"images": digit_images()}),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "model_spec.name is empty",
+    ),
+    "unknown signature": (
+        lambda: predict_request("classifier", {"images": digit_images()}, signature="classify"),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "unknown signature_name 'classify'",
+    ),
+    "wrong dtype": (
+        lambda: predict_request("classifier", {"images": digit_images(dtype=np.int32)}),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "input 'images' is int32, not float32; expected 'images' as a float32 tensor of shape [N, any, any, any]",
+    ),
+    "wrong rank": (
+        lambda: predict_request("classifier", {"images": np.zeros((1, 8, 8), np.float32)}),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "input 'images' has shape [1, 8, 8]",
+    ),
+    "two channels": (
+        lambda: predict_request("classifier", {"images": np.zeros((1, 8, 8, 2), np.float32)}),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "'images' has 2 channels",
+    ),
+    "pixels out of range": (
+        lambda: predict_request("classifier", {"images": np.full((1, 8, 8, 1), 300, np.float32)}),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "values outside 0–255",
+    ),
+    "missing input": (
+        lambda: predict_request("seq2seq", {"texts": ["1.2.2023"]}, signature="translate"),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "missing input 'beam_width' of signature 'translate'",
+    ),
+    "unknown input": (
+        lambda: predict_request("classifier", {"images": digit_images(), "colour": np.float32(1)}),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "unknown input 'colour'",
+    ),
+    "beam width out of range": (
+        lambda: predict_request("seq2seq", {"texts": ["1.2.2023"], "beam_width": np.int32(9)}, signature="translate"),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "beam_width must be an integer from 1 to 8",
+    ),
+    "corrupt image": (
+        lambda: predict_request("classifier", {"image_bytes": [b"\x89PNG broken"]}, signature="classify_image_bytes"),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "instance 0 could not be decoded",
+    ),
+    "text too long": (
+        lambda: predict_request("seq2seq", {"texts": ["9" * 65]}),
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        "has 65 characters, over the limit of 64",
+    ),
+    "batch too large": (
+        lambda: predict_request("classifier", {"images": digit_images(65)}),
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        "batch of 65 images is over the limit of 64",
+    ),
+    # A few bytes that claim 16 GiB of pixels: refused before anything is allocated.
+    "shape far larger than its values": (
+        lambda: predict_request(
+            "classifier", {"images": tf.make_tensor_proto(0.0, dtype=tf.float32, shape=[64, 4096, 4096, 4])}
+        ),
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        "over the largest message",
+    ),
+    "unknown output in output_filter": (
+        lambda: filtered(predict_request("classifier", {"images": digit_images()}), "colour"),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "output_filter names unknown outputs ['colour']",
+    ),
+}
+
+
+def filtered(request: predict_pb2.PredictRequest, *names: str) -> predict_pb2.PredictRequest:
+    request.output_filter.extend(names)
+    return request
+
+
+@pytest.mark.parametrize("mistake", sorted(MISTAKES))
+def test_a_clients_mistake_gets_the_status_it_expects_and_says_what_was_wrong(predictions, mistake):
+    build, code, message = MISTAKES[mistake]
+    error = rpc_error(predictions.Predict, build())
+    assert error.code() == code, error.details()
+    assert message in error.details()
+
+
+def test_classify_and_regress_say_predict_is_the_way(predictions):
+    request = classification_pb2.ClassificationRequest()
+    request.model_spec.name = "classifier"
+    error = rpc_error(predictions.Classify, request)
+    assert error.code() == grpc.StatusCode.UNIMPLEMENTED
+    assert "only predict signatures" in error.details() and "expected Predict" in error.details()
+    request.model_spec.name = "nope"
+    assert rpc_error(predictions.Classify, request).code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_the_server_keeps_serving_after_mistakes_and_counts_them(server, predictions, digits):
+    for build, _, _ in MISTAKES.values():
+        with pytest.raises(grpc.RpcError):
+            predictions.Predict(build(), timeout=TIMEOUT)
+    images = digits.test.images[:1].astype(np.float32)
+    assert predictions.Predict(predict_request("classifier", {"images": images}), timeout=TIMEOUT).outputs["labels"]
+    exposed = httpx.get(f"{server}/metrics", timeout=TIMEOUT).text
+    route = 'route="/tensorflow.serving.PredictionService/Predict"'
+    for status in ("OK", "INVALID_ARGUMENT", "NOT_FOUND", "RESOURCE_EXHAUSTED"):
+        assert any(route in line and f'status="{status}"' in line for line in exposed.splitlines()), status
+
+
+# --- gRPC and HTTP share the batches ----------------------------------------------------------------------
+
+
+def test_grpc_and_json_requests_for_one_signature_join_the_same_batcher(trained_classifier, digits):
+    from serving import store
+    from serving.grpc_api import Services
+    from serving.runtime import ModelRuntime
+
+    runtime = ModelRuntime(store.load(trained_classifier[2]))
+    images = digits.test.images[:2].astype(np.float32)
+    by_grpc, grpc_options = Services(None, MAX_MESSAGE_BYTES).tensor_inputs(
+        runtime, "serving_default", {"images": tf.make_tensor_proto(images)}
+    )
+    by_json, json_options = runtime.tensor_values("serving_default", {"images": images.tolist()}, row_format=False)
+    assert runtime.batch_key("serving_default", by_grpc, grpc_options) == runtime.batch_key(
+        "serving_default", by_json, json_options
+    )
+
+    async def both() -> list[dict[str, np.ndarray]]:
+        return await asyncio.gather(runtime.run("serving_default", by_grpc), runtime.run("serving_default", by_json))
+
+    grpc_answer, json_answer = asyncio.run(both())
+    np.testing.assert_array_equal(grpc_answer["labels"], json_answer["labels"])
+    assert sum(runtime.batch_sizes()) == 4
+    runtime.close()

@@ -1,0 +1,95 @@
+"""What every gRPC call gets from `GrpcServer.outcome`, in this process: the in-flight limit, the timeout, the drain's
+count and the status for each kind of failure (tests/serving/test_grpc.py calls the real server)."""
+
+import asyncio
+
+import grpc
+import pytest
+
+from serving.drain import Stopping
+from serving.grpc_server import PREDICT_ROUTE, Call, GrpcServer
+from serving.inputs import InputError
+
+STATUS_ROUTE = "/tensorflow.serving.ModelService/GetModelStatus"
+
+
+def grpc_server(**options) -> GrpcServer:
+    settings = {"timeout": 5.0, "max_concurrency": 2, "min_concurrency": 2, "latency_target": 0.0} | options
+    return GrpcServer(
+        None,
+        api=None,
+        host="127.0.0.1",
+        port=0,
+        max_message_mb=1,
+        workers=1,
+        stopping=Stopping(),
+        stop_grace_seconds=1.0,
+        **settings,
+    )
+
+
+async def slow(request: str, call: Call) -> str:
+    call.model = ("classifier", "1")
+    await asyncio.sleep(0.2)
+    return f"answer to {request}"
+
+
+def outcomes(server: GrpcServer, calls: list[tuple[str, object]]) -> list[tuple[grpc.StatusCode, str, object]]:
+    async def all_at_once():
+        return await asyncio.gather(*(server.outcome(route, method, "request") for route, method in calls))
+
+    return asyncio.run(all_at_once())
+
+
+def test_predict_calls_past_the_limit_are_refused_at_once_with_unavailable():
+    server = grpc_server()
+    results = outcomes(server, [(PREDICT_ROUTE, slow)] * 3 + [(STATUS_ROUTE, slow)])
+    assert [code for code, _, _ in results] == [grpc.StatusCode.OK] * 2 + [
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.OK,
+    ]
+    assert results[0][2] == "answer to request"
+    assert "at its limit of 2 calls in flight" in results[2][1] and "retry" in results[2][1]
+    assert server.limit.in_flight == 0 and server.stopping.in_flight == 0
+
+
+@pytest.mark.parametrize(
+    ("failure", "code", "message"),
+    [
+        (InputError("no model named 'x' is served", expected="one of ['a']", status=404), "NOT_FOUND", "expected one"),
+        (InputError("batch of 65 images is over the limit", status=413), "RESOURCE_EXHAUSTED", "over the limit"),
+        (InputError("input 'images' is int32, not float32"), "INVALID_ARGUMENT", "int32, not float32"),
+        (InputError("missing admin token", status=401), "UNAUTHENTICATED", "missing admin token"),
+        (InputError("wrong admin token", status=403), "PERMISSION_DENIED", "wrong admin token"),
+        (InputError("only predict signatures", status=501), "UNIMPLEMENTED", "only predict"),
+        (KeyError("a bug"), "INTERNAL", "internal error: KeyError"),
+    ],
+)
+def test_each_failure_gets_its_status_and_message(failure, code, message):
+    async def failing(request: str, call: Call) -> None:
+        raise failure
+
+    ((status, text, response),) = outcomes(grpc_server(), [(PREDICT_ROUTE, failing)])
+    assert status.name == code and message in text and response is None
+
+
+def test_a_call_past_the_timeout_gets_deadline_exceeded():
+    ((status, text, _),) = outcomes(grpc_server(timeout=0.05), [(PREDICT_ROUTE, slow)])
+    assert status == grpc.StatusCode.DEADLINE_EXCEEDED and "not able to answer in 0.05 seconds" in text
+
+
+def test_calls_in_flight_hold_off_the_drain():
+    server = grpc_server()
+
+    async def watched() -> list[int]:
+        seen = []
+
+        async def watch() -> None:
+            await asyncio.sleep(0.1)
+            seen.append(server.stopping.in_flight)
+
+        await asyncio.gather(server.outcome(PREDICT_ROUTE, slow, "request"), watch())
+        return [*seen, server.stopping.in_flight]
+
+    assert asyncio.run(watched()) == [1, 0]
+    assert not server.stopping.quiet()  # its last call ended just now: the drain waits for half a second of quiet
