@@ -22,7 +22,7 @@ help:
 	@echo "make lint   ruff check and ruff format --check only"
 	@echo "make test-container  build the Docker image with the session's small models and run it (needs podman or docker)"
 	@echo "make image  build the image modelservice:latest from artifacts/ (train first: make train)"
-	@echo "make bench  load-test the service with wrk (apt-get install wrk) against the HTTP ceiling, BentoML's anchors and a naive server; training speed vs the matmul peak; graph vs Python-loop beam search; graph vs NumPy NMS; transfer vs scratch over 5 seeds"
+	@echo "make bench  load-test the service with wrk (apt-get install wrk; h2load from nghttp2-client for gRPC) against the HTTP and gRPC ceilings, BentoML's anchors and a naive server; training speed vs the matmul peak; graph vs Python-loop beam search; graph vs NumPy NMS; transfer vs scratch over 5 seeds"
 	@echo "make clean  remove .venv, runs/, artifacts/ and the project's BentoML store"
 
 $(BIN)/.installed: pyproject.toml
