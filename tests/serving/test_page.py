@@ -255,9 +255,13 @@ def test_the_heat_map_of_a_long_date_scrolls_inside_a_phone_screen(server, brows
 # --- versions ----------------------------------------------------------------------------------------------------
 
 
-def test_the_version_picker_asks_the_chosen_version_again(browser, trained_classifier, digits, tmp_path):
-    """A server with two versions of the classifier: the panel offers both (highest first, the routes' default),
-    and choosing the other one sends the same image again to that version."""
+def test_the_version_picker_asks_the_chosen_version_again(
+    browser, trained_classifier, trained_seq2seq, digits, date_answers, tmp_path
+):
+    """A server with two versions of the classifier and of the date normaliser: a panel offers both (highest
+    first, the routes' default), and choosing the other one sends the same input again to that version. The
+    date normaliser's version 1 is a schema-1 artifact (tests/serving/fixtures/v1_artifacts) without the
+    attention signature: its answers come without a heat-map, and the panel hides it."""
     import sys
 
     from benchmarks.model_swaps import copy_as_version
@@ -266,9 +270,13 @@ def test_the_version_picker_asks_the_chosen_version_again(browser, trained_class
     models = tmp_path / "models"
     for version in (1, 2):
         copy_as_version(trained_classifier[2], models, version)
+    copy_as_version(
+        PROJECT_ROOT / "tests" / "serving" / "fixtures" / "v1_artifacts" / "seq2seq" / "1", models, 1, name="seq2seq"
+    )
+    copy_as_version(trained_seq2seq[3], models, 2, name="seq2seq")
     port = free_port()
     command = [sys.executable, "-m", "serving", "--model-dir", str(models), "--port", str(port)]
-    serve_both = {"MODELSERVICE_MODELS": "classifier:all"}  # the default policy serves the latest version only
+    serve_both = {"MODELSERVICE_MODELS": "classifier:all,seq2seq:all"}  # the default serves the latest only
     with running_process(command, port=port, env=serve_both, log_path=tmp_path / "server.log") as url:
         recorded = RecordedPage(browser, VIEWPORT)
         try:
@@ -281,5 +289,16 @@ def test_the_version_picker_asks_the_chosen_version_again(browser, trained_class
             picker.select_option("1")
             expect(classifier.locator(".answer")).to_contain_text("(version 1)")
             assert any("version=1" in requested for requested in recorded.requested)
+
+            seq2seq = panel(recorded.page, "seq2seq")
+            seq2seq.get_by_label("A date, written any way").press_sequentially("20.01.2023")
+            expect(seq2seq.locator(".answer .text")).to_have_text(date_answers("20.01.2023")[0] or "not a date")
+            expect(seq2seq.locator(".answer")).to_contain_text("(version 2)")
+            expect(seq2seq.locator("table.attention tbody tr")).to_have_count(10)
+            expect(seq2seq.locator("table.attention")).to_be_visible()
+            seq2seq.get_by_label("Version").select_option("1")
+            expect(seq2seq.locator(".answer")).to_contain_text("(version 1)")
+            expect(seq2seq.locator(".beams tbody tr")).to_have_count(3)
+            expect(seq2seq.locator("table.attention")).to_be_hidden()
         finally:
             recorded.page.close()

@@ -396,6 +396,7 @@ function showTranslation(context, { answer, milliseconds }) {
   if (typeof prediction.date_probability === "number") {
     shown.append(` · probability that it is a date: ${prediction.date_probability.toPrecision(3)}`);
   }
+  shown.append(` (version ${answer.model.version})`);
   const table = context.panel.querySelector(".beams");
   table.tBodies[0].replaceChildren(...prediction.beams.map(beamRow));
   table.hidden = false;
