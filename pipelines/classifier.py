@@ -25,6 +25,7 @@ from pipelines.export.warmup import WARMUP_EXAMPLES
 from pipelines.family import Config, Family, RunFolder, Trained
 from pipelines.training import flags
 from pipelines.training.loop import TrainingConfig, fit, read_history
+from pipelines.training.search_space import Choice, LogUniform, SearchSpace, Uniform
 from pipelines.validation.scoring import HeldOut, image_classes
 from serving.contract import ArtifactMetadata, ImageInput, Role, Task
 
@@ -47,6 +48,19 @@ PROFILES: dict[str, dict[str, Any]] = {
     },
 }
 
+# `modelservice tune classifier`: random search by default, the learning rate on a log scale; a coarse search's
+# best.json can start a finer one (--config).
+SEARCH_SPACE = SearchSpace(
+    objective="dev_accuracy",
+    dimensions=(
+        LogUniform("learning_rate", low=1e-4, high=3e-2),
+        Uniform("dropout", low=0.0, high=0.5, step=0.1),
+        Choice("batch_size", values=(16, 32, 64, 128)),
+        Choice("architecture", values=("mlp", "resnet")),
+        Choice("width", values=(64, 128, 256, 512, 1024), when=("architecture", ("mlp",))),
+    ),
+)
+
 
 @dataclass
 class ClassifierConfig(Config):
@@ -55,6 +69,7 @@ class ClassifierConfig(Config):
     image_size: tuple[int, int] | None = None
     channels: int = 1
     architecture: str = "mlp"
+    width: int | None = None  # the first layer's: MLP units (the next layer has a quarter), ResNet filters (doubling)
     dropout: float = 0.0
     l2: float = 0.0
     augment: bool = True
@@ -66,6 +81,17 @@ class ClassifierConfig(Config):
 
 def predict_ids(model: keras.Model, split: Split, batch_size: int = 256) -> np.ndarray:
     return np.argmax(model.predict(split.images.astype("float32"), batch_size=batch_size, verbose=0), axis=1)
+
+
+def layer_widths(architecture: str, width: int | None) -> dict[str, tuple[int, ...]]:
+    """The builder's widths grown from the first layer's; none given: the builder's own defaults."""
+    if width is None:
+        return {}
+    return {"hidden_units": (width, max(width // 4, 1))} if architecture == "mlp" else {"filters": (width, 2 * width)}
+
+
+def accuracy(model: keras.Model, split: Split) -> float:
+    return float(np.mean(predict_ids(model, split) == split.labels))
 
 
 def evaluate_model(
@@ -111,6 +137,7 @@ class ClassifierFamily(Family[ClassifierConfig, ImageDataset, None]):
     quality_floor = 0.95  # digits: 0.98-0.99 test accuracy in the quick profile, every class's recall above 0.9
     group_floor = 0.85
     description = __doc__
+    search_space = SEARCH_SPACE
     keeps_keras_model = True  # a later transfer-learning run can take its convolutional part as a backbone
 
     def load_data(self, config: ClassifierConfig) -> ImageDataset:
@@ -133,6 +160,7 @@ class ClassifierFamily(Family[ClassifierConfig, ImageDataset, None]):
             variance=variance,
             dropout=config.dropout,
             l2=config.l2,
+            **layer_widths(config.architecture, config.width),
         )
 
     def fit(
@@ -154,6 +182,9 @@ class ClassifierFamily(Family[ClassifierConfig, ImageDataset, None]):
 
     def evaluate(self, trained: Trained, data: ImageDataset, run_dir: Path) -> dict[str, Any]:
         return evaluate_model(trained.model, data, run_dir, human_error=trained.config.human_error)
+
+    def dev_score(self, trained: Trained, data: ImageDataset) -> float:
+        return accuracy(trained.model, data.dev)
 
     def headline(self, report: dict[str, Any]) -> dict[str, Any]:
         return {key: report[key] for key in ("test_accuracy", "dev_accuracy", "train_accuracy", "diagnosis")}
@@ -217,6 +248,9 @@ class ClassifierFamily(Family[ClassifierConfig, ImageDataset, None]):
             choices=sorted(MODEL_BUILDERS),
             help="mlp (Sequential, batch norm) or resnet (Functional, residual blocks)",
         )
+        parser.add_argument(
+            "--width", type=int, help="the first layer's units (mlp) or filters (resnet); default: the builder's"
+        )
         parser.add_argument("--dropout", type=float, default=0.0)
         parser.add_argument("--l2", type=float, default=0.0)
         parser.add_argument(
@@ -235,6 +269,7 @@ class ClassifierFamily(Family[ClassifierConfig, ImageDataset, None]):
             image_size=tuple(args.image_size) if args.image_size else None,
             channels=args.channels,
             architecture=flags.preset_value(args, preset, "architecture"),
+            width=args.width,
             dropout=args.dropout,
             l2=args.l2,
             augment=not args.no_augment,

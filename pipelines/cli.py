@@ -4,6 +4,7 @@ modelservice train classifier [--profile default] [--dataset folder:PATH] ...
 modelservice train seq2seq [--profile default] [--architecture transformer] ...
 modelservice train detector [--profile default] [--dataset coco:DIR] ...
 modelservice train transfer [--backbone mobilenet_v2 --weights imagenet] [--transfer-strategy partial] ...
+modelservice tune classifier [--tuner random|hyperband|bayesian] [--trials 10] [--max-epochs 10] ...
 modelservice evaluate [--run-dir runs/classifier]
 modelservice export [--run-dir runs/seq2seq] [--artifacts artifacts] [--no-validate]
 modelservice validate artifacts/classifier/3 [--baseline 2] [--thresholds gate.yaml] [--min-quality 0.97]
@@ -16,18 +17,33 @@ modelservice predict artifacts/detector scene.png [more.png ...] [--score-thresh
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from pipelines import validation
 from pipelines.family import NAMES, SUMMARIES, RunFolder, add_validation_arguments, family
-from pipelines.training.flags import threshold
+from pipelines.training.flags import SEARCH_DESCRIPTION, add_search_arguments, apply_config_file, threshold
 from pipelines.validation.thresholds import add_gate_arguments
 
 
 def _train(args: argparse.Namespace) -> int:
     chosen = family(args.family)
     chosen.train_and_evaluate(chosen.prepared(args), args.run_dir or Path("runs") / args.name)
+    return 0
+
+
+def _tune(args: argparse.Namespace) -> int:
+    from pipelines.training.tuning import Budget, SearchOptions, given_flags, search
+
+    chosen = family(args.family)
+    options = SearchOptions(
+        tuner=args.tuner,
+        budget=Budget(trials=args.trials, max_epochs=args.max_epochs, seconds=args.time_budget),
+        project_dir=args.project_dir or Path("runs") / f"tune-{args.name}",
+        seed=args.seed,
+    )
+    search(chosen, chosen.prepared(args), options, given_flags(chosen, args))
     return 0
 
 
@@ -145,16 +161,13 @@ def parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     )
     verbs = top.add_subparsers(dest="verb", required=True, metavar="VERB")
 
-    train = verbs.add_parser("train", help="train a model and evaluate it (checkpoints, logs, plots in runs/<name>)")
-    families = train.add_subparsers(dest="family", required=True, metavar="FAMILY")
     argv = sys.argv[1:] if argv is None else argv
-    chosen = argv[1] if len(argv) > 1 and argv[0] == "train" else None
-    for name in NAMES:
-        sub = families.add_parser(name, help=SUMMARIES[name], formatter_class=argparse.RawDescriptionHelpFormatter)
-        if name == chosen:  # importing a family loads its training code: only the one asked for
-            sub.description = family(name).description
-            family(name).add_arguments(sub)
-        sub.set_defaults(handler=_train)
+    _add_family_verb(
+        verbs, "train", "train a model and evaluate it (checkpoints, logs, plots in runs/<name>)", _train, argv
+    )
+    _add_family_verb(
+        verbs, "tune", "search a family's hyperparameters with KerasTuner (trials in runs/tune-<name>)", _tune, argv
+    )
 
     for verb, handler, text in (
         ("evaluate", _evaluate, "metrics, diagnosis and PNG plots for a trained run"),
@@ -216,6 +229,26 @@ def parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     )
     predict.set_defaults(handler=_predict)
     return top
+
+
+def _add_family_verb(
+    verbs: Any, verb: str, text: str, handler: Callable[[argparse.Namespace], int], argv: list[str]
+) -> None:
+    """`modelservice VERB FAMILY`; a family's own flags are added only when `argv` names that verb and family,
+    as importing a family loads its training code."""
+    families = verbs.add_parser(verb, help=text, description=text).add_subparsers(
+        dest="family", required=True, metavar="FAMILY"
+    )
+    chosen = argv[1] if len(argv) > 1 and argv[0] == verb else None
+    for name in NAMES:
+        sub = families.add_parser(name, help=SUMMARIES[name], formatter_class=argparse.RawDescriptionHelpFormatter)
+        if name == chosen:
+            sub.description = family(name).description if verb == "train" else SEARCH_DESCRIPTION
+            family(name).add_arguments(sub)
+            if verb == "tune":
+                add_search_arguments(sub)
+            apply_config_file(sub, argv[2:])
+        sub.set_defaults(handler=handler)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -33,6 +33,7 @@ from pipelines.export.warmup import WARMUP_EXAMPLES
 from pipelines.family import Config, Family, RunFolder, Trained
 from pipelines.training import flags
 from pipelines.training.loop import TrainingConfig, fit, read_history
+from pipelines.training.search_space import Choice, LogUniform, SearchSpace
 from pipelines.validation.scoring import HeldOut
 from serving.contract import ArtifactMetadata, ImageInput, Postprocessing, Role, Task
 
@@ -77,6 +78,18 @@ PROFILES: dict[str, dict[str, Any]] = {
         "clip_norm": 10.0,
     },
 }
+
+# `modelservice tune detector`: judged by mAP@0.5 on the dev scenes; the anchors are k-means-fitted per trial.
+SEARCH_SPACE = SearchSpace(
+    objective="dev_map_50",
+    dimensions=(
+        LogUniform("learning_rate", low=1e-3, high=1e-2),
+        Choice("batch_size", values=(8, 16, 32)),
+        Choice("base_filters", values=(16, 24, 32)),
+        Choice("residual_blocks", values=(1, 2)),
+        Choice("num_anchors", values=(2, 3, 4, 5)),
+    ),
+)
 
 
 @dataclass
@@ -207,6 +220,15 @@ def detection_report(
     return report, metrics["precision_recall_50"]
 
 
+def detect_split(
+    graph: DetectorGraph, dataset: DetectionDataset, split: str
+) -> tuple[list[Detections], list[GroundTruth]]:
+    """The detections on a split's evaluated scenes, and their ground truth."""
+    scenes = getattr(dataset, split)[:EVALUATED_SCENES]
+    detections = detect(graph, scenes, score_threshold=EVALUATION_SCORE_THRESHOLD, progress=f"detecting {split}")
+    return detections, ground_truth(scenes)
+
+
 def evaluate_graph(
     graph: DetectorGraph, config: DetectorConfig, dataset: DetectionDataset, run_dir: Path
 ) -> dict[str, Any]:
@@ -217,11 +239,7 @@ def evaluate_graph(
     truths: dict[str, list[GroundTruth]] = {}
     curves: dict[str, dict[str, list[float]]] = {}
     for split in ("train", "dev", "test"):
-        scenes = getattr(dataset, split)[:EVALUATED_SCENES]
-        predictions[split] = detect(
-            graph, scenes, score_threshold=EVALUATION_SCORE_THRESHOLD, progress=f"detecting {split}"
-        )
-        truths[split] = ground_truth(scenes)
+        predictions[split], truths[split] = detect_split(graph, dataset, split)
         report[split], curves[split] = detection_report(predictions[split], truths[split], dataset.class_names)
     report["test_at_served_threshold"] = {
         "score_threshold": config.score_threshold,
@@ -272,6 +290,7 @@ class DetectorFamily(Family[DetectorConfig, DetectionDataset, np.ndarray]):
     quality_floor = 0.8  # 0.875-0.94 test mAP@0.5 in the quick profile
     group_floor = 0.6
     description = __doc__
+    search_space = SEARCH_SPACE
     side_file = "anchors.json"  # a resumed run keeps the anchors its checkpoint was trained against
 
     def load_data(self, config: DetectorConfig) -> DetectionDataset:
@@ -333,6 +352,10 @@ class DetectorFamily(Family[DetectorConfig, DetectionDataset, np.ndarray]):
 
     def evaluate(self, trained: Trained, data: DetectionDataset, run_dir: Path) -> dict[str, Any]:
         return evaluate_graph(self.served_graph(trained, data), trained.config, data, run_dir)
+
+    def dev_score(self, trained: Trained, data: DetectionDataset) -> float:
+        detections, truths = detect_split(self.served_graph(trained, data), data, "dev")
+        return detection_report(detections, truths, data.class_names)[0]["map_50"]
 
     def headline(self, report: dict[str, Any]) -> dict[str, Any]:
         return {key: report[key] for key in ("test", "dev", "test_at_served_threshold")}
@@ -421,6 +444,7 @@ class DetectorFamily(Family[DetectorConfig, DetectionDataset, np.ndarray]):
         )
         parser.add_argument(
             "--anchors",
+            dest="num_anchors",
             type=int,
             default=3,
             help="anchor boxes per grid cell, fitted by k-means (default: %(default)s)",
@@ -468,7 +492,7 @@ class DetectorFamily(Family[DetectorConfig, DetectionDataset, np.ndarray]):
             test_size=args.test_size,
             image_size=args.image_size,
             channels=args.channels,
-            num_anchors=args.anchors,
+            num_anchors=args.num_anchors,
             base_filters=flags.preset_value(args, preset, "base_filters"),
             residual_blocks=flags.preset_value(args, preset, "residual_blocks"),
             downsamplings=flags.preset_value(args, preset, "downsamplings"),

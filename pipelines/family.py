@@ -12,6 +12,8 @@ A family is one object (`FAMILY` in `pipelines/<name>.py`) with the same methods
     artifact_metadata(trained, data, report)     the serving.contract metadata of the export
     export(trained, data, report, root) -> Path  the next artifact version
     held_out(data) -> HeldOut                    the split the validation gate scores exported versions on
+    dev_score(trained, data) -> float            the dev-split objective of `search_space`, which
+                                                 `modelservice tune` searches (pipelines/training/tuning.py)
 
 and the flows built on them: `run` (train → evaluate → export → validate → register), `evaluate_run`, `export_run`
 and `main` (`python -m pipelines.<name>`). `family(name)` imports a family only when it is asked for, so
@@ -34,6 +36,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, Self, TypeVar
 
 if TYPE_CHECKING:
     from pipelines.export.artifact import DiskFullError
+    from pipelines.training.search_space import SearchSpace
     from pipelines.validation.gate import GateOptions
     from pipelines.validation.scoring import HeldOut
     from pipelines.validation.thresholds import Thresholds
@@ -170,6 +173,8 @@ class Family(ABC, Generic[C, D, F]):
     # The validation gate's default floors (pipelines/validation): what the quick profile reaches, with margin.
     quality_floor: ClassVar[float]
     group_floor: ClassVar[float]
+    # What `modelservice tune` searches (pipelines/training/search_space.py); None: the family cannot be tuned.
+    search_space: ClassVar["SearchSpace | None"] = None
 
     # --- command line ---
 
@@ -235,6 +240,10 @@ class Family(ABC, Generic[C, D, F]):
 
     @abstractmethod
     def evaluate(self, trained: Trained[C, F], data: D, run_dir: Path) -> dict[str, Any]: ...
+
+    def dev_score(self, trained: Trained[C, F], data: D) -> float:
+        """The search space's objective on the dev split, higher is better: what a tuning trial is judged by."""
+        raise NotImplementedError(f"{self.name} declares no search space")
 
     @abstractmethod
     def headline(self, report: dict[str, Any]) -> dict[str, Any]:
@@ -331,16 +340,22 @@ class Family(ABC, Generic[C, D, F]):
         report = RunFolder(run_dir).saved_report() or self.evaluate(trained, data, run_dir)
         return self.export_and_validate(trained, data, report, artifacts, gate)
 
-    def main(self, argv: list[str] | None = None) -> int:
-        """`python -m pipelines.<name>`: train → evaluate → export → validate → register, or skip if exported."""
-        from serving.contract import latest_version, read_blessing
-
+    def argument_parser(self) -> argparse.ArgumentParser:
+        """`python -m pipelines.<name>`'s flags before the export's: the family's own and the shared training ones."""
         parser = argparse.ArgumentParser(
             prog=f"python -m pipelines.{self.name}",
             description=self.description,
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         self.add_arguments(parser)
+        return parser
+
+    def main(self, argv: list[str] | None = None) -> int:
+        """`python -m pipelines.<name>`: train → evaluate → export → validate → register, or skip if exported."""
+        from pipelines.training.flags import apply_config_file
+        from serving.contract import latest_version, read_blessing
+
+        parser = self.argument_parser()
         parser.add_argument(
             "--skip-if-exported", action="store_true", help="do nothing when an artifact of this name already exists"
         )
@@ -348,6 +363,7 @@ class Family(ABC, Generic[C, D, F]):
             "--no-register", action="store_true", help="do not copy the artifact into the BentoML model store"
         )
         add_validation_arguments(parser)
+        apply_config_file(parser, sys.argv[1:] if argv is None else argv)
         args = parser.parse_args(argv)
         if args.skip_if_exported and (found := latest_version(args.artifacts / args.name)):
             print(f"{found} exists; skipping training (drop --skip-if-exported to train a new version)")

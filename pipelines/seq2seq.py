@@ -35,6 +35,7 @@ from pipelines.export.warmup import WARMUP_EXAMPLES
 from pipelines.family import Config, Family, RunFolder, Trained
 from pipelines.training import flags
 from pipelines.training.loop import TrainingConfig, fit, read_history
+from pipelines.training.search_space import Choice, LogUniform, SearchSpace, Uniform
 from pipelines.validation.scoring import HeldOut
 from serving.contract import ArtifactMetadata, Decoding, Role, Task, TextSpec
 
@@ -62,6 +63,20 @@ PROFILES: dict[str, dict[str, Any]] = {
         "patience": 3,
     },
 }
+
+# `modelservice tune seq2seq`: judged by exact match on the dev split as a client is answered (beam search at
+# the config's beam width, which is a decoding choice rather than a training one, so it is not searched).
+SEARCH_SPACE = SearchSpace(
+    objective="dev_exact_match",
+    dimensions=(
+        LogUniform("learning_rate", low=3e-4, high=1e-2),
+        Uniform("dropout", low=0.0, high=0.3, step=0.1),
+        Choice("batch_size", values=(32, 64, 128)),
+        Choice("architecture", values=tuple(sorted(MODEL_BUILDERS))),
+        Choice("units", values=(32, 64, 128)),
+        Choice("embedding_dim", values=(16, 32, 64), when=("architecture", ("lstm",))),
+    ),
+)
 
 
 @dataclass
@@ -293,6 +308,7 @@ class Seq2SeqFamily(Family[Seq2SeqConfig, date_data.DateDataset, CharTokenizer])
     quality_floor = 0.98  # 0.999-1.0 exact match in the quick profile, per style
     group_floor = 0.9
     description = __doc__
+    search_space = SEARCH_SPACE
     side_file = "tokenizer.json"  # a resumed run must keep the vocabulary its checkpoint was trained with
 
     def load_data(self, config: Seq2SeqConfig) -> date_data.DateDataset:
@@ -370,6 +386,12 @@ class Seq2SeqFamily(Family[Seq2SeqConfig, date_data.DateDataset, CharTokenizer])
 
     def evaluate(self, trained: Trained, data: date_data.DateDataset, run_dir: Path) -> dict[str, Any]:
         return evaluate_model(trained.model, trained.fitted, data, run_dir, trained.config)
+
+    def dev_score(self, trained: Trained, data: date_data.DateDataset) -> float:
+        graph = served_graph(trained.model, trained.fitted, trained.config, calibration=data.dev)
+        texts = [pair.text for pair in data.dev]
+        answers = decode(graph, texts, beam_width=trained.config.beam_width, progress="decoding dev").answers
+        return text_report(answers, [pair.target for pair in data.dev])["exact_match"]
 
     def headline(self, report: dict[str, Any]) -> dict[str, Any]:
         return {key: report[key] for key in ("test", "test_greedy", "dev")}

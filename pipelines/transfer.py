@@ -48,7 +48,7 @@ from models.transfer import (
     unfreeze_from,
 )
 from pipelines.classifier import FAMILY as CLASSIFIER
-from pipelines.classifier import ClassifierConfig, evaluate_model, predict_ids
+from pipelines.classifier import ClassifierConfig, accuracy, evaluate_model
 from pipelines.data.image_data import ImageDataset, Split, load_dataset, make_tf_dataset
 from pipelines.evaluation import plots
 from pipelines.export.classifier_graph import ClassifierGraph
@@ -56,6 +56,7 @@ from pipelines.export.warmup import WARMUP_EXAMPLES
 from pipelines.family import MODEL_FILE, Config, Family, RunFolder, Trained
 from pipelines.training import flags
 from pipelines.training.loop import TrainingConfig, fit, is_resuming, read_history
+from pipelines.training.search_space import Choice, LogUniform, SearchSpace, Uniform
 from pipelines.validation.scoring import HeldOut, image_classes
 from serving.contract import KERAS_MODEL_FILE, ArtifactMetadata, latest_version
 
@@ -81,6 +82,19 @@ PROFILES: dict[str, dict[str, Any]] = {
     "quick": {"epochs": 40, "fine_tune_epochs": 15, "source_epochs": 4, "source_size": 8000, **DEMO},
     "default": {"epochs": 150, "fine_tune_epochs": 50, "source_epochs": 15, "source_size": None, **DEMO},
 }
+# `modelservice tune transfer`: the transferred model's dev accuracy; the from-scratch baseline is a comparison,
+# not part of what is tuned, so trials skip it.
+SEARCH_SPACE = SearchSpace(
+    objective="dev_accuracy",
+    dimensions=(
+        LogUniform("learning_rate", low=1e-4, high=1e-2),
+        LogUniform("fine_tune_learning_rate", low=1e-6, high=1e-4),
+        Uniform("dropout", low=0.0, high=0.5, step=0.1),
+        Choice("batch_size", values=(8, 16, 32)),
+        Choice("transfer_strategy", values=STRATEGIES),
+    ),
+    fixed={"scratch": False},
+)
 
 
 @dataclass
@@ -275,7 +289,7 @@ def compare(trained: Trained, dataset: ImageDataset, run_dir: Path, report: dict
     }
     curves = {"transfer": read_history(run_dir)}
     if scratch is not None:
-        comparison["scratch_test_accuracy"] = float(np.mean(predict_ids(scratch, dataset.test) == dataset.test.labels))
+        comparison["scratch_test_accuracy"] = accuracy(scratch, dataset.test)
         curves["from scratch"] = read_history(run_dir / "scratch")
     head_epochs = len(read_history(run_dir / "head").get("loss", []))
     marks = {"fine-tuning starts": head_epochs} if (run_dir / "fine_tune" / "history.csv").exists() else {}
@@ -300,6 +314,7 @@ class TransferFamily(Family[TransferConfig, ImageDataset, TransferPlan]):
     quality_floor = 0.88  # 0.933-0.948 test accuracy in the quick profile (scratch: 0.90)
     group_floor = 0.6
     description = __doc__
+    search_space = SEARCH_SPACE
     keeps_keras_model = True
 
     def load_data(self, config: TransferConfig) -> ImageDataset:
@@ -391,6 +406,9 @@ class TransferFamily(Family[TransferConfig, ImageDataset, TransferPlan]):
 
     def evaluate(self, trained: Trained, data: ImageDataset, run_dir: Path) -> dict[str, Any]:
         return compare(trained, data, run_dir, evaluate_model(trained.model, data, run_dir))
+
+    def dev_score(self, trained: Trained, data: ImageDataset) -> float:
+        return accuracy(trained.model, data.dev)
 
     def headline(self, report: dict[str, Any]) -> dict[str, Any]:
         return {"test_accuracy": report["test_accuracy"], "comparison": report["comparison"]}

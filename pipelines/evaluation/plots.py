@@ -6,6 +6,7 @@ import functools
 import math
 from collections.abc import Collection, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from matplotlib import font_manager
@@ -22,6 +23,7 @@ from pipelines.data.figures import (
     save_figure,
     show_image,
 )
+from pipelines.training.search_space import Choice, Dimension, LogUniform
 
 
 def plot_learning_curves(
@@ -307,4 +309,39 @@ def plot_attention_maps(
     colour_scale = ScalarMappable(norm=Normalize(vmin=0.0, vmax=1.0), cmap="Blues")
     fig.colorbar(colour_scale, ax=axes.ravel().tolist(), label="attention weight", shrink=0.8)
     fig.suptitle("".join(c if c == " " else _char_label(c, drawable) for c in title), family=families)
+    return save_figure(fig, path)
+
+
+def plot_trials(
+    values: Sequence[dict[str, Any]],
+    scores: Sequence[float],
+    *,
+    dimensions: Sequence[Dimension],
+    objective: str,
+    path: Path,
+) -> Path:
+    """A hyperparameter search's objective against each searched hyperparameter, one panel each, the best
+    trial starred: log-uniform ones (the learning rate) on a log axis, choices as categories in their order."""
+    shown = list({dimension.name: dimension for dimension in dimensions}.values())
+    fig, axes = plt.subplots(1, len(shown), figsize=(3.6 * len(shown), 3.6), squeeze=False, sharey=True)
+    best = int(np.argmax(scores))
+    for ax, dimension in zip(axes.flat, shown):
+        # A conditional hyperparameter that did not apply to a trial has no point in its panel.
+        tried = [(i, trial[dimension.name], score) for i, (trial, score) in enumerate(zip(values, scores))]
+        tried = [(i, value, score) for i, value, score in tried if value is not None]
+        if isinstance(dimension, Choice):
+            positions = {value: i for i, value in enumerate(dimension.values)}
+            tried = [(i, positions[value], score) for i, value, score in tried]
+            ax.set_xticks(range(len(dimension.values)), [str(value) for value in dimension.values])
+            ax.set_xlim(-0.5, len(dimension.values) - 0.5)
+        elif isinstance(dimension, LogUniform):
+            ax.set_xscale("log")
+        for i, x, score in tried:
+            starred = i == best
+            ax.scatter(x, score, marker="*" if starred else "o", s=200 if starred else 30, color=f"C{int(starred)}")
+        ax.set(xlabel=dimension.name)
+        ax.grid(alpha=0.3)
+    axes.flat[0].set_ylabel(f"{objective} (dev)")
+    fig.suptitle(f"{len(scores)} trials; ★ the best: {objective} {scores[best]:.4f}")
+    fig.tight_layout()
     return save_figure(fig, path)

@@ -4,6 +4,8 @@ Importing this module is light (no TensorFlow), so `modelservice --help` and `pr
 """
 
 import argparse
+import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +36,13 @@ def add_training_arguments(parser: argparse.ArgumentParser, *, profiles: dict[st
         choices=sorted(profiles),
         default="quick",
         help="preset hyper-parameters (default: %(default)s); flags below override it",
+    )
+    parser.add_argument(
+        "--config",
+        type=Path,
+        metavar="JSON",
+        help="flag values from a file (e.g. best.json from `modelservice tune`): they override the profile, "
+        "and flags given on the command line override them",
     )
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--batch-size", type=int)
@@ -78,3 +87,76 @@ def training_config(args: argparse.Namespace, preset: dict[str, Any]) -> Any:
 
     chosen = {key: value for key in TRAINING_FLAGS if (value := preset_value(args, preset, key)) is not None}
     return TrainingConfig(**chosen, seed=args.seed, strategy=args.strategy, cpu_devices=args.cpu_devices)
+
+
+def read_config_file(path: Path) -> dict[str, object]:
+    """A --config file: one JSON object of flag names (as in `args`, with underscores) and their values."""
+    values = json.loads(path.read_text())
+    if not isinstance(values, dict):
+        raise SystemExit(f"--config {path}: expected a JSON object of flag values, found {type(values).__name__}")
+    return values
+
+
+def apply_config_file(parser: argparse.ArgumentParser, argv: Sequence[str]) -> None:
+    """When `argv` names a --config file, its values become `parser`'s defaults: the profile gives way to them
+    (families read a profile's value only where a flag is None) and flags on the command line still win."""
+    found, _ = _config_only().parse_known_args(argv)
+    if found.config is None:
+        return
+    values = read_config_file(found.config)
+    # Every flag's destination, and the profile's training values that have no flag of their own.
+    known = set(vars(parser.parse_known_args([])[0])) | set(TRAINING_FLAGS)
+    if unknown := sorted(set(values) - known):
+        raise SystemExit(f"--config {found.config}: no such flag: {', '.join(unknown)}")
+    parser.set_defaults(**values)
+
+
+def _config_only() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--config", type=Path)
+    return parser
+
+
+TUNERS = ("random", "hyperband", "bayesian")
+SEARCH_DESCRIPTION = """\
+Search the family's hyperparameters with KerasTuner: its search space (SEARCH_SPACE, beside its PROFILES) is
+applied onto the config the profile and the flags below choose, each trial trains with the family's own training
+loop in <project-dir>/trial_<id>/ and is scored on the dev split (never the test split). Running the same command
+again resumes the search; a larger --trials continues it. The project folder then holds trials.csv and
+trials.json (hyperparameters, dev metric, epochs, seconds), tuning.png (the dev metric against each
+hyperparameter) and best.json, which trains the best trial again: modelservice train FAMILY --config best.json.
+
+Distributed: start one chief (KERASTUNER_TUNER_ID=chief) and any number of workers (KERASTUNER_TUNER_ID=tuner0,
+tuner1, …), all with KERASTUNER_ORACLE_IP and KERASTUNER_ORACLE_PORT naming the chief's address, the same
+flags and the same --project-dir; the workers share out the trial budget and the chief writes the report.
+"""
+
+
+def add_search_arguments(parser: argparse.ArgumentParser) -> None:
+    """`modelservice tune`'s own flags: the tuner, its budget, the project folder."""
+    search = parser.add_argument_group("search")
+    search.add_argument(
+        "--tuner",
+        choices=TUNERS,
+        default="random",
+        help="random search (the default: better than a grid when few hyperparameters matter), Hyperband "
+        "(successive halving of epochs) or Bayesian optimisation",
+    )
+    search.add_argument("--trials", type=positive_int, default=10, help="trials in all (default: %(default)s)")
+    search.add_argument(
+        "--max-epochs",
+        type=positive_int,
+        default=10,
+        help="epochs of a trial; Hyperband's largest round (default: %(default)s)",
+    )
+    search.add_argument(
+        "--time-budget",
+        type=float,
+        metavar="SECONDS",
+        help="start no new trial after this long (default: no limit; not for a worker)",
+    )
+    search.add_argument(
+        "--project-dir",
+        type=Path,
+        help="KerasTuner's project folder: trials, table, plot, best.json (default: runs/tune-<name>)",
+    )

@@ -80,7 +80,7 @@ def test_two_short_seeds_write_results_and_plot(trained_transfer, tmp_path, caps
     seeds = [0, 1]
     code = main([
         "--seeds", *map(str, seeds), "--runs", str(runs), "--artifacts", config.artifacts, "--out", str(out),
-        "--epochs", "2", "--transfer-strategy", "freeze",  # two phases per seed, head and scratch
+        "--epochs", "1", "--transfer-strategy", "freeze",  # two phases per seed, head and scratch
     ])  # fmt: skip
     assert code == 0
     printed = capsys.readouterr().out

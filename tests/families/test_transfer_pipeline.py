@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 
 from models.transfer import backbone_of, default_fine_tune_at
-from pipelines import cli, transfer
+from pipelines import classifier, cli, transfer
 from pipelines.data.glyph_data import GLYPH_NAMES
 from serving import contract
 from tests.conftest import TRANSFER_EPOCHS
@@ -205,7 +205,7 @@ def test_report_compares_with_the_scratch_baseline_and_plots_both(trained_transf
     # Both figures are what the saved models score on the test split (not their quality: they barely trained).
     for arm, model_file in (("transfer", "model.keras"), ("scratch", "scratch/model.keras")):
         model = keras.saving.load_model(run_dir / model_file)
-        accuracy = np.mean(transfer.predict_ids(model, digits.test) == digits.test.labels)
+        accuracy = np.mean(classifier.predict_ids(model, digits.test) == digits.test.labels)
         assert comparison[f"{arm}_test_accuracy"] == pytest.approx(accuracy)
     with Image.open(run_dir / "evaluation" / "transfer_vs_scratch.png") as image:
         assert image.format == "PNG" and image.width > 600
