@@ -16,7 +16,7 @@ def test_mixed_traffic_on_every_route_answers_every_request(
     for artifact in (trained_classifier[2], trained_seq2seq[3], trained_detector[3]):
         shutil.copytree(artifact, models / artifact.parent.name / artifact.name)
     out = tmp_path / "results"
-    argv = ["--model-dir", str(models), "--duration", "8", "--interval", "2", "--warmup", "2", "--connections", "8"]
+    argv = ["--model-dir", str(models), "--duration", "4", "--interval", "1", "--warmup", "1", "--connections", "8"]
     assert soak.main([*argv, "--out", str(out)]) == 0
     results = json.loads((out / "soak.json").read_text())
     assert results["errors"] == 0, results["first_errors"]

@@ -102,7 +102,7 @@ def test_two_short_seeds_write_results_and_plot(trained_transfer, tmp_path, caps
         assert summary[arm]["mean"] == pytest.approx(np.mean(values))
         assert summary[arm]["std"] == pytest.approx(np.std(values, ddof=1))
     assert summary["wins"] == sum(entry["difference"] > 0 for entry in rows) and summary["seeds"] == 2
-    assert results["config"]["transfer_strategy"] == "freeze" and results["config"]["training"]["epochs"] == 2
+    assert results["config"]["transfer_strategy"] == "freeze" and results["config"]["training"]["epochs"] == 1
     assert not any((Path(entry["run_dir"]) / "fine_tune").exists() for entry in rows)
     assert results["total_seconds"] > 0
     with Image.open(out / "transfer.png") as image:
