@@ -177,6 +177,7 @@ def test_cli_without_a_model_says_how_to_train_one(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.benchmark
 def test_cli_trains_a_tiny_model_and_reports(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(common, "MIN_TIMED_SECONDS", 0.0)
     monkeypatch.setattr(

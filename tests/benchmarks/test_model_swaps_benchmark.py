@@ -8,6 +8,7 @@ import pytest
 from benchmarks import model_swaps
 
 
+@pytest.mark.benchmark
 @pytest.mark.slow
 def test_swaps_under_load_lose_no_request_and_memory_is_measured_per_cycle(trained_classifier, tmp_path):
     artifact = trained_classifier[2]

@@ -12,6 +12,7 @@ needs_wrk = pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not i
 
 
 @needs_wrk
+@pytest.mark.benchmark
 @pytest.mark.slow
 def test_past_capacity_requests_are_answered_or_refused_and_nothing_fails(trained_classifier, tmp_path, monkeypatch):
     monkeypatch.setenv("MODELSERVICE_MIN_CONCURRENCY", "8")  # a small floor: 64 connections are past it

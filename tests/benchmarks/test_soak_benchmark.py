@@ -8,6 +8,7 @@ import pytest
 from benchmarks import soak
 
 
+@pytest.mark.benchmark
 @pytest.mark.slow
 def test_mixed_traffic_on_every_route_answers_every_request(
     trained_classifier, trained_seq2seq, trained_detector, tmp_path

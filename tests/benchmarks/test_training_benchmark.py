@@ -78,6 +78,7 @@ def test_cli_help_and_bad_arguments(capsys):
     assert exit_info.value.code == 2 and "--families: unknown web" in capsys.readouterr().err
 
 
+@pytest.mark.benchmark
 @pytest.mark.slow  # one process that imports TensorFlow and trains the digits MLP for two short epochs
 def test_cli_measures_a_family_in_a_process_of_its_own(tmp_path, capsys):
     out = tmp_path / "out"

@@ -73,6 +73,7 @@ def test_cli_refuses_flags_it_sets_itself(tmp_path, capsys):
     assert "--seed: set by the benchmark" in capsys.readouterr().err
 
 
+@pytest.mark.benchmark
 @pytest.mark.slow
 def test_two_short_seeds_write_results_and_plot(trained_transfer, tmp_path, capsys):
     config, _, _ = trained_transfer
