@@ -429,9 +429,10 @@ async def model_status(
     """TF Serving's model status: every version this server knows (or the one asked for), its state and error."""
     models = manager(request)
     models.statuses(name)  # an unknown model is a 404 before its version is read (a GET on "3:predict" lands here)
-    if label is not None:
-        find_model(request, name, label=label)  # recorded for the metrics, as the other label routes
-    statuses = models.version_statuses(name, version=version_number(version), label=label)
+    # A label's version is looked up once, and recorded for the metrics as on the other label routes.
+    labelled = label is not None
+    number = int(find_model(request, name, label=label).model.version) if labelled else version_number(version)
+    statuses = models.version_statuses(name, version=number)
     return {"model_version_status": [status.to_tfserving() for status in statuses]}
 
 
