@@ -5,8 +5,9 @@ that is idle at that moment, and a client whose next request is already on its w
 under it (measured: one failed request per connection of a 64-client load). `Drain`, the outermost ASGI
 layer, catches SIGTERM first and keeps serving for a while: every response says `Connection: close`, so
 each client's connection ends cleanly after its answer; `/readyz` answers 503, so a load balancer or
-Kubernetes sends no new traffic. Once nothing has been in flight for `QUIET_SECONDS`, or after `seconds` at
-most, it passes the signal on to uvicorn, which stops as before. A second SIGTERM stops at once.
+Kubernetes sends no new traffic. Once nothing has been in flight for `QUIET_SECONDS`, counted from the signal at
+the earliest, or after `seconds` at most, it passes the signal on to uvicorn, which stops as before. A second
+SIGTERM stops at once.
 
 The gRPC API (`serving.grpc_server`) shares the same `Stopping`: its calls count as in flight, and its health
 service answers NOT_SERVING from the moment the drain starts.
@@ -22,7 +23,9 @@ from typing import Any
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-QUIET_SECONDS = 0.5
+# Counted from the signal too: a client between two requests when SIGTERM comes (its next one not yet sent)
+# must not find the port closed. Half a second was too short on a loaded machine (a CI run lost requests).
+QUIET_SECONDS = 1.0
 READY_PATHS = ("/readyz",)
 
 
@@ -51,6 +54,7 @@ class Stopping:
 
     def drain(self) -> None:
         self.draining = True
+        self.last_activity = time.monotonic()
         for callback in self._on_drain:
             callback()
 

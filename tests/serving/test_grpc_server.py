@@ -2,11 +2,12 @@
 count and the status for each kind of failure (tests/serving/test_grpc.py calls the real server)."""
 
 import asyncio
+import time
 
 import grpc
 import pytest
 
-from serving.drain import Stopping
+from serving.drain import QUIET_SECONDS, Stopping
 from serving.grpc_server import PREDICT_ROUTE, Call, GrpcServer
 from serving.inputs import InputError
 
@@ -92,4 +93,15 @@ def test_calls_in_flight_hold_off_the_drain():
         return [*seen, server.stopping.in_flight]
 
     assert asyncio.run(watched()) == [1, 0]
-    assert not server.stopping.quiet()  # its last call ended just now: the drain waits for half a second of quiet
+    assert not server.stopping.quiet()  # its last call ended just now: the drain waits for a second of quiet
+
+
+def test_the_signal_starts_the_quiet_clock():
+    """A client between two requests when SIGTERM comes has QUIET_SECONDS to send its next one: the server was
+    idle for a minute, yet the drain does not end the moment it starts."""
+    stopping = Stopping(last_activity=time.monotonic() - 60)
+    assert stopping.quiet()
+    stopping.drain()
+    assert stopping.draining and not stopping.quiet()
+    stopping.last_activity -= QUIET_SECONDS
+    assert stopping.quiet()
