@@ -214,9 +214,12 @@ class Family(ABC, Generic[C, D, F]):
         """Fit the preprocessing (or reload it when resuming), record the run, train, save model.keras."""
         import keras
 
+        from pipelines.training.distributed import worker_run_dir
+
         # Before the data pipelines exist: their seeded shuffles and random streams also read the global
         # seed, so without this a run's batches would depend on what the process trained before.
         keras.utils.set_random_seed(config.training.seed)
+        run_dir = worker_run_dir(run_dir)
         run = RunFolder(run_dir)
         fitted = self._fitted(config, data, run)
         run.record(self.name, config, data.summary(), **self.record_extra(fitted))
@@ -299,10 +302,16 @@ class Family(ABC, Generic[C, D, F]):
 
     # --- flows ---
 
-    def train_and_evaluate(self, config: C, run_dir: Path) -> tuple[Trained[C, F], D, dict[str, Any]]:
+    def train_and_evaluate(self, config: C, run_dir: Path) -> tuple[Trained[C, F], D, dict[str, Any]] | None:
+        """Train, then evaluate; None on a worker other than the chief, which only trains."""
+        from pipelines.training.distributed import cluster_task, is_chief
+
         data = self.load_data(config)
         print(f"dataset: {describe_dataset(data)}")
         trained = self.train(config, data, run_dir)
+        if not is_chief():
+            print(f"{cluster_task().name}: training finished; the chief evaluates, exports and registers")
+            return None
         report = self.evaluate(trained, data, run_dir)
         print(self.describe(report))
         print(f"checkpoints, logs, history and plots in {run_dir}")
@@ -310,9 +319,13 @@ class Family(ABC, Generic[C, D, F]):
 
     def run(
         self, config: C, *, run_dir: Path, artifacts: Path, register: bool = True, gate: "GateOptions | None" = None
-    ) -> Path:
-        """Train, evaluate, export, validate (when given a `gate`) and register; returns the new artifact folder."""
-        trained, data, report = self.train_and_evaluate(config, run_dir)
+    ) -> Path | None:
+        """Train, evaluate, export, validate (when given a `gate`) and register; returns the new artifact folder
+        (None on a worker other than the chief)."""
+        finished = self.train_and_evaluate(config, run_dir)
+        if finished is None:
+            return None
+        trained, data, report = finished
         return publish(self.export_and_validate(trained, data, report, artifacts, gate), register=register)
 
     def export_and_validate(
@@ -373,6 +386,7 @@ class Family(ABC, Generic[C, D, F]):
         config = self.prepared(args)
         gate = self.gate_options(args)
         from pipelines.export.artifact import DiskFullError
+        from pipelines.training.distributed import WORKER_LOST_EXIT, WorkerLost
 
         started = time.monotonic()
         run_dir = args.run_dir or Path("runs") / args.name
@@ -382,6 +396,11 @@ class Family(ABC, Generic[C, D, F]):
             )
         except DiskFullError as error:
             return export_failed(error, run_dir)
+        except WorkerLost as error:
+            print(f"training stopped: {error}", file=sys.stderr)
+            return WORKER_LOST_EXIT
+        if artifact is None:  # a worker: the chief exports
+            return 0
         stages = "evaluation, export and validation" if gate else "evaluation and export"
         print(f"{self.name}: data, training, {stages} took {duration(time.monotonic() - started)}")
         return validation_status(artifact) if gate else 0
@@ -400,6 +419,10 @@ class Family(ABC, Generic[C, D, F]):
 
         config = self.config_from_args(args)
         split_cpu(config.training.cpu_devices)
+        if config.training.strategy == "multi-worker":
+            from pipelines.training.distributed import multi_worker_strategy
+
+            multi_worker_strategy()  # before any other TensorFlow operation, as collective ops require
         return config
 
 

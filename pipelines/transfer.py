@@ -55,6 +55,7 @@ from pipelines.export.classifier_graph import ClassifierGraph
 from pipelines.export.warmup import WARMUP_EXAMPLES
 from pipelines.family import MODEL_FILE, Config, Family, RunFolder, Trained
 from pipelines.training import flags
+from pipelines.training.distributed import is_chief, wait_for, worker_run_dir
 from pipelines.training.loop import TrainingConfig, fit, is_resuming, read_history
 from pipelines.training.search_space import Choice, LogUniform, SearchSpace, Uniform
 from pipelines.validation.scoring import HeldOut, image_classes
@@ -201,14 +202,14 @@ def source_path(config: TransferConfig) -> Path:
 def ensure_source(config: TransferConfig, *, runs: Path, register: bool) -> None:
     """Pretrain the glyph backbone (in `runs`/glyphs) and export it when it is the backbone and missing."""
     path = source_path(config)
-    if config.backbone == SOURCE and latest_version(path) is None:
-        print(
-            f"pretraining the {SOURCE} backbone on printed characters ({config.source_epochs} epochs); "
-            f"later runs reuse {path}"
-        )
-        CLASSIFIER.run(
-            source_config(config), run_dir=runs / SOURCE, artifacts=Path(config.artifacts), register=register
-        )
+    if config.backbone != SOURCE or latest_version(path) is not None:
+        return
+    if not is_chief():  # one source for every worker: the chief's
+        print(f"waiting for the chief to pretrain and export the {SOURCE} backbone to {path}")
+        wait_for(lambda: latest_version(path) is not None, str(path))
+        return
+    print(f"pretraining the {SOURCE} backbone on printed characters ({config.source_epochs} epochs); reused later")
+    CLASSIFIER.run(source_config(config), run_dir=runs / SOURCE, artifacts=Path(config.artifacts), register=register)
 
 
 def build_transfer_model(
@@ -374,6 +375,7 @@ class TransferFamily(Family[TransferConfig, ImageDataset, TransferPlan]):
         """Both phases, then (unless `scratch` is off) the same architecture from random weights, with the same
         images, augmentation, learning rate and number of epochs."""
         ensure_source(config, runs=run_dir.parent, register=False)
+        run_dir = worker_run_dir(run_dir)
         trained = super().train(config, data, run_dir, extra_callbacks)
         if not config.scratch:
             return trained

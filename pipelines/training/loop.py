@@ -16,8 +16,10 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+from pipelines.training import distributed
+
 SCHEDULES = ("constant", "exponential", "step", "plateau", "cosine")
-STRATEGIES = ("default", "mirrored")
+STRATEGIES = ("default", "mirrored", "multi-worker")
 
 
 @dataclass
@@ -55,6 +57,8 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
         gpus = tf.config.list_logical_devices("GPU")
         devices = gpus or tf.config.list_logical_devices("CPU")
         return tf.distribute.MirroredStrategy(devices=[device.name for device in devices])
+    if name == "multi-worker":
+        return distributed.multi_worker_strategy()
     raise ValueError(f"unknown strategy {name!r}; choose one of {', '.join(STRATEGIES)}")
 
 
@@ -94,31 +98,38 @@ def learning_rate(
 BACKUP_DIR = "backup"
 
 
+def backup_dir(run_dir: Path) -> Path:
+    """The resume backup of `run_dir`: on a non-chief worker, the chief's, which every worker restores from."""
+    return distributed.shared_path(run_dir) / BACKUP_DIR
+
+
 def is_resuming(run_dir: Path) -> bool:
     """True when `run_dir` holds the backup of an interrupted run, which `fit` will continue."""
-    return (run_dir / BACKUP_DIR).exists()
+    return backup_dir(run_dir).exists()
 
 
 class PacedBackup(keras.callbacks.BackupAndRestore):
     """Keras's BackupAndRestore (model, optimizer and epoch; a re-run with the same run_dir resumes from it),
     written after the first epoch (so that a run cut short is known as one) and then at the end of an epoch
-    only once `seconds` have passed since the last backup."""
+    only once `seconds` have passed since the last backup. With `writes` off (a non-chief worker) it only
+    restores: the chief's backup is the one every worker resumes from."""
 
-    def __init__(self, backup_dir: Path, seconds: float):
-        super().__init__(str(backup_dir))
+    def __init__(self, backup_dir: Path, seconds: float, *, writes: bool = True):
+        super().__init__(str(backup_dir), delete_checkpoint=writes)
         self.seconds = seconds
+        self.writes = writes
         self._last_backup = -float("inf")
 
     def on_epoch_end(self, epoch, logs=None):
         self._current_epoch = epoch + 1  # what the parent's backup records as the epoch to resume at
-        if time.monotonic() - self._last_backup >= self.seconds:
+        if self.writes and time.monotonic() - self._last_backup >= self.seconds:
             self._save_model()
             self._last_backup = time.monotonic()
 
 
 def backed_up_epoch(run_dir: Path) -> int:
     """The epoch an interrupted run resumes at: the one after its last backup (0 if none was written)."""
-    metadata = run_dir / BACKUP_DIR / "training_metadata.json"
+    metadata = backup_dir(run_dir) / "training_metadata.json"
     return json.loads(metadata.read_text())["epoch"] if metadata.exists() else 0
 
 
@@ -135,8 +146,10 @@ def keep_history_before(run_dir: Path, epoch: int) -> None:
 
 def callbacks(config: TrainingConfig, run_dir: Path) -> list[keras.callbacks.Callback]:
     run_dir.mkdir(parents=True, exist_ok=True)
+    # Across workers, every epoch: a restarted worker and the others must resume from the same one.
+    every = 0 if config.strategy == "multi-worker" else config.backup_seconds
     chosen: list[keras.callbacks.Callback] = [
-        PacedBackup(run_dir / BACKUP_DIR, config.backup_seconds),
+        PacedBackup(backup_dir(run_dir), every, writes=distributed.is_chief()),
         keras.callbacks.ModelCheckpoint(
             str(run_dir / "checkpoints" / "best.keras"), monitor="val_loss", save_best_only=True
         ),
@@ -166,8 +179,13 @@ def fit(
     weighted_metrics: list[Any] = (),
     extra_callbacks: list[keras.callbacks.Callback] = (),
 ) -> keras.Model:
-    """Build, compile and train under the configured strategy; resumes if `run_dir` holds a backup."""
+    """Build, compile and train under the configured strategy; resumes if `run_dir` holds a backup. Across
+    workers, each reads its share of every batch, and the model returned is this worker's own copy, outside the
+    strategy: evaluating, exporting or building on it needs no other worker."""
     keras.utils.set_random_seed(config.seed)
+    across_workers = config.strategy == "multi-worker"
+    if across_workers:
+        train, dev = distributed.sharded(train), distributed.sharded(dev)
     steps_per_epoch = int(train.cardinality())
     if is_resuming(run_dir):
         keep_history_before(run_dir, backed_up_epoch(run_dir))
@@ -175,21 +193,42 @@ def fit(
         os.remove(run_dir / "history.csv")  # a finished earlier run: start the history afresh
     with make_strategy(config.strategy).scope():
         model = build_model()
+        if across_workers:
+            distributed.synchronize_batch_norm(model)
         model.compile(
             optimizer=keras.optimizers.Adam(learning_rate(config, steps_per_epoch), global_clipnorm=config.clip_norm),
             loss=loss,
             metrics=list(metrics),
             weighted_metrics=list(weighted_metrics),  # these see the dataset's sample weights (e.g. 0 on padding)
         )
-    model.fit(
-        train,
-        validation_data=dev,
-        epochs=config.epochs,
-        shuffle=False,  # the tf.data pipelines shuffle themselves, with their own seed
-        callbacks=[*callbacks(config, run_dir), *extra_callbacks],
-        verbose=1 if os.environ.get("CI") is None else 2,
-    )
-    return model
+    try:
+        model.fit(
+            train,
+            validation_data=dev,
+            epochs=config.epochs,
+            shuffle=False,  # the tf.data pipelines shuffle themselves, with their own seed
+            callbacks=[*callbacks(config, run_dir), *extra_callbacks],
+            verbose=1 if os.environ.get("CI") is None else 2,
+        )
+    except tf.errors.UnavailableError as error:
+        if not across_workers:
+            raise
+        cause = str(error).split("Collective ops is aborted by: ")[-1].splitlines()[0]
+        raise distributed.WorkerLost(
+            f"a worker was lost mid-training ({cause}). Start every worker again with the same command and run "
+            f"folder: they resume from the last finished epoch ({backed_up_epoch(run_dir)} done)"
+        ) from None
+    return detached(model, run_dir) if across_workers else model
+
+
+def detached(model: keras.Model, run_dir: Path) -> keras.Model:
+    """A copy of `model` outside its distribution strategy (whose predict would wait for every worker)."""
+    path = run_dir / "trained.keras"
+    model.save(path)
+    try:
+        return keras.saving.load_model(path)
+    finally:
+        path.unlink()
 
 
 def read_history(run_dir: Path) -> dict[str, list[float]]:
