@@ -4,6 +4,8 @@
 #   docker run --init -p 3000:3000 -p 8500:8500 modelservice   # HTTP on 3000, TF Serving's gRPC API on 8500
 #   docker run --init -p 3000:3000 -v "$PWD/artifacts:/models:ro" modelservice   # or mount them at run time
 #   docker build --build-arg TENSORFLOW=gpu -t modelservice:gpu .   # then: docker run --gpus all ...
+#   docker build --build-arg EXTRAS=train -t modelservice-train .   # with the training code's dependencies
+#                                                                   # (deploy/training-job.yaml runs it)
 #
 # Configuration: MODELSERVICE_* environment variables (`docker run --rm modelservice --help` lists them).
 # Without a container registry (as in this project's CI) pass a local base: --build-arg BASE_IMAGE=<tag>.
@@ -12,6 +14,7 @@ ARG BASE_IMAGE=python:3.11-slim
 # 1. The project and its dependencies, installed into a virtual environment that the runtime copies.
 FROM ${BASE_IMAGE} AS build
 ARG TENSORFLOW=cpu
+ARG EXTRAS=""
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY models models
@@ -19,7 +22,7 @@ COPY pipelines pipelines
 COPY serving serving
 RUN --mount=type=cache,target=/root/.cache/pip \
     python -m venv /opt/venv \
-    && /opt/venv/bin/pip install --quiet --disable-pip-version-check ".[${TENSORFLOW}]" \
+    && /opt/venv/bin/pip install --quiet --disable-pip-version-check ".[${TENSORFLOW}${EXTRAS:+,$EXTRAS}]" \
     && /opt/venv/bin/pip install --quiet --disable-pip-version-check --no-deps "tensorflow-serving-api>=2.20,<2.22" \
     && rm -rf /opt/venv/lib/python3*/site-packages/tensorflow/include  # C++ headers for building custom ops: 290 MB
 
