@@ -13,7 +13,7 @@ TF_EXTRA := $(shell nvidia-smi -L >/dev/null 2>&1 && echo gpu || echo cpu)
 # tensorflow-cpu already is under another name, so it is installed without its dependencies (it needs protobuf).
 TFSERVING_API := tensorflow-serving-api>=2.20,<2.22
 
-.PHONY: help install train serve run test lint test-container test-benchmarks test-multi-worker image bench clean
+.PHONY: help install train serve run test lint test-container test-benchmarks test-distributed image bench clean
 
 help:
 	@echo "make run    create .venv, train the four model families on bundled/generated data (once), serve on http://$(HOST):$(PORT)"
@@ -22,7 +22,7 @@ help:
 	@echo "make lint   ruff check and ruff format --check only"
 	@echo "make test-container  build the Docker image with the session's small models and run it (needs podman or docker)"
 	@echo "make test-benchmarks  run each benchmark script end to end on small settings (.ci/run runs it after make test)"
-	@echo "make test-multi-worker  train the classifier across two worker processes on 127.0.0.1, and kill one (.ci/run runs it)"
+	@echo "make test-distributed  training across devices and processes: mirrored, two workers (one killed), the distributed search (.ci/run runs it)"
 	@echo "make image  build the image modelservice:latest from artifacts/ (train first: make train)"
 	@echo "make bench  load-test the service with wrk (apt-get install wrk; h2load from nghttp2-client for gRPC) against the HTTP and gRPC ceilings, BentoML's anchors and a naive server; training speed vs the matmul peak; graph vs Python-loop beam search; graph vs NumPy NMS; transfer vs scratch over 5 seeds"
 	@echo "make clean  remove .venv, runs/, artifacts/ and the project's BentoML store"
@@ -64,9 +64,9 @@ test-container: install
 test-benchmarks: install
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup -m benchmark
 
-# One test at a time: each runs two or three training processes of its own.
-test-multi-worker: install
-	$(BIN)/python -m pytest -m multi_worker
+# One test at a time: most run two or three training processes of their own.
+test-distributed: install
+	$(BIN)/python -m pytest -m distributed
 
 # BASE_IMAGE=<tag> replaces python:3.11-slim; CONTAINER_ENGINE=docker|podman (default: podman if installed, else docker).
 CONTAINER_ENGINE ?= $(shell command -v podman >/dev/null 2>&1 && echo podman || echo docker)

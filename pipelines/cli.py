@@ -28,14 +28,27 @@ from pipelines.validation.thresholds import add_gate_arguments
 
 
 def _train(args: argparse.Namespace) -> int:
+    from pipelines.training.distributed import WorkerLost, stopped
+
     chosen = family(args.family)
-    chosen.train_and_evaluate(chosen.prepared(args), args.run_dir or Path("runs") / args.name)
+    try:
+        chosen.train_and_evaluate(chosen.prepared(args), args.run_dir or Path("runs") / args.name)
+    except WorkerLost as error:
+        return stopped(error)
     return 0
 
 
 def _tune(args: argparse.Namespace) -> int:
     from pipelines.training.tuning import Budget, SearchOptions, given_flags, search
 
+    if args.strategy == "multi-worker":
+        print(
+            "modelservice tune: --strategy multi-worker trains one model across machines; to spread a search over "
+            "machines, run KerasTuner's chief and workers (KERASTUNER_TUNER_ID, KERASTUNER_ORACLE_IP and "
+            "KERASTUNER_ORACLE_PORT), each trial on one machine",
+            file=sys.stderr,
+        )
+        return 2
     chosen = family(args.family)
     options = SearchOptions(
         tuner=args.tuner,

@@ -304,13 +304,13 @@ class Family(ABC, Generic[C, D, F]):
 
     def train_and_evaluate(self, config: C, run_dir: Path) -> tuple[Trained[C, F], D, dict[str, Any]] | None:
         """Train, then evaluate; None on a worker other than the chief, which only trains."""
-        from pipelines.training.distributed import cluster_task, is_chief
+        from pipelines.training.distributed import finish_worker, is_chief
 
         data = self.load_data(config)
         print(f"dataset: {describe_dataset(data)}")
         trained = self.train(config, data, run_dir)
         if not is_chief():
-            print(f"{cluster_task().name}: training finished; the chief evaluates, exports and registers")
+            finish_worker(run_dir)
             return None
         report = self.evaluate(trained, data, run_dir)
         print(self.describe(report))
@@ -386,7 +386,7 @@ class Family(ABC, Generic[C, D, F]):
         config = self.prepared(args)
         gate = self.gate_options(args)
         from pipelines.export.artifact import DiskFullError
-        from pipelines.training.distributed import WORKER_LOST_EXIT, WorkerLost
+        from pipelines.training.distributed import WorkerLost, stopped
 
         started = time.monotonic()
         run_dir = args.run_dir or Path("runs") / args.name
@@ -397,8 +397,7 @@ class Family(ABC, Generic[C, D, F]):
         except DiskFullError as error:
             return export_failed(error, run_dir)
         except WorkerLost as error:
-            print(f"training stopped: {error}", file=sys.stderr)
-            return WORKER_LOST_EXIT
+            return stopped(error)
         if artifact is None:  # a worker: the chief exports
             return 0
         stages = "evaluation, export and validation" if gate else "evaluation and export"

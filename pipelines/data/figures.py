@@ -71,16 +71,31 @@ def plot_image_gallery(
 
     cols = min(columns, len(images))
     rows = math.ceil(len(images) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(1.6 * cols, 1.8 * rows), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for ax, image, image_title in zip(axes.flat, images, titles):
-        if image.shape[-1] == 1:
-            ax.imshow(image[..., 0], cmap="gray", vmin=0, vmax=255)
-        else:
-            ax.imshow(image)
-        ax.set_title(image_title, fontsize=8)
+    fig, ax = plt.subplots(figsize=(1.6 * cols, 1.8 * rows))
+    # One mosaic in one axis: a grid of 64 axes took ~4 s to draw, most of an evaluation's plotting time.
+    mosaic, origins = tile(images, cols)
+    ax.imshow(mosaic, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+    for (left, top), image_title in zip(origins, titles):
+        ax.text(left + images.shape[2] / 2, top - 0.5, image_title, fontsize=8, ha="center", va="bottom")
+    ax.axis("off")
     if title:
         fig.suptitle(title)
     fig.tight_layout()
     return save_figure(fig, path)
+
+
+def tile(images: np.ndarray, columns: int) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """(N, H, W, C) images on a white mosaic, `columns` across, with a gap around each (room for its title above);
+    also each image's top-left corner in the mosaic."""
+    count, height, width, channels = images.shape
+    gap_x, gap_y = max(2, width // 4), max(4, height // 2)
+    rows = math.ceil(count / columns)
+    shape = (rows * (height + gap_y), columns * (width + gap_x), channels)
+    mosaic = np.full(shape, 255, dtype=np.uint8)
+    origins = []
+    for index, image in enumerate(images):
+        row, column = divmod(index, columns)
+        top, left = row * (height + gap_y) + gap_y, column * (width + gap_x) + gap_x // 2
+        mosaic[top : top + height, left : left + width] = image
+        origins.append((left, top))
+    return (mosaic[..., 0] if channels == 1 else mosaic), origins

@@ -17,6 +17,8 @@ folder must be shared storage between machines, as TensorFlow's multi-worker gui
 import functools
 import json
 import os
+import shutil
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,6 +30,12 @@ WORKER_LOST_EXIT = 5  # a worker stopped answering: start them all again and the
 
 class WorkerLost(RuntimeError):
     """Another worker stopped mid-training (killed, preempted, its machine gone); the collective steps cannot go on."""
+
+
+def stopped(error: WorkerLost) -> int:
+    """Say why training stopped and what to do; the exit status for it."""
+    print(f"training stopped: {error}", file=sys.stderr)
+    return WORKER_LOST_EXIT
 
 
 @dataclass(frozen=True)
@@ -78,6 +86,15 @@ def worker_run_dir(run_dir: Path) -> Path:
     if task is None or task.is_chief or run_dir.parts[-2:] == (WORKERS_DIR, task.name):
         return run_dir
     return run_dir / WORKERS_DIR / task.name
+
+
+def finish_worker(run_dir: Path) -> None:
+    """A worker other than the chief, done training: its folder was only for the run (as TensorFlow's guide has
+    non-chief workers write to temporary folders), so it goes."""
+    task = cluster_task()
+    assert task is not None and not task.is_chief
+    shutil.rmtree(worker_run_dir(run_dir), ignore_errors=True)
+    print(f"{task.name}: training finished; the chief evaluates, exports and registers")
 
 
 def shared_path(path: Path) -> Path:

@@ -40,3 +40,14 @@ def test_empty_image_gallery(tmp_path):
 def test_image_gallery_rejects_mismatched_titles(tmp_path):
     with pytest.raises(ValueError):
         plot_image_gallery(np.zeros((2, 8, 8, 1), dtype=np.uint8), ["only one"], tmp_path / "bad.png")
+
+
+def test_the_gallery_places_every_image_whole_on_a_white_mosaic():
+    from pipelines.data.figures import tile
+
+    images = np.arange(1, 6, dtype=np.uint8)[:, None, None, None] * np.ones((5, 8, 6, 1), dtype=np.uint8)
+    mosaic, origins = tile(images, columns=2)
+    assert mosaic.shape == (3 * (8 + 4), 2 * (6 + 2))  # 3 rows of 2, a title's gap above each image
+    for value, (left, top) in zip(range(1, 6), origins):
+        assert (mosaic[top : top + 8, left : left + 6] == value).all()
+    assert (mosaic == 255).sum() == mosaic.size - 5 * 8 * 6  # everything else is white background

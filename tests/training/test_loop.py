@@ -150,6 +150,7 @@ print(json.dumps({"replicas": make_strategy("mirrored").num_replicas_in_sync, "e
 """
 
 
+@pytest.mark.distributed  # make test-distributed
 def test_mirrored_strategy_trains_on_two_logical_cpus(tmp_path):
     result = subprocess.run(
         [sys.executable, "-c", MIRRORED, str(tmp_path)], cwd=PROJECT, capture_output=True, text=True, timeout=300

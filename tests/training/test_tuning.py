@@ -131,7 +131,7 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-@pytest.mark.slow
+@pytest.mark.distributed  # make test-distributed: three processes, then a fourth
 def test_a_chief_and_two_workers_share_the_trial_budget_and_the_best_config_reproduces_its_dev_metric(tmp_path):
     """Distributed mode runs no trial twice; the best trial's best.json, retrained alone with the trial's seed (3),
     scores the dev accuracy the trial scored."""
