@@ -89,7 +89,7 @@ def _validate(args: argparse.Namespace) -> int:
     try:
         candidate = resolve_version(args.artifact)
         chosen = family(read_metadata(candidate).family)
-        options = GateOptions(chosen.gate_defaults().from_args(args), args.baseline)
+        options = GateOptions.from_args(chosen.gate_defaults(), args)
         return exit_status(validate_and_print(candidate, options))
     except (GateError, ThresholdsError, ArtifactError) as error:
         print(f"modelservice validate: {error}", file=sys.stderr)

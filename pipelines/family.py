@@ -410,7 +410,7 @@ class Family(ABC, Generic[C, D, F]):
 
         if args.no_validate:
             return None
-        return GateOptions(self.gate_defaults().from_args(args), args.baseline)
+        return GateOptions.from_args(self.gate_defaults(), args)
 
     def prepared(self, args: argparse.Namespace) -> C:
         """The config the command line asks for, with the CPU split into the devices it names."""

@@ -42,10 +42,17 @@ class GateError(ValueError):
 
 @dataclass(frozen=True)
 class GateOptions:
-    """What the family scripts pass on to the gate: the thresholds, and which version to compare with."""
+    """What the family scripts pass on to the gate: the thresholds, which version to compare with, and whether to
+    load the candidate in a fresh process first (TFX's InfraValidator)."""
 
     thresholds: Thresholds
     baseline: str | None = None  # a version number or folder, NO_BASELINE, or None for the default
+    load_check: bool = True
+
+    @classmethod
+    def from_args(cls, defaults: Thresholds, args: Any) -> "GateOptions":
+        """The options `add_gate_arguments` parsed, over the family's default thresholds."""
+        return cls(defaults.from_args(args), args.baseline, load_check=not args.no_load_check)
 
 
 @dataclass
@@ -77,7 +84,7 @@ def validate(candidate: Path, options: GateOptions, *, data: Any = None) -> Bles
     candidate = Path(candidate)
     metadata = _metadata(candidate)
     baseline_path = find_baseline(candidate, metadata, options.baseline)
-    loading = start_load_check(candidate)  # a fresh process: it loads while this one scores
+    loading = start_load_check(candidate) if options.load_check else None  # it loads while this process scores
     try:
         chosen = family(metadata.family)
         if data is None:
@@ -89,9 +96,10 @@ def validate(candidate: Path, options: GateOptions, *, data: Any = None) -> Bles
             if baseline_path is None
             else _measure(baseline_path, _metadata_or_none(baseline_path), held_out, like=metadata)
         )
-        infra = finish_load_check(loading)
+        infra = finish_load_check(loading) if loading else skipped_load_check()
     except BaseException:
-        loading.kill()  # the gate did not finish: neither does its check
+        if loading:
+            loading.kill()  # the gate did not finish: neither does its check
         raise
     thresholds = options.thresholds
     _time_default_calls(current, baseline, thresholds.latency_calls)  # on cores the check no longer uses
@@ -242,9 +250,16 @@ def start_load_check(path: Path) -> subprocess.Popen:
     )
 
 
+LOAD_CHECK = "loads and answers"
+LOAD_CHECK_THRESHOLD = "loads in a new server process and answers its warm-up requests"
+
+
+def skipped_load_check() -> Check:
+    return Check(LOAD_CHECK, LOAD_CHECK_THRESHOLD, Verdict.NOT_CHECKED, detail="not run: --no-load-check")
+
+
 def finish_load_check(process: subprocess.Popen) -> Check:
-    name = "loads and answers"
-    threshold = "loads in a new server process and answers its warm-up requests"
+    name, threshold = LOAD_CHECK, LOAD_CHECK_THRESHOLD
     try:
         stdout, stderr = process.communicate(timeout=LOAD_CHECK_SECONDS)
     except subprocess.TimeoutExpired:

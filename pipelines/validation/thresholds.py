@@ -228,3 +228,9 @@ def add_gate_arguments(parser: argparse.ArgumentParser) -> None:
     gate.add_argument("--max-latency-ratio", type=float, help="ceiling of that p99 as a multiple of the baseline's")
     gate.add_argument("--max-size-mb", type=float, help="ceiling of the artifact's size on disk")
     gate.add_argument("--latency-calls", type=int, help="calls the p99 latency is measured over (default 100)")
+    gate.add_argument(
+        "--no-load-check",
+        action="store_true",
+        help="skip loading the version in a fresh server process (its row says 'not checked'): for a version "
+        "checked before, validated again against other thresholds or another baseline",
+    )
