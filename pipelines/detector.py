@@ -351,10 +351,10 @@ class DetectorFamily(Family[DetectorConfig, DetectionDataset, np.ndarray]):
         )
 
     def evaluate(self, trained: Trained, data: DetectionDataset, run_dir: Path) -> dict[str, Any]:
-        return evaluate_graph(self.served_graph(trained, data), trained.config, data, run_dir)
+        return evaluate_graph(self.graph(trained, data), trained.config, data, run_dir)
 
     def dev_score(self, trained: Trained, data: DetectionDataset) -> float:
-        detections, truths = detect_split(self.served_graph(trained, data), data, "dev")
+        detections, truths = detect_split(self.graph(trained, data), data, "dev")
         return detection_report(detections, truths, data.class_names)[0]["map_50"]
 
     def headline(self, report: dict[str, Any]) -> dict[str, Any]:

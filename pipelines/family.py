@@ -104,6 +104,7 @@ class Trained(Generic[C, F]):
     model: Any  # keras.Model
     fitted: F
     baseline: Any = None  # the transfer family's same architecture trained from scratch
+    graph: Any = dataclasses.field(default=None, repr=False, compare=False)  # `Family.graph`'s, once built
 
 
 @dataclass(frozen=True)
@@ -259,6 +260,13 @@ class Family(ABC, Generic[C, D, F]):
     @abstractmethod
     def served_graph(self, trained: Trained[C, F], data: D) -> Any: ...
 
+    def graph(self, trained: Trained[C, F], data: D) -> Any:
+        """`served_graph`, built once per trained model: the evaluation and the export then trace the same
+        tf.functions (and calibrate once), not each their own."""
+        if trained.graph is None:
+            trained.graph = self.served_graph(trained, data)
+        return trained.graph
+
     @abstractmethod
     def artifact_metadata(self, trained: Trained[C, F], data: D, report: dict[str, Any]) -> Any: ...
 
@@ -292,7 +300,7 @@ class Family(ABC, Generic[C, D, F]):
         held_out = self.held_out(data)
         dataset = {**metadata.dataset, "held_out": {"size": len(held_out), "fingerprint": held_out.fingerprint()}}
         return export_artifact(
-            self.served_graph(trained, data),
+            self.graph(trained, data),
             root=root,
             metadata=dataclasses.replace(metadata, dataset=dataset),
             keras_model=keras_model,

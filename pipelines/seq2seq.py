@@ -197,14 +197,19 @@ def served_graph(
 
 
 def evaluate_model(
-    model: keras.Model, tokenizer: CharTokenizer, dataset: date_data.DateDataset, run_dir: Path, config: Seq2SeqConfig
+    model: keras.Model,
+    tokenizer: CharTokenizer,
+    dataset: date_data.DateDataset,
+    run_dir: Path,
+    config: Seq2SeqConfig,
+    graph: Seq2SeqGraph | None = None,
 ) -> dict[str, Any]:
     """Exact match, CER and BLEU on every split as a client is answered (the date, or "not a date"), on the
     test split's dates alone, greedy vs beam on test, "is a date" precision and recall, plots.
 
-    Writes `<run_dir>/evaluation/`."""
+    Writes `<run_dir>/evaluation/`. `graph`: the served graph when the caller has built it already."""
     out = RunFolder(run_dir).evaluation
-    graph = served_graph(model, tokenizer, config, calibration=dataset.dev)
+    graph = graph or served_graph(model, tokenizer, config, calibration=dataset.dev)
     beam_width = config.beam_width
     threshold = float(graph.date_threshold.numpy())
     report: dict[str, Any] = {"beam_width": beam_width, "output_constraint": config.output_constraint}
@@ -385,10 +390,11 @@ class Seq2SeqFamily(Family[Seq2SeqConfig, date_data.DateDataset, CharTokenizer])
         )
 
     def evaluate(self, trained: Trained, data: date_data.DateDataset, run_dir: Path) -> dict[str, Any]:
-        return evaluate_model(trained.model, trained.fitted, data, run_dir, trained.config)
+        graph = self.graph(trained, data)
+        return evaluate_model(trained.model, trained.fitted, data, run_dir, trained.config, graph)
 
     def dev_score(self, trained: Trained, data: date_data.DateDataset) -> float:
-        graph = served_graph(trained.model, trained.fitted, trained.config, calibration=data.dev)
+        graph = self.graph(trained, data)
         texts = [pair.text for pair in data.dev]
         answers = decode(graph, texts, beam_width=trained.config.beam_width, progress="decoding dev").answers
         return text_report(answers, [pair.target for pair in data.dev])["exact_match"]
