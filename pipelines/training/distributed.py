@@ -8,7 +8,7 @@ Each step's global batch (`--batch-size`) is split across the workers, each read
 seeded pipeline (`AutoShardPolicy.DATA`: in-memory generated data has no files to split), and the gradients are
 summed across them. The chief (worker 0, or a task of type "chief") writes what must exist once: the run folder's
 checkpoints, logs, history and resume backup, then alone evaluates, exports and registers. The other workers
-write into `<run_dir>/workers/<type>-<index>/` and stop when training ends.
+write into `<run_dir>/workers/<type>-<index>/`, a temporary folder removed when their training ends.
 
 Resuming: the chief's backup (`<run_dir>/backup`, every epoch) is what every worker restores from, so the run
 folder must be shared storage between machines, as TensorFlow's multi-worker guide requires; on one machine it is.
