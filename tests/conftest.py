@@ -230,7 +230,7 @@ def trained_detector(tmp_path_factory, scenes):
     return trained.model, trained.fitted, report, artifact
 
 
-TRANSFER_EPOCHS = (12, 2)  # head, fine-tuning
+TRANSFER_EPOCHS = (6, 2)  # head, fine-tuning: the plumbing, not the quality
 SOURCE_SIZE = 3000  # glyphs the backbone pretrains on: a backbone, not a good one (the quick profile uses 30,000)
 
 
