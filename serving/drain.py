@@ -26,6 +26,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 # Counted from the signal too: a client between two requests when SIGTERM comes (its next one not yet sent)
 # must not find the port closed. Half a second was too short on a loaded machine (a CI run lost requests).
 QUIET_SECONDS = 1.0
+CHECK_SECONDS = 0.05
+# A check that comes this much later than asked found an event loop that was busy or stalled: the clients that
+# connected meanwhile wait in the listen backlog, not yet counted as requests, so that is not quiet.
+STALL_SECONDS = 0.1
 READY_PATHS = ("/readyz",)
 
 
@@ -41,6 +45,7 @@ class Stopping:
 
     def started(self) -> None:
         self.in_flight += 1
+        self.last_activity = time.monotonic()
 
     def finished(self) -> None:
         self.in_flight -= 1
@@ -122,8 +127,11 @@ class Drain:
         self.stopping.drain()
         started = time.monotonic()
         while time.monotonic() - started < self.seconds:
-            if self.stopping.quiet():
+            asleep = time.monotonic()
+            await asyncio.sleep(CHECK_SECONDS)
+            if time.monotonic() - asleep > CHECK_SECONDS + STALL_SECONDS:
+                self.stopping.last_activity = time.monotonic()  # stalled, not quiet: see STALL_SECONDS
+            elif self.stopping.quiet():
                 break
-            await asyncio.sleep(0.05)
         assert self._stop is not None
         self._stop(signum, frame)

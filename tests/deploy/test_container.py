@@ -407,7 +407,13 @@ def test_stops_under_load_within_10_seconds_and_every_request_answered(served, d
     stopping = threading.Thread(target=engine, args=("stop", "-t", str(STOP_SECONDS), served.name), daemon=True)
     stopping.start()
     time.sleep(0.2)  # the engine has sent SIGTERM
-    during = closed_loop(served.url + "/classify", body, clients=64, seconds=1.5)
+    try:
+        during = closed_loop(served.url + "/classify", body, clients=64, seconds=1.5)
+    except httpx.HTTPError as error:
+        stopping.join(timeout=60)
+        raise AssertionError(
+            f"{type(error).__name__} {time.monotonic() - started:.2f} s after `stop`:\n{served.logs()[-4000:]}"
+        ) from error
     stopping.join(timeout=60)
     elapsed = time.monotonic() - started
     exit_code = int(engine("inspect", served.name, "--format", "{{.State.ExitCode}}").stdout.strip())

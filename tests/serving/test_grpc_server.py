@@ -7,7 +7,7 @@ import time
 import grpc
 import pytest
 
-from serving.drain import QUIET_SECONDS, Stopping
+from serving.drain import QUIET_SECONDS, Drain, Stopping
 from serving.grpc_server import PREDICT_ROUTE, Call, GrpcServer
 from serving.inputs import InputError
 
@@ -105,3 +105,27 @@ def test_the_signal_starts_the_quiet_clock():
     assert stopping.draining and not stopping.quiet()
     stopping.last_activity -= QUIET_SECONDS
     assert stopping.quiet()
+
+
+def test_a_stalled_event_loop_is_not_taken_for_quiet():
+    """The loop busy for longer than QUIET_SECONDS right after SIGTERM (a loaded machine): the clients that connected
+    meanwhile are still in the listen backlog, not yet requests, so the drain does not stop at its next check."""
+    stopped: list[float] = []
+    drain = Drain(app=None, seconds=5, stopping=Stopping(last_activity=time.monotonic() - 60))
+    drain._stop = lambda signum, frame: stopped.append(time.monotonic())
+
+    async def scenario() -> float:
+        draining = asyncio.create_task(drain._drain_then_stop(15, None))
+        await asyncio.sleep(0)  # the drain has begun
+        time.sleep(QUIET_SECONDS + 0.2)  # the loop stalls
+        resumed = time.monotonic()
+        await asyncio.sleep(0.02)
+        assert not stopped  # the check right after the stall did not stop the server
+        drain.stopping.started()  # the request that waited in the backlog
+        await asyncio.sleep(0.2)
+        drain.stopping.finished()
+        await draining
+        return resumed
+
+    resumed = asyncio.run(scenario())
+    assert stopped and stopped[0] - resumed >= QUIET_SECONDS + 0.2
