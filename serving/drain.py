@@ -14,6 +14,7 @@ service answers NOT_SERVING from the moment the drain starts.
 """
 
 import asyncio
+import logging
 import signal
 import time
 from collections.abc import Callable
@@ -25,6 +26,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 # Counted from the signal too: a client between two requests when SIGTERM comes (its next one not yet sent)
 # must not find the port closed. Half a second was too short on a loaded machine (a CI run lost requests).
+logger = logging.getLogger("modelservice")
+
 QUIET_SECONDS = 1.0
 CHECK_SECONDS = 0.05
 # A check that comes this much later than asked found an event loop that was busy or stalled: the clients that
@@ -116,6 +119,7 @@ class Drain:
 
         def on_sigterm(signum: int, frame: Any) -> None:
             if self.draining:  # asked twice: stop now
+                logger.warning("a second SIGTERM: stopping now, without waiting for the drain")
                 previous(signum, frame)
                 return
             self.stopping.draining = True  # at once: a second SIGTERM, even before the loop runs again, stops
@@ -126,12 +130,16 @@ class Drain:
     async def _drain_then_stop(self, signum: int, frame: Any) -> None:
         self.stopping.drain()
         started = time.monotonic()
+        logger.info("SIGTERM: draining (Connection: close, /readyz 503) for at most %g s", self.seconds)
+        why = f"after {self.seconds:g} s, the most it waits"
         while time.monotonic() - started < self.seconds:
             asleep = time.monotonic()
             await asyncio.sleep(CHECK_SECONDS)
             if time.monotonic() - asleep > CHECK_SECONDS + STALL_SECONDS:
                 self.stopping.last_activity = time.monotonic()  # stalled, not quiet: see STALL_SECONDS
             elif self.stopping.quiet():
+                why = f"quiet for {QUIET_SECONDS:g} s"
                 break
+        logger.info("drained in %.1f s (%s): stopping", time.monotonic() - started, why)
         assert self._stop is not None
         self._stop(signum, frame)
