@@ -24,10 +24,10 @@ from typing import Any
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-# Counted from the signal too: a client between two requests when SIGTERM comes (its next one not yet sent)
-# must not find the port closed. Half a second was too short on a loaded machine (a CI run lost requests).
 logger = logging.getLogger("modelservice")
 
+# Counted from the signal too: a client between two requests when SIGTERM comes (its next one not yet sent)
+# must not find the port closed. Half a second was too short on a loaded machine (a CI run lost requests).
 QUIET_SECONDS = 1.0
 CHECK_SECONDS = 0.05
 # A check that comes this much later than asked found an event loop that was busy or stalled: the clients that

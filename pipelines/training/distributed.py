@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 WORKERS_DIR = "workers"
+TF_CONFIG_EXAMPLE = '{"cluster": {"worker": ["host0:12345", "host1:12345"]}, "task": {"type": "worker", "index": 0}}'
 WORKER_LOST_EXIT = 5  # a worker stopped answering: start them all again and they resume
 
 
@@ -66,10 +67,7 @@ def cluster_task() -> ClusterTask | None:
         cluster, task = config["cluster"], config["task"]
         kind, index = str(task["type"]), int(task["index"])
     except (ValueError, KeyError, TypeError) as error:
-        raise ValueError(
-            f"TF_CONFIG is not valid: {error}. Expected JSON such as "
-            '{"cluster": {"worker": ["host0:12345", "host1:12345"]}, "task": {"type": "worker", "index": 0}}'
-        ) from None
+        raise ValueError(f"TF_CONFIG is not valid: {error}. Expected JSON such as {TF_CONFIG_EXAMPLE}") from None
     workers = len(cluster.get("chief", [])) + len(cluster.get("worker", []))
     return ClusterTask(kind, index, workers, has_chief="chief" in cluster)
 
@@ -116,8 +114,8 @@ def multi_worker_strategy():
 
     if cluster_task() is None:
         raise ValueError(
-            "--strategy multi-worker needs TF_CONFIG: the cluster's addresses and this worker's task, e.g. "
-            '{"cluster": {"worker": ["host0:12345", "host1:12345"]}, "task": {"type": "worker", "index": 0}}'
+            f"--strategy multi-worker needs TF_CONFIG: the cluster's addresses and this worker's task, e.g. "
+            f"{TF_CONFIG_EXAMPLE}"
         )
     _let_keras_fit_across_workers()
     return tf.distribute.MultiWorkerMirroredStrategy()
