@@ -16,6 +16,7 @@ every test here is skipped, and says why.
 
 import io
 import os
+import re
 import shutil
 import subprocess
 import threading
@@ -270,6 +271,20 @@ def test_bad_input_gets_a_4xx_and_the_container_keeps_serving(served):
     )
     assert response.status_code == 400 and "malformed JSON" in response.json()["error"]
     assert httpx.post(served.url + "/translate", json={"texts": ["20.01.2023"]}, timeout=TIMEOUT).status_code == 200
+
+
+def test_serves_the_page_and_swagger_ui_with_every_file_they_load(served):
+    """The page's and Swagger UI's files are package data: the image has them, and nothing comes from outside."""
+    for path in ("/", "/docs"):
+        html = httpx.get(served.url + path, timeout=TIMEOUT)
+        assert html.status_code == 200 and html.headers["content-type"].startswith("text/html"), path
+        loaded = [url for url in re.findall(r'(?:src|href)="([^"#]+)"', html.text) if not url.startswith("data:")]
+        assert any(url.endswith(".js") for url in loaded) and any(url.endswith(".css") for url in loaded), loaded
+        assert not [url for url in loaded if "//" in url], f"{path} loads from outside: {loaded}"
+        for url in loaded:
+            response = httpx.get(f"{served.url}/{url.lstrip('/')}", timeout=TIMEOUT)
+            assert response.status_code == 200 and response.content, f"{path} → {url}: {response.status_code}"
+    assert "googletagmanager" not in httpx.get(served.url + "/", timeout=TIMEOUT).text  # not BentoML's page
 
 
 def test_the_server_runs_on_jemalloc_with_tensorflows_tensors_from_malloc(served):

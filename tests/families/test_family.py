@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from pipelines import family as family_module
-from pipelines.family import NAMES, SUMMARIES, Family, RunFolder, family
+from pipelines.family import NAMES, REPORT_FILE, SUMMARIES, Family, RunFolder, family
 from pipelines.training.loop import BACKUP_DIR, TrainingConfig
 
 PROTOCOL = (
@@ -132,3 +132,12 @@ def test_durations_read_as_minutes_and_seconds():
     assert family_module.duration(42.04) == "42.0 s"
     assert family_module.duration(425.4) == "7 min 05 s"
     assert family_module.duration(59.96) == "1 min 00 s"
+
+
+def test_a_report_from_an_older_release_is_not_read_back(tmp_path, capsys):
+    run = RunFolder(tmp_path)
+    run.save_report({"test_accuracy": 0.99})
+    assert run.saved_report() == {"test_accuracy": 0.99}
+    (run.evaluation / REPORT_FILE).write_text(json.dumps({"test_accuracy": 0.99}))  # as written before versions
+    assert run.saved_report() is None
+    assert "written by an older release: evaluating the run again" in capsys.readouterr().out

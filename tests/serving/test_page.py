@@ -10,7 +10,9 @@ Playwright's own browser download needs the internet, so the tests use the syste
 chromium`; .ci/run installs it where it can), or CHROMIUM_PATH; without one they are skipped, and say why.
 """
 
+import io
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -91,8 +93,14 @@ def screenshot(locator: "playwright_sync.Locator", tmp_path: Path, task: str) ->
         shutil.copyfile(path, PROJECT_ROOT / "docs" / f"page_{task}.png")
 
 
+def png_bytes(pixels: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(np.asarray(pixels, dtype=np.uint8).squeeze()).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
 def png_file(pixels: np.ndarray, path: Path) -> Path:
-    Image.fromarray(np.asarray(pixels, dtype=np.uint8).squeeze()).save(path, format="PNG")
+    path.write_bytes(png_bytes(pixels))
     return path
 
 
@@ -183,8 +191,9 @@ def test_a_corrupt_file_shows_the_services_error(server, recorded, tmp_path):
 # --- detector --------------------------------------------------------------------------------------------------
 
 
-def detections_for(server: str, scene: Path, **thresholds: str) -> list[dict]:
-    response = httpx.post(server + "/detect", files={"image": scene.read_bytes()}, data=thresholds, timeout=TIMEOUT)
+def detections_for(server: str, scene: Path | bytes, **thresholds: str) -> list[dict]:
+    image = scene if isinstance(scene, bytes) else scene.read_bytes()
+    response = httpx.post(server + "/detect", files={"image": image}, data=thresholds, timeout=TIMEOUT)
     assert response.status_code == 200, response.text
     return response.json()["predictions"][0]["detections"]
 
@@ -208,6 +217,33 @@ def test_a_scene_gets_one_drawn_box_per_detection_and_the_sliders_requery(server
     screenshot(detector, tmp_path, "detector")
     detector.locator("details summary").click()
     expect(detector.locator("pre.json")).to_contain_text('"detections"')
+
+
+def test_a_scene_dropped_on_the_panel_is_detected(server, recorded, scenes):
+    """Drag and drop: the file arrives in the drop event's DataTransfer, as a file manager's drag gives it."""
+    page = open_page(recorded, server)
+    scene = png_bytes(max(scenes.test[:16], key=lambda scene: len(scene.classes)).image)
+    detector = panel(page, "detector")
+    detector.get_by_label("Score threshold").fill("0.05")  # boxes even from the tests' barely trained detector
+    zone = detector.locator(".drop-zone")
+    dragged = page.evaluate_handle(
+        """bytes => {
+          const transfer = new DataTransfer();
+          transfer.items.add(new File([new Uint8Array(bytes)], "scene.png", { type: "image/png" }));
+          return transfer;
+        }""",
+        list(scene),
+    )
+    zone.dispatch_event("dragover", {"dataTransfer": dragged})
+    expect(zone).to_have_class(re.compile(r"\bdragging\b"))
+    with page.expect_response("**/detect?*") as answered:
+        zone.dispatch_event("drop", {"dataTransfer": dragged})
+    expect(zone).not_to_have_class(re.compile(r"\bdragging\b"))
+    expected = detections_for(server, scene, score_threshold="0.05", iou_threshold="0.5")
+    assert expected, "no box to compare"
+    # The same boxes as the route gives for the file itself (Playwright does not expose a multipart body's bytes).
+    assert answered.value.json()["predictions"][0]["detections"] == expected
+    expect(detector.locator("svg.boxes rect.box")).to_have_count(len(expected))
 
 
 # --- seq2seq ---------------------------------------------------------------------------------------------------
