@@ -141,19 +141,51 @@ def test_the_page_fits_a_phone_screen(server, browser):
         phone.page.close()
 
 
+def test_every_control_is_named_and_a_date_panel_is_used_from_the_keyboard(server, recorded, date_answers):
+    page = open_page(recorded, server)
+    unnamed = page.evaluate(
+        """() => Array.from(document.querySelectorAll("input, select, button, textarea"))
+          .filter(control => !control.labels?.length && !control.getAttribute("aria-label")
+                             && !control.textContent.trim())
+          .map(control => control.outerHTML)"""
+    )
+    assert unnamed == []  # a screen reader names each one
+    seq2seq = panel(page, "seq2seq")
+    seq2seq.get_by_label("A date, written any way").focus()
+    page.keyboard.type("20.01.2023")
+    expect(seq2seq.locator(".answer .text")).to_have_text(date_answers("20.01.2023")[0] or "not a date")
+    page.keyboard.press("Tab")
+    expect(seq2seq.get_by_label("Beams")).to_be_focused()
+    page.keyboard.press("Tab")
+    page.keyboard.press("Tab")  # the second example
+    expect(seq2seq.get_by_role("button", name="Saturday, March 4th 1999")).to_be_focused()
+    page.keyboard.press("Enter")
+    expect(seq2seq.get_by_label("A date, written any way")).to_have_value("Saturday, March 4th 1999")
+    expected = date_answers("Saturday, March 4th 1999")[0] or "not a date"
+    expect(seq2seq.locator(".answer .text")).to_have_text(expected)
+
+
 # --- classifier ------------------------------------------------------------------------------------------------
 
 
-def test_a_digit_file_gets_the_label_the_route_gives(server, recorded, digits, tmp_path):
+@pytest.mark.parametrize("model", ["classifier", "transfer"])
+def test_a_digit_file_gets_the_label_the_route_gives(server, recorded, digits, tmp_path, model):
     page = open_page(recorded, server)
     digit = png_file(digits.test.images[0], tmp_path / "digit.png")
-    answer = httpx.post(server + "/classify", files={"image": digit.read_bytes()}, timeout=TIMEOUT).json()
-    classifier = panel(page, "classifier")
+    route = f"{server}/classify?model={model}"
+    answer = httpx.post(route, files={"image": digit.read_bytes()}, timeout=TIMEOUT).json()
+    classifier = panel(page, model)
     classifier.get_by_label("Image file").set_input_files(digit)
     expect(classifier.locator(".label")).to_have_text(answer["predictions"][0]["label"])
     expect(classifier.locator(".top-k li")).to_have_count(len(answer["predictions"][0]["top_k"]))
     expect(classifier.locator(".latency")).to_contain_text(" ms")
-    screenshot(classifier, tmp_path, "classifier")
+    (metadata,) = [
+        entry for entry in httpx.get(f"{server}/models", timeout=TIMEOUT).json()["models"] if entry["name"] == model
+    ]
+    height, width, _ = metadata["input"]["image_shape"]  # each model's own input size
+    expect(classifier.locator(".as-received")).to_have_attribute("width", str(width))
+    expect(classifier.locator(".as-received")).to_have_attribute("height", str(height))
+    screenshot(classifier, tmp_path, model)
 
 
 def test_a_drawn_digit_is_sent_at_the_models_input_size(server, recorded):
