@@ -2,7 +2,10 @@
 answered (a closed loop)."""
 
 import asyncio
+import gc
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import httpx
@@ -26,4 +29,23 @@ def closed_loop(url: str, body: dict[str, Any], *, clients: int, seconds: float)
             await asyncio.gather(*(client(http) for _ in range(clients)))
         return answers
 
-    return asyncio.run(load())
+    with no_collector_pauses():
+        return asyncio.run(load())
+
+
+@contextmanager
+def no_collector_pauses() -> Iterator[None]:
+    """Keep the garbage collector from stalling every client at once.
+
+    A full collection of a test process's heap (TensorFlow, the session's models) took 1.1 s here, in the
+    middle of a load. A draining server rightly takes a second without requests for its clients gone, and
+    stopped under them (the container test's lost request). Frozen, what already exists is not collected
+    again, and a collection covers only what the load allocates."""
+    if gc.get_freeze_count():  # already inside one
+        yield
+        return
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()

@@ -413,12 +413,6 @@ def test_refuses_an_invalid_setting(image):
 # --- shutdown (last: it stops the shared container) ----------------------------------------------
 
 
-# Quarantined, not removed: in 2 of 5 runs on this machine (and one CI run) a client of the 64 lost a request
-# during the drain inside the container (a connection refused, or closed before its answer), while the same drain
-# outside a container (tests/serving/test_serving_start.py) and this sequence run by hand against the image (10
-# runs, with and without CPU load) lost none. The cause is not found yet (noted on the issue); a failure is
-# reported as XFAIL with the container's log, a pass as XPASS.
-@pytest.mark.xfail(reason="intermittent lost request during the drain in podman: cause under investigation")
 def test_stops_under_load_within_10_seconds_and_every_request_answered(served, digits):
     """`stop` with 64 clients sending: they go on for 1.5 s (a load balancer noticing /readyz), every one of
     their requests is answered 200, and the container exits well before the engine would kill it."""

@@ -20,7 +20,7 @@ from serving.model_config import ModelSpec, VersionPolicy, parse_models_setting
 from serving.model_manager import ModelManager
 from serving.process import PROJECT_ROOT, free_port, running_process, server_worker
 from serving.settings import Settings, SettingsError
-from tests.clients import closed_loop
+from tests.clients import closed_loop, no_collector_pauses
 
 # --- settings ------------------------------------------------------------------------------------
 
@@ -388,7 +388,7 @@ def test_sigterm_drains_then_stops_the_server_within_seconds(model_dir, digits, 
         process.send_signal(signal.SIGTERM)
         stopped_at = time.monotonic()
         # The balancer has not noticed yet: traffic goes on.
-        with ThreadPoolExecutor(1) as pool:
+        with no_collector_pauses(), ThreadPoolExecutor(1) as pool:
             grpc_during = pool.submit(grpc_client.closed_loop, seconds=1.5)
             during = closed_loop(url + "/classify", body, clients=16, seconds=1.5)
             grpc_codes, grpc_health = grpc_during.result()
