@@ -348,17 +348,41 @@ def batch_totals(metrics: str) -> tuple[float, float]:
 
 
 def grpc_failures(url: str) -> float:
-    """gRPC calls answered with a status other than OK so far, from the server's request metrics (0 for a server
-    without them)."""
+    """gRPC calls that failed so far, from the server's request metrics (0 for a server without them)."""
     import httpx
 
+    return grpc_failure_total(httpx.get(f"{url}/metrics", timeout=10).text)
+
+
+def grpc_failure_total(metrics: str) -> float:
+    """gRPC calls answered with a status other than OK in Prometheus text. CANCELLED is the client's own doing
+    (h2load cancels the calls it has in flight when it stops), not the server's."""
     failed = 0.0
-    for line in httpx.get(f"{url}/metrics", timeout=10).text.splitlines():
+    for line in metrics.splitlines():
         name, _, value = line.rpartition(" ")
         counter = name.split("{", 1)[0].removesuffix("_total")  # prometheus_client adds _total to counters
         if counter == ":tensorflow:serving:request_count" and 'route="/tensorflow.' in name:
-            failed += 0.0 if 'status="OK"' in name else float(value)
+            failed += 0.0 if 'status="OK"' in name or 'status="CANCELLED"' in name else float(value)
     return failed
+
+
+def in_flight_total(metrics: str) -> float:
+    """Inference requests admitted and not answered yet, over every route, in Prometheus text."""
+    return sum(
+        float(line.rpartition(" ")[2])
+        for line in metrics.splitlines()
+        if line.split("{", 1)[0] == "modelservice_requests_in_flight"
+    )
+
+
+def wait_until_idle(url: str, timeout: float = 60.0) -> None:
+    """Until the server has answered every request it admitted: a load generator that stops leaves the requests
+    it had in flight with the server, and those would hold admission slots in the next measurement."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while in_flight_total(httpx.get(f"{url}/metrics", timeout=10).text) and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def server_cpu_seconds() -> float:
@@ -413,6 +437,7 @@ def measure_level(
 
     if args.warmup:
         load_for(args.warmup)
+    wait_until_idle(url)
     failures_before = grpc_failures(url)
     batches_before, cpu_before, started_at = batch_counters(url), server_cpu_seconds(), time.perf_counter()
     level = load_for(args.duration)

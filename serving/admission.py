@@ -49,6 +49,7 @@ class AdaptiveLimit:
         self.floor = min(self.floor, self.ceiling)
         self.limit = self.floor if self.target_seconds else self.ceiling
         metrics.CONCURRENCY_LIMITS.labels(self.route).set(self.limit)
+        self._in_flight_gauge = metrics.IN_FLIGHT.labels(self.route)
 
     def admit(self) -> bool:
         """Whether one more request may start now (then it is counted in flight until `done`)."""
@@ -56,12 +57,14 @@ class AdaptiveLimit:
             self._reached = True
             return False
         self.in_flight += 1
+        self._in_flight_gauge.set(self.in_flight)
         self._reached |= self.in_flight == self.limit
         return True
 
     def done(self, seconds: float, now: float | None = None) -> None:
         """An admitted request was answered after `seconds` (at `now`, on the monotonic clock)."""
         self.in_flight -= 1
+        self._in_flight_gauge.set(self.in_flight)
         if not self.target_seconds:
             return
         now = time.monotonic() if now is None else now

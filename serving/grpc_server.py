@@ -17,6 +17,7 @@ then the calls in flight finish and new ones get UNAVAILABLE.
 """
 
 import asyncio
+import concurrent.futures
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -176,7 +177,10 @@ class GrpcServer:
         assert self.loop is not None
         done = asyncio.run_coroutine_threadsafe(self.outcome(route, method, request, *extra), self.loop)
         context.add_callback(done.cancel)  # the client gave up, or its deadline passed
-        code, message, response = done.result()
+        try:
+            code, message, response = done.result()
+        except concurrent.futures.CancelledError:  # no one is waiting for an answer: not an application error
+            code, message, response = grpc.StatusCode.CANCELLED, "the client cancelled the call", None
         if code != grpc.StatusCode.OK:
             context.abort(code, message)
         return response
@@ -200,6 +204,9 @@ class GrpcServer:
                 async with asyncio.timeout(self.timeout):
                     response = await method(request, call, *extra)
                 code, message = grpc.StatusCode.OK, ""
+            except asyncio.CancelledError:  # by `answer`, for a client that left: counted, then stopped
+                metrics.observe_request(call.model, route, "CANCELLED", time.perf_counter() - started)
+                raise
             except InputError as error:
                 code, message = status_code(error), status_message(error)
             except TimeoutError:

@@ -103,6 +103,22 @@ def test_h2load_sends_grpc_calls_and_the_server_counts_them(server, grpc_port):
     assert serving.grpc_failures(server) > failed_before  # h2load sees HTTP 200: the server's metrics count them
 
 
+def test_grpc_failures_leave_out_the_calls_the_client_cancelled_and_in_flight_adds_up_the_routes():
+    predict = 'route="/tensorflow.serving.PredictionService/Predict"'
+    metrics = f"""# TYPE :tensorflow:serving:request_count counter
+:tensorflow:serving:request_count_total{{model_name="classifier",model_version="1",{predict},status="OK"}} 900.0
+:tensorflow:serving:request_count_total{{model_name="classifier",model_version="1",{predict},status="CANCELLED"}} 64.0
+:tensorflow:serving:request_count_total{{model_name="",model_version="",{predict},status="NOT_FOUND"}} 3.0
+:tensorflow:serving:request_count_total{{model_name="classifier",model_version="1",route="/classify",status="503"}} 7.0
+modelservice_requests_in_flight{{route="/classify"}} 2.0
+modelservice_requests_in_flight{{route="/detect"}} 5.0
+modelservice_concurrency_limit{{route="/detect"}} 64.0
+"""
+    assert serving.grpc_failure_total(metrics) == 3.0
+    assert serving.in_flight_total(metrics) == 7.0
+    assert serving.in_flight_total("") == 0.0
+
+
 def test_batch_totals_add_up_every_label_set_of_both_histograms():
     metrics = """# HELP modelservice_batch_size Items per model call
 # TYPE modelservice_batch_size histogram

@@ -4,6 +4,8 @@ A window is judged when the first answer after its end arrives: `window` below a
 request at one time, so each call judges the window before it.
 """
 
+from prometheus_client import REGISTRY
+
 from serving.admission import AdaptiveLimit
 
 
@@ -65,3 +67,15 @@ def test_a_target_of_zero_keeps_the_ceiling():
 def test_the_floor_never_exceeds_the_ceiling():
     limit = AdaptiveLimit("/classify", 0.04, floor=64, ceiling=10)
     assert limit.limit == 10 and sum(limit.admit() for _ in range(20)) == 10
+
+
+def test_the_requests_in_flight_are_exposed_per_route():
+    limit = AdaptiveLimit("/in-flight-test", 0.04, floor=4, ceiling=4)
+
+    def exposed() -> float | None:
+        return REGISTRY.get_sample_value("modelservice_requests_in_flight", {"route": "/in-flight-test"})
+
+    assert [limit.admit() for _ in range(5)] == [True] * 4 + [False]
+    assert exposed() == 4  # the refused one is not in flight
+    limit.done(0.01, now=1.0)
+    assert exposed() == 3
