@@ -330,58 +330,63 @@ BATCH_METRICS = ("modelservice_batch_size", "bentoml_service_adaptive_batch_size
 
 def batch_counters(url: str) -> tuple[float, float]:
     """(sum, count) of the model-call batch sizes on the server's /metrics."""
-    import httpx
-
-    return batch_totals(httpx.get(f"{url}/metrics", timeout=10).text)
+    return batch_totals(server_metrics(url))
 
 
 def batch_totals(metrics: str) -> tuple[float, float]:
     """(sum, count) over every label set of the batch-size histograms in Prometheus text."""
     totals = {"_sum": 0.0, "_count": 0.0}
-    for line in metrics.splitlines():
-        name, _, value = line.rpartition(" ")
-        metric = name.split("{", 1)[0]
+    for name, _, value in samples(metrics):
         for suffix in totals:
-            if not line.startswith("#") and metric in (base + suffix for base in BATCH_METRICS):
-                totals[suffix] += float(value)
+            if name in (base + suffix for base in BATCH_METRICS):
+                totals[suffix] += value
     return totals["_sum"], totals["_count"]
 
 
 def grpc_failures(url: str) -> float:
     """gRPC calls that failed so far, from the server's request metrics (0 for a server without them)."""
-    import httpx
-
-    return grpc_failure_total(httpx.get(f"{url}/metrics", timeout=10).text)
+    return grpc_failure_total(server_metrics(url))
 
 
 def grpc_failure_total(metrics: str) -> float:
     """gRPC calls answered with a status other than OK in Prometheus text. CANCELLED is the client's own doing
     (h2load cancels the calls it has in flight when it stops), not the server's."""
-    failed = 0.0
-    for line in metrics.splitlines():
-        name, _, value = line.rpartition(" ")
-        counter = name.split("{", 1)[0].removesuffix("_total")  # prometheus_client adds _total to counters
-        if counter == ":tensorflow:serving:request_count" and 'route="/tensorflow.' in name:
-            failed += 0.0 if 'status="OK"' in name or 'status="CANCELLED"' in name else float(value)
-    return failed
+    return sum(
+        value
+        for name, labels, value in samples(metrics)
+        if name == ":tensorflow:serving:request_count_total"  # prometheus_client adds _total to counters
+        and labels.get("route", "").startswith("/tensorflow.")
+        and labels.get("status") not in ("OK", "CANCELLED")
+    )
 
 
 def in_flight_total(metrics: str) -> float:
     """Inference requests admitted and not answered yet, over every route, in Prometheus text."""
-    return sum(
-        float(line.rpartition(" ")[2])
-        for line in metrics.splitlines()
-        if line.split("{", 1)[0] == "modelservice_requests_in_flight"
-    )
+    return sum(value for name, _, value in samples(metrics) if name == "modelservice_requests_in_flight")
+
+
+def samples(metrics: str) -> Iterator[tuple[str, dict[str, str], float]]:
+    """(name, labels, value) of every sample in Prometheus text."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    for family in text_string_to_metric_families(metrics):
+        for sample in family.samples:
+            yield sample.name, sample.labels, sample.value
+
+
+def server_metrics(url: str) -> str:
+    """The server's /metrics, or nothing for an anchor that has none (a 404 page is not Prometheus text)."""
+    import httpx
+
+    response = httpx.get(f"{url}/metrics", timeout=10)
+    return response.text if response.status_code == 200 else ""
 
 
 def wait_until_idle(url: str, timeout: float = 60.0) -> None:
     """Until the server has answered every request it admitted: a load generator that stops leaves the requests
     it had in flight with the server, and those would hold admission slots in the next measurement."""
-    import httpx
-
     deadline = time.monotonic() + timeout
-    while in_flight_total(httpx.get(f"{url}/metrics", timeout=10).text) and time.monotonic() < deadline:
+    while in_flight_total(server_metrics(url)) and time.monotonic() < deadline:
         time.sleep(0.05)
 
 
