@@ -5,15 +5,15 @@ and with --grpc-port the gRPC ceiling: grpcio's server, as the service runs it, 
 
 No model, no BentoML: what the web stack alone costs per request on this machine, so every other
 figure is a fraction of what any Python model service could reach here. The route reads the same
-/classify body the service gets, parses it with `json.loads`, and answers one fixed prediction. The gRPC server
-(`serving.grpc_server`'s kind: grpcio's threads, each handing its call to the event loop and waiting for it)
-gets the request parsed by grpcio and answers one fixed PredictResponse.
+/classify body the service gets, parses it with `json.loads`, and answers one fixed prediction. The gRPC servers
+(`serving.grpc_server`'s kind: `ACCEPTORS` grpcio asyncio servers sharing the port, on uvicorn's event loop)
+get the request parsed by grpcio and answer one fixed PredictResponse.
 """
 
 import argparse
-import asyncio
 import json
-import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -22,8 +22,15 @@ from fastapi.responses import JSONResponse
 ANSWER = {"predictions": [{"label": "0", "score": 1.0}]}
 
 
-def create_app() -> FastAPI:
-    app = FastAPI(title="No-op ceiling")
+def create_app(grpc_port: int = 0) -> FastAPI:
+    @asynccontextmanager
+    async def serving_grpc(app: FastAPI) -> AsyncIterator[None]:
+        servers = await serve_grpc(grpc_port) if grpc_port else []
+        yield
+        for server in servers:
+            await server.stop(None)
+
+    app = FastAPI(title="No-op ceiling", lifespan=serving_grpc)
 
     @app.get("/readyz")
     async def ready() -> dict:
@@ -37,30 +44,28 @@ def create_app() -> FastAPI:
     return app
 
 
-def serve_grpc(port: int) -> Any:
-    """A no-op TF Serving PredictionService on `port`, each call handed to the event loop as the service does."""
-    from concurrent.futures import ThreadPoolExecutor
-
+async def serve_grpc(port: int) -> list[Any]:
+    """A no-op TF Serving PredictionService on `port`, on this event loop, served as the service serves its own."""
     import grpc
     from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
-    loop = asyncio.new_event_loop()
-    threading.Thread(target=loop.run_forever, daemon=True).start()
+    from serving.grpc_server import ACCEPTORS
+
     answer = predict_pb2.PredictResponse()
     answer.model_spec.name = "classifier"
 
-    async def predict() -> predict_pb2.PredictResponse:
-        return answer
-
     class Ceiling(prediction_service_pb2_grpc.PredictionServiceServicer):
-        def Predict(self, request, context):
-            return asyncio.run_coroutine_threadsafe(predict(), loop).result()
+        async def Predict(self, request, context):
+            return answer
 
-    server = grpc.server(ThreadPoolExecutor(528))
-    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(Ceiling(), server)
-    server.add_insecure_port(f"127.0.0.1:{port}")
-    server.start()
-    return server
+    servers = []
+    for _ in range(ACCEPTORS):
+        server = grpc.aio.server(options=[("grpc.so_reuseport", 1)])
+        prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(Ceiling(), server)
+        server.add_insecure_port(f"127.0.0.1:{port}")
+        await server.start()
+        servers.append(server)
+    return servers
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -75,8 +80,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     import uvicorn
 
-    grpc_server = serve_grpc(args.grpc_port) if args.grpc_port else None  # noqa: F841 (served while uvicorn runs)
-    uvicorn.run(create_app(), host=args.host, port=args.port, access_log=False, log_level="warning")
+    uvicorn.run(create_app(args.grpc_port), host=args.host, port=args.port, access_log=False, log_level="warning")
 
 
 if __name__ == "__main__":

@@ -11,6 +11,8 @@ same batches as HTTP requests for the same signature. A client's mistake is an `
 the gRPC status its HTTP status stands for (`STATUS_CODES`) and its message and expectation.
 """
 
+import functools
+import math
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -102,14 +104,15 @@ class Services:
     def array(self, tensor: tensor_pb2.TensorProto, spec: tf.TensorSpec, name: str) -> np.ndarray:
         """The TensorProto as an array once its dtype and shape match `spec`, and before anything is allocated:
         a proto may declare a shape far larger than the values it carries (they repeat to fill it)."""
-        wanted = spec.dtype.as_datatype_enum
+        wanted, dims = _spec_check(spec)
         shape = [dim.size for dim in tensor.tensor_shape.dim]
-        expected = f"{name!r} as a {spec.dtype.name} tensor of shape {_shape_text(spec.shape)}"
         if tensor.dtype != wanted:
-            raise InputError(f"input {name!r} is {_dtype_name(tensor.dtype)}, not {spec.dtype.name}", expected=expected)
-        if not spec.shape.is_compatible_with(shape) or any(size < 0 for size in shape):
-            raise InputError(f"input {name!r} has shape {shape}", expected=expected)
-        size = int(np.prod(shape, dtype=np.float64)) * (spec.dtype.size if spec.dtype != tf.string else 1)
+            raise InputError(
+                f"input {name!r} is {_dtype_name(tensor.dtype)}, not {spec.dtype.name}", expected=_expected(name, spec)
+            )
+        if not _fits(shape, dims):
+            raise InputError(f"input {name!r} has shape {shape}", expected=_expected(name, spec))
+        size = math.prod(shape) * (spec.dtype.size if spec.dtype != tf.string else 1)
         if size > self.max_message_bytes:
             raise InputError(
                 f"input {name!r} of shape {shape} holds {size} bytes, over the largest message",
@@ -119,7 +122,8 @@ class Services:
         try:
             return tensor_array(tensor, spec.dtype, shape)
         except (TypeError, ValueError) as error:
-            raise InputError(f"input {name!r} is not a valid TensorProto: {error}", expected=expected) from None
+            problem = f"input {name!r} is not a valid TensorProto: {error}"
+            raise InputError(problem, expected=_expected(name, spec)) from None
 
     def answered_spec(self, runtime: "ModelRuntime", signature_name: str = "") -> model_pb2.ModelSpec:
         spec = model_pb2.ModelSpec(name=runtime.model.name, signature_name=signature_name)
@@ -201,8 +205,32 @@ def tensor_proto(array: np.ndarray) -> tensor_pb2.TensorProto:
     shape = tensor_shape_pb2.TensorShapeProto(dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=n) for n in array.shape])
     if array.dtype.kind in "SO":
         return tensor_pb2.TensorProto(dtype=types_pb2.DT_STRING, tensor_shape=shape, string_val=array.ravel().tolist())
-    dtype = tf.dtypes.as_dtype(array.dtype).as_datatype_enum
-    return tensor_pb2.TensorProto(dtype=dtype, tensor_shape=shape, tensor_content=np.ascontiguousarray(array).tobytes())
+    return tensor_pb2.TensorProto(
+        dtype=_dtype_enum(array.dtype), tensor_shape=shape, tensor_content=np.ascontiguousarray(array).tobytes()
+    )
+
+
+@functools.cache
+def _dtype_enum(dtype: np.dtype) -> int:
+    return tf.dtypes.as_dtype(dtype).as_datatype_enum
+
+
+@functools.lru_cache(maxsize=1024)
+def _spec_check(spec: tf.TensorSpec) -> tuple[int, tuple[int | None, ...] | None]:
+    """What a TensorProto must be for `spec`, read once: its dtype enum and sizes (None: any; no tuple: any rank)."""
+    return spec.dtype.as_datatype_enum, (tuple(spec.shape.as_list()) if spec.shape.rank is not None else None)
+
+
+def _fits(shape: list[int], dims: tuple[int | None, ...] | None) -> bool:
+    if any(size < 0 for size in shape):
+        return False
+    if dims is None:
+        return True
+    return len(shape) == len(dims) and all(want is None or want == size for size, want in zip(shape, dims))
+
+
+def _expected(name: str, spec: tf.TensorSpec) -> str:
+    return f"{name!r} as a {spec.dtype.name} tensor of shape {_shape_text(spec.shape)}"
 
 
 def version_choice(spec: model_pb2.ModelSpec) -> tuple[str, int | None, str | None]:
@@ -243,23 +271,23 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         self.server = server
         self.services = services
 
-    def _answer(self, name: str, method: Method, request: Any, context: grpc.ServicerContext) -> Any:
-        return self.server.answer(f"/{PREDICTION_SERVICE}/{name}", method, request, context)
+    async def _answer(self, name: str, method: Method, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        return await self.server.answer(f"/{PREDICTION_SERVICE}/{name}", method, request, context)
 
-    def Predict(self, request, context):
-        return self._answer("Predict", self.services.predict, request, context)
+    async def Predict(self, request, context):
+        return await self._answer("Predict", self.services.predict, request, context)
 
-    def GetModelMetadata(self, request, context):
-        return self._answer("GetModelMetadata", self.services.get_model_metadata, request, context)
+    async def GetModelMetadata(self, request, context):
+        return await self._answer("GetModelMetadata", self.services.get_model_metadata, request, context)
 
-    def Classify(self, request, context):
-        return self._answer("Classify", self.services.not_a_predict_signature, request, context)
+    async def Classify(self, request, context):
+        return await self._answer("Classify", self.services.not_a_predict_signature, request, context)
 
-    def Regress(self, request, context):
-        return self._answer("Regress", self.services.not_a_predict_signature, request, context)
+    async def Regress(self, request, context):
+        return await self._answer("Regress", self.services.not_a_predict_signature, request, context)
 
-    def MultiInference(self, request, context):
-        return self._answer("MultiInference", self.services.multi_inference, request, context)
+    async def MultiInference(self, request, context):
+        return await self._answer("MultiInference", self.services.multi_inference, request, context)
 
 
 class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
@@ -267,11 +295,11 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
         self.server = server
         self.services = services
 
-    def GetModelStatus(self, request, context):
+    async def GetModelStatus(self, request, context):
         route = f"/{MODEL_SERVICE}/GetModelStatus"
-        return self.server.answer(route, self.services.get_model_status, request, context)
+        return await self.server.answer(route, self.services.get_model_status, request, context)
 
-    def HandleReloadConfigRequest(self, request, context):
+    async def HandleReloadConfigRequest(self, request, context):
         authorization = dict(context.invocation_metadata() or ()).get("authorization", "")
         route = f"/{MODEL_SERVICE}/HandleReloadConfigRequest"
-        return self.server.answer(route, self.services.reload_config, request, context, authorization)
+        return await self.server.answer(route, self.services.reload_config, request, context, authorization)

@@ -1,10 +1,15 @@
 """The gRPC server beside the HTTP one: same process, same event loop, same loaded models and batchers.
 
 BentoML 1.4's services have no gRPC (bentoml/BentoML#5607), so `GrpcServer`, an ASGI middleware, starts
-grpcio's server in the worker once the app has started (its models are loaded), and stops it when the app
-stops. grpcio's threads receive the calls; each call then runs on the worker's event loop, so that it joins
-the HTTP requests' batches. (grpcio's asyncio server on that loop accepted one call at a time and let only 1-2
-calls into a batch: 420-740 calls/s at 64 clients, against 1,000-1,200 this way; benchmarks/serving.py.)
+grpcio's asyncio server on the worker's event loop once the app has started (its models are loaded), and stops
+it when the app stops. Its calls run on that loop beside the HTTP requests and join their batches.
+grpcio's asyncio server takes one call at a time from its core and waits a round trip through its poller thread
+before taking the next, so with one server few calls reach a batch together (420-740 calls/s at 64 clients). It
+therefore runs `ACCEPTORS` servers sharing the port (SO_REUSEPORT; the kernel spreads the connections between
+them), each taking calls on its own. At 64 clients in `benchmarks/serving.py`: a no-op Predict served this way
+answered 8,800 calls/s (grpc-ceiling), against 2,500-2,800 from grpcio's thread-pool server, which handed each call
+from a pool thread to the loop and back; the service's Predict went from 1,000-1,200 to 3,600 calls/s; 64
+acceptors gave batches of 15 and 1,700-2,200 calls/s in a slower hour where 16 gave 12 and 1,700-1,900.
 It serves TF Serving's PredictionService and ModelService (`serving.grpc_api`) and
 the standard health service (`grpc.health.v1.Health`: SERVING once a model version is AVAILABLE, NOT_SERVING
 from the start of a drain), on MODELSERVICE_GRPC_PORT (TF Serving's 8500 by default; 0: off).
@@ -17,11 +22,9 @@ then the calls in flight finish and new ones get UNAVAILABLE.
 """
 
 import asyncio
-import concurrent.futures
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import grpc
@@ -33,6 +36,7 @@ from serving import metrics
 from serving.admission import AdaptiveLimit
 from serving.drain import Stopping
 from serving.inputs import InputError
+from serving.process import port_taken
 
 logger = logging.getLogger("modelservice")
 
@@ -41,6 +45,8 @@ MODEL_SERVICE = "tensorflow.serving.ModelService"
 PREDICT_ROUTE = f"/{PREDICTION_SERVICE}/Predict"
 
 Method = Callable[..., Awaitable[Any]]
+
+ACCEPTORS = 64  # grpcio asyncio servers sharing the port, each taking calls from the core on its own
 
 # What a client expects for each kind of mistake (tensorflow/serving's own mapping of its error codes).
 STATUS_CODES = {
@@ -92,18 +98,17 @@ class GrpcServer:
     ):
         self.app = app
         self.api = api
+        self.host, self.port = host, port
         self.address = f"{host}:{port}"
-        self.port = port
         self.max_message_bytes = max_message_mb * 2**20
         self.workers = workers
         self.timeout = timeout
         self.limit = AdaptiveLimit(PREDICT_ROUTE, latency_target, floor=min_concurrency, ceiling=max_concurrency)
-        self.threads = max_concurrency + 16  # a thread waits on each call in flight; beyond the limit, refusals
         self.stopping = stopping
         self.stop_grace_seconds = stop_grace_seconds
-        self.server: grpc.Server | None = None
+        self.servers: list[grpc.aio.Server] = []
         self.health: Health | None = None
-        self.loop: asyncio.AbstractEventLoop | None = None
+        self._health_shutdown: asyncio.Task | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "lifespan" or not self.port:
@@ -132,57 +137,57 @@ class GrpcServer:
 
         from serving.grpc_api import ModelServicer, PredictionServicer, Services
 
-        services = Services(self.api.state.manager, self.max_message_bytes)
-        self.loop = asyncio.get_running_loop()
-        server = grpc.server(
-            ThreadPoolExecutor(self.threads, thread_name_prefix="grpc"),
-            options=[
-                ("grpc.max_receive_message_length", self.max_message_bytes),
-                ("grpc.max_send_message_length", self.max_message_bytes),
-                # Workers share the port as they share the HTTP one; a single server must not share it with
-                # another server left running (gRPC's default on Linux would let both bind).
-                ("grpc.so_reuseport", int(self.workers > 1)),
-            ],
-        )
-        prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionServicer(self, services), server)
-        model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(self, services), server)
-        self.health = Health(lambda: bool(services.models.served.runtimes) and not self.stopping.draining)
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
-        try:
-            server.add_insecure_port(self.address)
-        except RuntimeError:
+        # The acceptors share the port, so binding cannot tell that another server holds it; a single worker
+        # must not share it with a server left running (the workers of one server do share it, as they share
+        # the HTTP port).
+        if self.workers == 1 and (holder := port_taken(self.host, self.port)):
             raise RuntimeError(
-                f"the gRPC port {self.address} is in use: set MODELSERVICE_GRPC_PORT to a free port, or 0 for no gRPC"
-            ) from None
-        server.start()
-        self.server = server
+                f"the gRPC port {self.address} is in use ({holder}): set MODELSERVICE_GRPC_PORT to a free port, "
+                "or 0 for no gRPC"
+            )
+        services = Services(self.api.state.manager, self.max_message_bytes)
+        predictions, models = PredictionServicer(self, services), ModelServicer(self, services)
+        self.health = Health(lambda: bool(services.models.served.runtimes) and not self.stopping.draining)
+        options = [
+            ("grpc.max_receive_message_length", self.max_message_bytes),
+            ("grpc.max_send_message_length", self.max_message_bytes),
+            ("grpc.so_reuseport", 1),
+        ]
+        for _ in range(ACCEPTORS):
+            server = grpc.aio.server(options=options)
+            prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(predictions, server)
+            model_service_pb2_grpc.add_ModelServiceServicer_to_server(models, server)
+            health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+            try:
+                server.add_insecure_port(self.address)
+            except RuntimeError:
+                await self.stop()
+                raise RuntimeError(
+                    f"the gRPC port {self.address} cannot be bound: set MODELSERVICE_GRPC_PORT to a free port, "
+                    "or 0 for no gRPC"
+                ) from None
+            await server.start()
+            self.servers.append(server)
         self.stopping.on_drain(self._on_drain)
         logger.info("TF Serving's gRPC API on %s", self.address)
 
     def _on_drain(self) -> None:
-        if self.health is not None:
-            self.health.enter_graceful_shutdown()
+        if self.health is not None and self._health_shutdown is None:
+            self._health_shutdown = asyncio.get_running_loop().create_task(self.health.enter_graceful_shutdown())
 
     async def stop(self) -> None:
         """The calls in flight finish (for at most the grace period); new ones get UNAVAILABLE."""
-        if self.server is not None:
-            self._on_drain()
-            stopped = self.server.stop(self.stop_grace_seconds)
-            await asyncio.to_thread(stopped.wait)  # the calls in flight need the loop to finish
-            self.server = None
+        if self.health is not None:
+            await self.health.enter_graceful_shutdown()
+        servers, self.servers = self.servers, []
+        await asyncio.gather(*(server.stop(self.stop_grace_seconds) for server in servers))
 
-    def answer(self, route: str, method: Method, request: Any, context: grpc.ServicerContext, *extra) -> Any:
-        """One call, from one of gRPC's threads: `method` runs on the event loop, so that the call joins the HTTP
-        requests' batches; a status other than OK aborts the call with its message."""
-        assert self.loop is not None
-        done = asyncio.run_coroutine_threadsafe(self.outcome(route, method, request, *extra), self.loop)
-        context.add_callback(done.cancel)  # the client gave up, or its deadline passed
-        try:
-            code, message, response = done.result()
-        except concurrent.futures.CancelledError:  # no one is waiting for an answer: not an application error
-            code, message, response = grpc.StatusCode.CANCELLED, "the client cancelled the call", None
+    async def answer(self, route: str, method: Method, request: Any, context: grpc.aio.ServicerContext, *extra) -> Any:
+        """One call: a status other than OK aborts it with its message. A client that leaves cancels the call's
+        task, which `outcome` counts as CANCELLED."""
+        code, message, response = await self.outcome(route, method, request, *extra)
         if code != grpc.StatusCode.OK:
-            context.abort(code, message)
+            await context.abort(code, message)
         return response
 
     async def outcome(self, route: str, method: Method, request: Any, *extra) -> tuple[grpc.StatusCode, str, Any]:
@@ -204,7 +209,7 @@ class GrpcServer:
                 async with asyncio.timeout(self.timeout):
                     response = await method(request, call, *extra)
                 code, message = grpc.StatusCode.OK, ""
-            except asyncio.CancelledError:  # by `answer`, for a client that left: counted, then stopped
+            except asyncio.CancelledError:  # the client left: counted, then stopped
                 metrics.observe_request(call.model, route, "CANCELLED", time.perf_counter() - started)
                 raise
             except InputError as error:
@@ -222,7 +227,7 @@ class GrpcServer:
         return code, message, response
 
 
-class Health(health.HealthServicer):
+class Health(health.aio.HealthServicer):
     """grpc.health.v1.Health for the server ("") and both TF Serving services: SERVING while `ready()`."""
 
     SERVICES = ("", PREDICTION_SERVICE, MODEL_SERVICE)
@@ -231,15 +236,15 @@ class Health(health.HealthServicer):
         super().__init__()
         self.ready = ready
 
-    def _refresh(self) -> None:
+    async def _refresh(self) -> None:
         serving = health_pb2.HealthCheckResponse.SERVING if self.ready() else health_pb2.HealthCheckResponse.NOT_SERVING
         for service in self.SERVICES:
-            self.set(service, serving)
+            await self.set(service, serving)
 
-    def Check(self, request, context):
-        self._refresh()
-        return super().Check(request, context)
+    async def Check(self, request, context):
+        await self._refresh()
+        return await super().Check(request, context)
 
-    def Watch(self, request, context, send_response_callback=None):
-        self._refresh()
-        return super().Watch(request, context, send_response_callback)
+    async def Watch(self, request, context):
+        await self._refresh()
+        await super().Watch(request, context)

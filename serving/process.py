@@ -21,6 +21,18 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def port_taken(host: str, port: int) -> str | None:
+    """Why a server of its own cannot listen on `host:port` (another one does), or None when it can."""
+    family, kind, protocol, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    with socket.socket(family, kind, protocol) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers bind: past closed connections
+        try:
+            probe.bind(address)
+        except OSError as error:
+            return error.strerror
+    return None
+
+
 @contextmanager
 def running_process(
     command: list[str],

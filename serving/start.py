@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from serving import memory
+from serving.process import port_taken
 from serving.settings import PREFIX, Settings, SettingsError
 
 if TYPE_CHECKING:
@@ -87,6 +88,8 @@ def serve(args: argparse.Namespace) -> int:
         configured = settings_from(args)
     except SettingsError as error:
         return cannot_start(error)
+    if problem := taken_port(configured):
+        return cannot_start(problem)
     from serving import model_config, store  # imports TensorFlow: after the arguments, so that --help stays instant
     from serving.model_manager import ModelManager
 
@@ -115,6 +118,18 @@ def serve(args: argparse.Namespace) -> int:
     ]
     environment = {**os.environ, **configured.env()}
     os.execvpe(command[0], command, environment | memory.allocator_env(configured.allocator, environment))
+
+
+def taken_port(configured: Settings) -> str | None:
+    """Which of the server's ports another process listens on. BentoML would fail on a taken HTTP port with a
+    traceback, and restart a worker whose gRPC port is taken over and over."""
+    ports = [("port", "MODELSERVICE_PORT", configured.port)]
+    if configured.grpc_port:
+        ports.append(("gRPC port", "MODELSERVICE_GRPC_PORT", configured.grpc_port))
+    for what, variable, port in ports:
+        if holder := port_taken(configured.host, port):
+            return f"the {what} {configured.host}:{port} is in use ({holder}): set {variable} to a free port"
+    return None
 
 
 def report(manager: "ModelManager", configured: Settings) -> None:

@@ -5,6 +5,7 @@ import io
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -304,17 +305,28 @@ def serving_command(*options: str, env: dict[str, str] | None = None) -> subproc
         ("empty-folder", "no model found in"),
         ("corrupt-model", "the SavedModel does not load"),
         ("bad-setting", "MODELSERVICE_MAX_BATCH='lots': must be a whole number"),
+        ("port-taken", "the port 127.0.0.1:{port} is in use (Address already in use): set MODELSERVICE_PORT"),
+        ("grpc-port-taken", "the gRPC port 127.0.0.1:{port} is in use (Address already in use): set MODELSERVICE_GRPC"),
     ],
 )
 def test_the_server_refuses_to_start_with_exit_status_2_and_says_why(model_dir, case, reason):
-    env = {"MODELSERVICE_MODEL_DIR": str(model_dir)}
-    if case == "empty-folder":
-        shutil.rmtree(model_dir / "classifier")
-    elif case == "corrupt-model":
-        truncate(only_version(model_dir) / "saved_model.pb")
-    else:
-        env["MODELSERVICE_MAX_BATCH"] = "lots"
-    finished = serving_command("--port", str(free_port()), env=env)
+    env = {"MODELSERVICE_MODEL_DIR": str(model_dir), "MODELSERVICE_GRPC_PORT": "0"}
+    port = free_port()
+    with socket.socket() as other_server:
+        if case == "empty-folder":
+            shutil.rmtree(model_dir / "classifier")
+        elif case == "corrupt-model":
+            truncate(only_version(model_dir) / "saved_model.pb")
+        elif case == "bad-setting":
+            env["MODELSERVICE_MAX_BATCH"] = "lots"
+        else:
+            other_server.bind(("127.0.0.1", 0))
+            other_server.listen()
+            taken = other_server.getsockname()[1]
+            port = taken if case == "port-taken" else port
+            env["MODELSERVICE_GRPC_PORT"] = str(taken) if case == "grpc-port-taken" else "0"
+            reason = reason.format(port=taken)
+        finished = serving_command("--port", str(port), env=env)
     assert finished.returncode == start.EXIT_CANNOT_START, finished.stdout + finished.stderr
     last_line = finished.stderr.strip().splitlines()[-1]  # TensorFlow may log before it
     assert last_line.startswith("modelservice: cannot start: ")
