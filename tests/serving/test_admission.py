@@ -4,9 +4,11 @@ A window is judged when the first answer after its end arrives: `window` below a
 request at one time, so each call judges the window before it.
 """
 
+import asyncio
+
 from prometheus_client import REGISTRY
 
-from serving.admission import AdaptiveLimit
+from serving.admission import IN_FLIGHT_REFRESH_SECONDS, AdaptiveLimit
 
 
 def window(limit: AdaptiveLimit, at: float, *, slow: int = 0, full: bool = True) -> int:
@@ -79,3 +81,24 @@ def test_the_requests_in_flight_are_exposed_per_route():
     assert exposed() == 4  # the refused one is not in flight
     limit.done(0.01, now=1.0)
     assert exposed() == 3
+
+
+def test_on_an_event_loop_the_in_flight_gauge_follows_within_its_refresh_time():
+    limit = AdaptiveLimit("/in-flight-loop-test", 0.04, floor=8, ceiling=8)
+
+    def exposed() -> float | None:
+        return REGISTRY.get_sample_value("modelservice_requests_in_flight", {"route": "/in-flight-loop-test"})
+
+    async def scenario() -> list[float | None]:
+        seen = []
+        for admitted, answered in ((3, 0), (0, 1), (0, 2)):
+            for _ in range(admitted):
+                limit.admit()
+            for _ in range(answered):
+                limit.done(0.01, now=1.0)
+            await asyncio.sleep(IN_FLIGHT_REFRESH_SECONDS * 2)
+            seen.append(exposed())
+        return seen
+
+    assert asyncio.run(scenario()) == [3, 2, 0]
+    assert limit.in_flight == 0
