@@ -10,7 +10,7 @@ Prometheus as `:tensorflow:serving:request_count`), so its dashboards work on th
     modelservice_model_version_state{model_name, model_version, state}            1 for the version's state, else 0
     modelservice_batch_size{model, version, signature}                             items per model call (runtime.py)
     modelservice_concurrency_limit{route}                                          admitted in flight (admission.py)
-    modelservice_requests_in_flight{route}                                         admitted, not answered yet
+    modelservice_requests_in_flight{route}                                         admitted, not answered yet (50 ms)
 
 A request whose model was never resolved (an unknown name, a bad body) has empty model labels, so made-up
 names in URLs cannot multiply the series.
