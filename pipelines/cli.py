@@ -108,6 +108,13 @@ def _predict(args: argparse.Namespace) -> int:
     from serving.contract import Task, latest_version, read_metadata
 
     artifact = latest_version(args.model) or args.model
+    if not tf.saved_model.contains_saved_model(str(artifact)):
+        print(
+            f"modelservice predict: no exported model at {artifact}: give an artifact folder with numbered versions "
+            "(artifacts/classifier) or one version (artifacts/seq2seq/3)",
+            file=sys.stderr,
+        )
+        return 2
     graph = tf.saved_model.load(str(artifact))
     metadata = read_metadata(artifact)
     predict = {Task.SEQ2SEQ: _predict_texts, Task.DETECTOR: _predict_detections}.get(metadata.task, _predict_labels)

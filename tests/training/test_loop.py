@@ -245,6 +245,15 @@ def test_cli_exports_a_trained_run_and_predicts_image_files(trained_classifier, 
     assert [answer["label"] for answer in answers] == [str(label) for label in expected]
 
 
+def test_predict_on_a_folder_without_an_exported_model_says_so(tmp_path, capsys):
+    from pipelines import cli
+
+    (tmp_path / "seq2seq").mkdir()
+    assert cli.main(["predict", str(tmp_path / "seq2seq"), "hello"]) == 2
+    error = capsys.readouterr().err
+    assert f"no exported model at {tmp_path / 'seq2seq'}" in error and "artifacts/seq2seq/3" in error
+
+
 def test_pipeline_skips_training_when_an_artifact_exists(trained_classifier, capsys):
     from pipelines import classifier
 
