@@ -13,12 +13,13 @@ TF_EXTRA := $(shell nvidia-smi -L >/dev/null 2>&1 && echo gpu || echo cpu)
 # tensorflow-cpu already is under another name, so it is installed without its dependencies (it needs protobuf).
 TFSERVING_API := tensorflow-serving-api>=2.20,<2.22
 
-.PHONY: help install train serve run test lint test-container test-benchmarks test-distributed image bench clean
+.PHONY: help install train serve run test lint test-e2e test-container test-benchmarks test-distributed image bench clean
 
 help:
 	@echo "make run    create .venv, train the four model families on bundled/generated data (once), serve on http://$(HOST):$(PORT)"
 	@echo "make train  create .venv and train the four model families into artifacts/ (once), without serving"
-	@echo "make test   ruff (lint and format check), then the test suite"
+	@echo "make test   ruff (lint and format check), then the test suite (the end-to-end tests: make test-e2e)"
+	@echo "make test-e2e  the end-to-end tests: servers with their own settings, the scripts, bare TensorFlow processes, bentoml build, the browser (.ci/run runs it)"
 	@echo "make lint   ruff check and ruff format --check only"
 	@echo "make test-container  build the Docker image with the session's small models and run it (needs podman or docker)"
 	@echo "make test-benchmarks  run each benchmark script end to end on small settings (.ci/run runs it after make test)"
@@ -57,6 +58,10 @@ test: install lint
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+# Kept out of make test's 10 minutes on a 2-core machine; .ci/run runs them after it.
+test-e2e: install
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup -m e2e
 
 test-container: install
 	$(BIN)/python -m pytest -m container -rs

@@ -105,7 +105,7 @@ def _serve(args: argparse.Namespace) -> int:
 def _predict(args: argparse.Namespace) -> int:
     import tensorflow as tf
 
-    from serving.contract import Task, latest_version, read_metadata
+    from serving.contract import ArtifactError, Task, latest_version, read_metadata
 
     artifact = latest_version(args.model) or args.model
     if not tf.saved_model.contains_saved_model(str(artifact)):
@@ -115,8 +115,16 @@ def _predict(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    try:  # before the (slower) graph load: a SavedModel exported elsewhere has no metadata to say its task
+        metadata = read_metadata(artifact)
+    except ArtifactError as error:
+        print(
+            f"modelservice predict: {artifact}: {error}; predict needs the metadata that `modelservice export` "
+            "writes beside the SavedModel (it says which signature answers what)",
+            file=sys.stderr,
+        )
+        return 2
     graph = tf.saved_model.load(str(artifact))
-    metadata = read_metadata(artifact)
     predict = {Task.SEQ2SEQ: _predict_texts, Task.DETECTOR: _predict_detections}.get(metadata.task, _predict_labels)
     for line in predict(graph, metadata, args):
         print(json.dumps(line, ensure_ascii=False))

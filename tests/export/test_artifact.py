@@ -35,6 +35,7 @@ def png_bytes(image: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+@pytest.mark.e2e
 def test_bare_tensorflow_load_gives_the_keras_predictions(trained_classifier, digits, tmp_path):
     model, _, artifact = trained_classifier
     images = digits.test.images[:20]
@@ -175,6 +176,7 @@ artifact.export_artifact(Saveable(), root=sys.argv[1], metadata=METADATA)
 """
 
 
+@pytest.mark.e2e
 def test_an_export_killed_outright_leaves_no_version_and_the_next_one_clears_its_staging(tmp_path):
     project = Path(__file__).resolve().parents[2]
     process = subprocess.Popen(
@@ -205,6 +207,7 @@ def mount_namespaces_work() -> bool:
         return False
 
 
+@pytest.mark.e2e
 @pytest.mark.slow
 @pytest.mark.skipif(
     not mount_namespaces_work(),

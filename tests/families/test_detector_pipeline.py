@@ -216,6 +216,7 @@ def test_thresholds_outside_0_1_are_refused_by_the_graph(exported, scenes):
         )
 
 
+@pytest.mark.e2e
 def test_a_process_without_project_code_runs_the_artifact(trained_detector, scenes, tmp_path):
     *_, artifact = trained_detector
     image_path = tmp_path / "scene.png"
@@ -264,6 +265,7 @@ def test_a_threshold_outside_0_1_is_a_usage_error(capsys):
     assert exit_info.value.code == 2 and "not a number from 0 to 1" in capsys.readouterr().err
 
 
+@pytest.mark.e2e
 def test_cli_evaluates_and_exports_a_detector_run(trained_detector, tmp_path, capsys):
     # In this process: `python -m pipelines.cli` itself runs in tests/training/test_loop.py.
     *_, artifact = trained_detector

@@ -141,6 +141,7 @@ for width in (1, 3):
 )
 
 
+@pytest.mark.e2e
 def test_bare_tensorflow_load_gives_the_same_answers_without_project_code(trained_seq2seq):
     model, tokenizer, _, artifact = trained_seq2seq
     texts = [*ISSUE_EXAMPLES, "", "😀 ??", "x" * 200]
@@ -210,6 +211,7 @@ def test_cli_says_not_a_date_with_the_best_guess(trained_seq2seq, date_answers, 
             assert "reason" not in answer and "guess" not in answer
 
 
+@pytest.mark.e2e
 def test_cli_exports_a_seq2seq_run_and_the_script_skips_an_exported_model(trained_seq2seq, tmp_path, capsys):
     from pipelines import cli
 
@@ -236,6 +238,7 @@ def test_unknown_dataset_and_missing_data_dir_are_explained():
         seq2seq.FAMILY.load_data(seq2seq.Seq2SeqConfig(dataset="web"))
 
 
+@pytest.mark.e2e
 def test_an_interrupted_run_resumes_with_its_own_vocabulary(tmp_path):
     """(A finished run fitting its vocabulary afresh is RunFolder.side_file's rule, tested in test_family.)"""
     from pipelines.training.loop import TrainingConfig

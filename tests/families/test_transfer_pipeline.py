@@ -211,6 +211,7 @@ def test_report_compares_with_the_scratch_baseline_and_plots_both(trained_transf
         assert image.format == "PNG" and image.width > 600
 
 
+@pytest.mark.e2e
 def test_the_artifact_is_a_classifier_that_bare_tensorflow_runs(trained_transfer, digits, tmp_path):
     _, _run_dir, artifact = trained_transfer
     metadata = contract.read_metadata(artifact)
@@ -232,6 +233,7 @@ def test_the_artifact_is_a_classifier_that_bare_tensorflow_runs(trained_transfer
     np.testing.assert_allclose(answer["probabilities"], expected, atol=1e-5)
 
 
+@pytest.mark.e2e
 def test_evaluate_and_export_verbs_read_the_run(trained_transfer, tmp_path):
     _, shared_run, artifact = trained_transfer
     run_dir = shutil.copytree(shared_run, tmp_path / "run")  # evaluating rewrites the run's report and plots
@@ -255,9 +257,11 @@ def test_a_classifier_artifact_or_keras_file_is_a_backbone(trained_transfer, tmp
 # --- Served over HTTP ----------------------------------------------------------------------------------
 
 
-def test_the_transfer_model_is_served_by_classify_and_the_tf_serving_route(server, trained_transfer, digits):
+@pytest.mark.e2e  # a server of its own: the shared one serves the three other families
+def test_the_transfer_model_is_served_by_classify_and_the_tf_serving_route(trained_transfer, digits, tmp_path):
     import httpx
 
+    from serving.process import running_server
     from tests.serving.test_serving import png_bytes
 
     _, _, artifact = trained_transfer
@@ -268,19 +272,22 @@ def test_the_transfer_model_is_served_by_classify_and_the_tf_serving_route(serve
         digits.class_names[index] for index in model.predict(images.astype("float32"), verbose=0).argmax(axis=1)
     ]
 
-    upload = httpx.post(
-        server + "/classify",
-        params={"model": "transfer"},
-        files={"image": ("digit.png", png_bytes(images[0]), "image/png")},
-        timeout=30,
-    )
-    assert upload.status_code == 200, upload.text
-    assert upload.json()["model"] == {"name": "transfer", "version": str(version)}
-    assert upload.json()["predictions"][0]["label"] == expected[0]
+    env = {"MODELSERVICE_MODELS": "transfer", "MODELSERVICE_GRPC_PORT": "0"}
+    with running_server(env=env, log_path=tmp_path / "server.log") as server:
+        upload = httpx.post(
+            server + "/classify",
+            params={"model": "transfer"},
+            files={"image": ("digit.png", png_bytes(images[0]), "image/png")},
+            timeout=30,
+        )
+        assert upload.status_code == 200, upload.text
+        assert upload.json()["model"] == {"name": "transfer", "version": str(version)}
+        assert upload.json()["predictions"][0]["label"] == expected[0]
 
-    predict = httpx.post(server + "/v1/models/transfer:predict", json={"instances": images.tolist()}, timeout=30)
-    assert predict.status_code == 200, predict.text
-    assert [row["labels"] for row in predict.json()["predictions"]] == expected
+        predict = httpx.post(server + "/v1/models/transfer:predict", json={"instances": images.tolist()}, timeout=30)
+        assert predict.status_code == 200, predict.text
+        assert [row["labels"] for row in predict.json()["predictions"]] == expected
 
-    wrong = httpx.post(server + "/translate", params={"model": "transfer"}, json={"texts": ["1 May 2020"]}, timeout=30)
-    assert wrong.status_code == 400 and "classifier" in wrong.json()["error"]
+        texts = {"texts": ["1 May 2020"]}
+        wrong = httpx.post(server + "/translate", params={"model": "transfer"}, json=texts, timeout=30)
+        assert wrong.status_code == 400 and "classifier" in wrong.json()["error"]

@@ -118,6 +118,7 @@ def test_a_missing_weights_file_says_so(tmp_path):
         load_backbone("mobilenet_v2", input_size=SIZE, weights=tmp_path / "nope.weights.h5")
 
 
+@pytest.mark.e2e
 def test_offline_without_cached_imagenet_weights_is_a_clear_error(tmp_path):
     # An empty Keras cache and a proxy that refuses connections: the same as a machine without internet.
     env = {

@@ -21,6 +21,7 @@ def test_the_bento_installs_what_the_image_installs():
     assert packages == project["dependencies"] + project["optional-dependencies"]["cpu"]
 
 
+@pytest.mark.e2e
 @pytest.mark.slow
 def test_bentoml_build_packs_the_service_and_the_models_and_the_bento_serves_them(
     trained_classifier, trained_seq2seq, trained_detector, trained_transfer, date_answers, tmp_path

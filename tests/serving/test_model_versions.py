@@ -313,6 +313,7 @@ def version_states(url: str, name: str = "classifier") -> dict[str, dict]:
     return {status["version"]: status for status in answer.json()["model_version_status"]}
 
 
+@pytest.mark.e2e
 @pytest.mark.slow
 def test_the_server_starts_empty_and_picks_up_versions_labels_and_failures_while_it_runs(tmp_path, artifact, digits):
     models = tmp_path / "models"
@@ -432,6 +433,7 @@ def metric_samples(text: str) -> dict[tuple[str, tuple], float]:
     }
 
 
+@pytest.mark.e2e
 @pytest.mark.slow
 def test_the_admin_api_moves_labels_and_reloads_the_config_only_with_the_token(tmp_path, artifact, digits):
     models = tmp_path / "models"

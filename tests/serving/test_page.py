@@ -1,5 +1,5 @@
-"""The page at / and Swagger UI at /docs in a real browser: Playwright drives Debian's `chromium` against the session's
-four-model server (tests/conftest.py).
+"""The page at / and Swagger UI at /docs in a real browser: Playwright drives Debian's `chromium` against a server of
+the session's four trained models (tests/conftest.py).
 
 Each test gives the page a real input (a test digit, a drawn digit, a generated scene, a date, a corrupt file) and
 checks what it shows against what the route answers for the same input. No request may leave the server: every
@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.e2e]  # a real browser: make test-e2e
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT = 30.0
@@ -38,6 +38,17 @@ expect = playwright_sync.expect
 def chromium_path() -> str | None:
     candidates = [os.environ.get("CHROMIUM_PATH"), shutil.which("chromium"), shutil.which("chromium-browser")]
     return next((path for path in candidates if path and Path(path).exists()), None)
+
+
+@pytest.fixture(scope="module")
+def server(trained_classifier, trained_seq2seq, trained_detector, trained_transfer, tmp_path_factory) -> Iterator[str]:
+    """The shared server's models and the transfer-learned classifier, whose panel the page shows too."""
+    from serving.process import running_server
+
+    log = Path(tmp_path_factory.mktemp("page-server")) / "server.log"
+    env = {"MODELSERVICE_MODELS": "classifier,seq2seq,detector,transfer", "MODELSERVICE_GRPC_PORT": "0"}
+    with running_server(env=env, log_path=log) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

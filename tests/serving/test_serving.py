@@ -528,7 +528,7 @@ def test_v1_models_lists_every_served_model_with_versions_and_signatures(server,
     response = httpx.get(server + "/v1/models", timeout=TIMEOUT)
     assert response.status_code == 200, response.text
     listed = {model["name"]: model for model in response.json()["models"]}
-    assert set(listed) == {"classifier", "seq2seq", "detector", "transfer"}
+    assert set(listed) == {"classifier", "seq2seq", "detector"}
     metadata = {model["name"]: model for model in httpx.get(server + "/models", timeout=TIMEOUT).json()["models"]}
     for name, model in listed.items():
         assert model["task"] == metadata[name]["task"]

@@ -690,6 +690,7 @@ def test_16_concurrent_clients_mixing_sizes_thresholds_and_bad_requests(server, 
 # --- modelservice predict ------------------------------------------------------------------------
 
 
+@pytest.mark.e2e
 def test_cli_predicts_detections_in_image_files(trained_detector, graph, scene_images, tmp_path, capsys):
     from pipelines import cli
 

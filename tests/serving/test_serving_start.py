@@ -298,6 +298,7 @@ def serving_command(*options: str, env: dict[str, str] | None = None) -> subproc
     )
 
 
+@pytest.mark.e2e
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("case", "reason"),
@@ -334,6 +335,7 @@ def test_the_server_refuses_to_start_with_exit_status_2_and_says_why(model_dir, 
     assert "serving" not in finished.stdout
 
 
+@pytest.mark.e2e
 @pytest.mark.slow
 def test_the_server_serves_a_folder_with_limits_from_the_environment(model_dir, tmp_path, digits):
     port = free_port()
@@ -370,6 +372,7 @@ def test_the_server_serves_a_folder_with_limits_from_the_environment(model_dir, 
 # --- stopping -------------------------------------------------------------------------------------
 
 
+@pytest.mark.e2e
 def test_sigterm_drains_then_stops_the_server_within_seconds(model_dir, digits, tmp_path):
     """SIGTERM under load: the server keeps answering while a load balancer would notice (/readyz 503, every
     answer with Connection: close; gRPC health NOT_SERVING), stops once its clients have gone, and no request it

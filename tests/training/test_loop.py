@@ -217,6 +217,7 @@ def test_every_script_has_help(args, expected, capsys):
     assert exit_info.value.code == 0 and expected in capsys.readouterr().out
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize(
     "args, expected",
     [(("pipelines.detector", "--help"), "--score-threshold"), (("pipelines.cli", "serve", "--help"), "--model-dir")],
@@ -226,6 +227,7 @@ def test_scripts_run_as_modules(args, expected):
     assert result.returncode == 0 and expected in result.stdout
 
 
+@pytest.mark.e2e
 def test_cli_exports_a_trained_run_and_predicts_image_files(trained_classifier, digits, tmp_path, capsys):
     from PIL import Image
 
@@ -252,6 +254,18 @@ def test_predict_on_a_folder_without_an_exported_model_says_so(tmp_path, capsys)
     assert cli.main(["predict", str(tmp_path / "seq2seq"), "hello"]) == 2
     error = capsys.readouterr().err
     assert f"no exported model at {tmp_path / 'seq2seq'}" in error and "artifacts/seq2seq/3" in error
+
+
+def test_predict_on_a_savedmodel_without_our_metadata_says_what_is_missing(tmp_path, capsys):
+    import tensorflow as tf
+
+    from pipelines import cli
+
+    version = tmp_path / "elsewhere" / "1"
+    tf.saved_model.save(tf.Module(), str(version))
+    assert cli.main(["predict", str(version.parent), "hello"]) == 2
+    error = capsys.readouterr().err
+    assert f"{version}: metadata.json is missing" in error and "modelservice export" in error
 
 
 def test_pipeline_skips_training_when_an_artifact_exists(trained_classifier, capsys):

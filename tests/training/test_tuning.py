@@ -73,6 +73,7 @@ def read_table(folder: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
+@pytest.mark.e2e
 @pytest.mark.slow
 def test_search_writes_the_table_plot_and_best_config_and_resumes_with_only_the_new_trials(tmp_path, capsys):
     project = tmp_path / "tune"
