@@ -76,6 +76,7 @@ def test_untrained_outputs_are_not_trivial(model_and_graph, tokenizer):
     assert any(len(text) <= MAX_OUTPUT_LENGTH for text in texts)
 
 
+@pytest.mark.benchmark  # measures: make test-benchmarks
 def test_measure_report_and_plot(model_and_graph, tokenizer, tmp_path, monkeypatch):
     monkeypatch.setattr(common, "MIN_TIMED_SECONDS", 0.0)  # one pass is enough to check the bookkeeping
     model, graph = model_and_graph

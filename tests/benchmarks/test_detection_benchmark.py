@@ -117,6 +117,7 @@ def test_letterbox_matches_the_graph(pictures):
         assert fitted.original_size == picture.shape[:2]
 
 
+@pytest.mark.benchmark  # measures: make test-benchmarks
 def test_measure_report_and_plot(model, images, tmp_path, monkeypatch):
     monkeypatch.setattr(common, "MIN_TIMED_SECONDS", 0.0)  # one pass is enough to check the bookkeeping
     exported = exported_like(model, 20)  # kept referenced: its tf.functions hold it weakly
