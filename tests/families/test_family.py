@@ -113,6 +113,7 @@ def loaded_modules(*argv: str) -> set[str]:
     return set(finished.stdout.split())
 
 
+@pytest.mark.e2e  # a process of its own
 def test_the_cli_imports_a_family_only_when_a_command_needs_it():
     help_modules = loaded_modules("--help")
     assert not {f"pipelines.{name}" for name in NAMES} & help_modules

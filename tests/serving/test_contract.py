@@ -416,6 +416,7 @@ def test_the_block_works(tmp_path):
 
 
 @pytest.mark.slow  # imports TensorFlow and BentoML: seconds
+@pytest.mark.e2e  # a process of its own
 def test_serving_imports_nothing_from_the_training_code(tmp_path):
     code = textwrap.dedent(
         """

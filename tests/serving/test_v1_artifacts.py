@@ -88,6 +88,7 @@ def png(pixels: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+@pytest.mark.e2e  # the schema-1 server: a server of its own
 def test_models_lists_the_migrated_metadata(server, metadata):
     response = httpx.get(server + "/models", timeout=TIMEOUT)
     assert response.status_code == 200, response.text
@@ -99,6 +100,7 @@ def test_models_lists_the_migrated_metadata(server, metadata):
         assert (model["task"], model["version"], model["schema_version"]) == (name, 1, 1)
 
 
+@pytest.mark.e2e
 def test_classify_json_pixels(server, metadata):
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, size=(3, 8, 8)).tolist()
@@ -114,6 +116,7 @@ def test_classify_json_pixels(server, metadata):
         assert len(prediction["top_k"]) == 5 and prediction["top_k"][0]["label"] == prediction["label"]
 
 
+@pytest.mark.e2e
 def test_classify_an_uploaded_png(server):
     image = png(np.full((8, 8), 200))
     response = httpx.post(server + "/classify", files={"image": ("digit.png", image, "image/png")}, timeout=TIMEOUT)
@@ -122,6 +125,7 @@ def test_classify_an_uploaded_png(server):
     assert len(response.json()["predictions"]) == 1
 
 
+@pytest.mark.e2e
 def test_translate_with_a_beam_width(server):
     response = httpx.post(server + "/translate", json={"texts": ["20.01.2023"], "beam_width": 2}, timeout=TIMEOUT)
     assert response.status_code == 200, response.text
@@ -134,6 +138,7 @@ def test_translate_with_a_beam_width(server):
     assert prediction["beams"][0]["text"] == prediction["text"]
 
 
+@pytest.mark.e2e
 def test_translate_checks_the_beam_width_against_the_metadata(server, metadata):
     highest = metadata["seq2seq"].decoding.max_beam_width
     response = httpx.post(
@@ -143,6 +148,7 @@ def test_translate_checks_the_beam_width_against_the_metadata(server, metadata):
     assert f"from 1 to {highest}" in response.json()["expected"]
 
 
+@pytest.mark.e2e
 def test_translate_asked_for_attention_says_this_version_has_none(server):
     body = {"texts": ["20.01.2023"], "attention": True}
     response = httpx.post(server + "/translate", json=body, timeout=TIMEOUT)
@@ -152,6 +158,7 @@ def test_translate_asked_for_attention_says_this_version_has_none(server):
     assert "re-export" in error["expected"]
 
 
+@pytest.mark.e2e
 def test_detect_json_pixels(server, metadata):
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, size=(2, 48, 80, 1)).tolist()  # not the model's own size: letterboxed
@@ -169,6 +176,7 @@ def test_detect_json_pixels(server, metadata):
             assert len(detection["box"]) == 4 and detection["label"] in labels
 
 
+@pytest.mark.e2e
 def test_detect_an_uploaded_png(server):
     image = png(np.zeros((40, 40), np.uint8))
     response = httpx.post(server + "/detect", files={"image": ("scene.png", image, "image/png")}, timeout=TIMEOUT)
@@ -177,6 +185,7 @@ def test_detect_an_uploaded_png(server):
     assert set(response.json()["predictions"][0]) == {"detections"}
 
 
+@pytest.mark.e2e
 def test_tfserving_predict_on_the_default_signature(server):
     response = httpx.post(server + "/v1/models/seq2seq:predict", json={"instances": ["20.01.2023"]}, timeout=TIMEOUT)
     assert response.status_code == 200, response.text
@@ -187,6 +196,7 @@ def test_tfserving_predict_on_the_default_signature(server):
     assert status["model_version_status"][0]["version"] == "1"
 
 
+@pytest.mark.e2e
 def test_tfserving_predict_with_image_bytes(server):
     body = {
         "signature_name": "classify_image_bytes",
