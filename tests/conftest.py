@@ -79,19 +79,23 @@ def shared_builds_in_parallel(request: pytest.FixtureRequest) -> None:
     if workers < 2:
         return
     needed = [name for name in SHARED_BUILD_SECONDS if any(name in item.fixturenames for item in request.session.items)]
-    rank = int(os.environ["PYTEST_XDIST_WORKER"].removeprefix("gw"))
-    shares = shares_of_builds(needed, workers)
     if workers == 2 and any(_in_server_group(item) for item in request.session.items):
         first_test = getattr(request, "_pyfuncitem", None)  # the test that this worker runs first
         rank = 0 if first_test is not None and _in_server_group(first_test) else 1
-        server_shares = shares_of_builds([name for name in needed if name in SERVER_BUILDS], workers)
-        shares = [server_shares[0], server_shares[1] + [name for name in needed if name not in SERVER_BUILDS]]
+        shares = shares_of_builds([name for name in needed if name in SERVER_BUILDS], workers)
+        shares[1] += [name for name in needed if name not in SERVER_BUILDS]
+    else:
+        rank = int(os.environ["PYTEST_XDIST_WORKER"].removeprefix("gw"))
+        shares = shares_of_builds(needed, workers)
     for name in shares[rank]:
         request.getfixturevalue(name)
 
 
+SERVER_GROUP = "server"  # the xdist group of the shared server's tests
+
+
 def _in_server_group(item: pytest.Item) -> bool:
-    return any(marker.args == ("server",) for marker in item.iter_markers("xdist_group"))
+    return any(marker.args == (SERVER_GROUP,) for marker in item.iter_markers("xdist_group"))
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
@@ -100,7 +104,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     one worker, which starts the server once."""
     for item in items:
         if "server" in getattr(item, "fixturenames", ()) and item.get_closest_marker("xdist_group") is None:
-            item.add_marker(pytest.mark.xdist_group("server"))
+            item.add_marker(pytest.mark.xdist_group(SERVER_GROUP))
 
 
 @pytest.hookimpl(trylast=True)

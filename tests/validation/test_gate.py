@@ -2,6 +2,7 @@
 versions, and what serving does with the verdict."""
 
 import argparse
+import dataclasses
 import json
 import re
 import time
@@ -167,13 +168,14 @@ def accuracy(trained_classifier) -> float:
 
 def loose(accuracy: float, *, load_check: bool = False, **changes) -> GateOptions:
     """Floors under what the test classifier reaches, so that only the check a test is about can fail. The load
-    check in a fresh process (a TensorFlow import: ~8 s of CPU here) runs where a test is about it. Latency gets
-    no change threshold and 20 calls: two copies of one model, timed while the other xdist worker trained, were
-    once 2x apart."""
+    check in a fresh process (a TensorFlow import: ~8 s of CPU here) runs where a test is about it. Latency keeps
+    its ceiling but gets no change threshold, and 20 calls: a copy of a version compared with that version
+    failed once, and timing while the other xdist worker trains is the only check that can tell two copies
+    apart."""
     thresholds = Thresholds(
         quality=MetricThreshold(lower=accuracy - 0.1, change=ChangeThreshold(absolute=0.005)),
         groups=MetricThreshold(lower=0.0),
-        latency_p99_ms=MetricThreshold(upper=10_000.0, direction=Direction.LOWER),
+        latency_p99_ms=dataclasses.replace(DEFAULTS.latency_p99_ms, change=None),
         latency_calls=20,
     )
     return GateOptions(thresholds, load_check=load_check, **changes)
