@@ -48,14 +48,16 @@ def first_answer(target: str, path: str, body: bytes) -> str | None:
     return None
 
 
-def run(target: str, path: str, body: bytes, *, connections: int, seconds: float, timeout_s: float = 30.0) -> Level:
-    """`connections` clients, each one connection with one call in flight at a time, for `seconds`."""
+def run(
+    target: str, path: str, body: bytes, *, connections: int, seconds: float, streams: int = 1, timeout_s: float = 30.0
+) -> Level:
+    """`connections` clients, each one connection with `streams` calls in flight at a time, for `seconds`."""
     with tempfile.TemporaryDirectory(prefix="h2load-") as folder:
         data, log = Path(folder) / "body.bin", Path(folder) / "calls.log"
         data.write_bytes(body)
         command = [
             executable(),
-            *("--threads", "1", "--clients", str(connections), "--max-concurrent-streams", "1"),
+            *("--threads", "1", "--clients", str(connections), "--max-concurrent-streams", str(streams)),
             *("--duration", f"{max(1, round(seconds))}", "--connection-inactivity-timeout", f"{timeout_s:g}"),
             *("--header", f"content-type: {GRPC_TYPE}", "--header", "te: trailers"),
             *("--data", str(data), "--log-file", str(log)),
@@ -74,7 +76,7 @@ def run(target: str, path: str, body: bytes, *, connections: int, seconds: float
     latencies = sorted(int(duration) / 1000 for _, _, duration in calls)
     duration = (max(ends) - min(starts)) / 1e6 if calls else 0.0
     return Level(
-        connections=connections,
+        connections=connections * streams,  # the calls in flight, as wrk's connections are
         requests=len(calls),
         seconds=round(duration, 3),
         rps=len(calls) / duration if duration else 0.0,

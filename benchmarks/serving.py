@@ -76,6 +76,7 @@ class Scenario:
     content_type: str  # h2load.GRPC_TYPE: gRPC calls on the server's gRPC port, sent by h2load; else wrk
     bodies: str  # a key of the bodies built by `request_bodies`
     what: str
+    one_connection: bool = False  # gRPC: every call in flight on one connection (a client's one channel)
 
 
 SCENARIOS: dict[str, Scenario] = {
@@ -90,6 +91,9 @@ SCENARIOS: dict[str, Scenario] = {
         "service", "/v1/models/{classifier}:predict", JSON_TYPE, "digits", "TF Serving REST :predict"
     ),
     "classify-grpc": Scenario("service", GRPC_PREDICT, h2load.GRPC_TYPE, "digit_calls", "gRPC Predict"),
+    "classify-grpc-1ch": Scenario(
+        "service", GRPC_PREDICT, h2load.GRPC_TYPE, "digit_calls", "gRPC Predict, one channel", one_connection=True
+    ),
     "grpc-ceiling": Scenario("ceiling", GRPC_PREDICT, h2load.GRPC_TYPE, "digit_calls", "grpcio, no model"),
     "classify-json-64": Scenario("service", "/classify", JSON_TYPE, "digit_batches", "POST /classify, 64 digits"),
     "classify-grpc-64": Scenario("service", GRPC_PREDICT, h2load.GRPC_TYPE, "digit_batch_calls", "gRPC, 64 digits"),
@@ -423,21 +427,31 @@ def measure_server(server: str, names: list[str], context: dict[str, Any], args:
                 print(f"[{name}] the first request failed, skipping: {problem}")
                 continue
             for connections in args.levels:
-                row = {"scenario": name, **measure_level(url, load, connections, args, grpc_target)}
+                one_connection = SCENARIOS[name].one_connection
+                row = {"scenario": name, **measure_level(url, load, connections, args, grpc_target, one_connection)}
                 rows.append(row)
                 print(f"[{name}] {row_text(row)}")
     return rows
 
 
 def measure_level(
-    url: str, load: wrk.Load, connections: int, args: argparse.Namespace, grpc_target: str | None = None
+    url: str,
+    load: wrk.Load,
+    connections: int,
+    args: argparse.Namespace,
+    grpc_target: str | None = None,
+    one_connection: bool = False,
 ) -> dict[str, Any]:
     """wrk's (or for gRPC h2load's) figures after --warmup unmeasured seconds, the server's CPU cores and its mean
-    model-call batch; gRPC calls that failed counted on the server's metrics."""
+    model-call batch; gRPC calls that failed counted on the server's metrics. `one_connection`: gRPC's calls in
+    flight (`connections` of them) share one connection, as one client channel's do."""
 
     def load_for(seconds: float) -> wrk.Level:
         if load.content_type == h2load.GRPC_TYPE:
-            return h2load.run(grpc_target, load.path, load.bodies[0], connections=connections, seconds=seconds)
+            clients, streams = (1, connections) if one_connection else (connections, 1)
+            return h2load.run(
+                grpc_target, load.path, load.bodies[0], connections=clients, streams=streams, seconds=seconds
+            )
         return wrk.run(url, load, connections=connections, seconds=seconds)
 
     if args.warmup:

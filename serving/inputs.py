@@ -262,22 +262,36 @@ def pixel_batch(instances: Any, *, dtype: str = "float32", booleans_possible: bo
 
 
 def pixel_tensor(batch: np.ndarray, name: str) -> np.ndarray:
-    """A gRPC client's N×H×W×C pixel tensor, checked as JSON pixels are: its size, channels, and values."""
-    expected = f"{name!r}: a batch of 1–{MAX_BATCH} images, N×H×W×C with C in 1, 3 or 4, values 0–255"
+    """A gRPC client's N×H×W×C pixel tensor, checked as JSON pixels are: its size, channels, and values.
+
+    The messages are only written for a tensor that fails: a small call's checks are on every call's path."""
     count, height, width, channels = batch.shape
     if count > MAX_BATCH:
-        raise InputError(f"batch of {count} images is over the limit of {MAX_BATCH}", expected=expected, status=413)
+        raise InputError(
+            f"batch of {count} images is over the limit of {MAX_BATCH}", expected=_tensor_expected(name), status=413
+        )
     if count == 0:
-        raise InputError(f"empty batch: {name!r} has no images", expected=expected)
+        raise InputError(f"empty batch: {name!r} has no images", expected=_tensor_expected(name))
     if channels not in (1, 3, 4):
-        raise InputError(f"{name!r} has {channels} channels (shape {list(batch.shape)})", expected=expected)
-    _check_size(height, width, f"{name!r} (shape {list(batch.shape)})")
-    if batch.dtype.kind == "f" and not np.isfinite(batch).all():
-        raise InputError(f"{name!r} contains NaN or infinite values", expected="finite numbers 0–255")
+        raise InputError(
+            f"{name!r} has {channels} channels (shape {list(batch.shape)})", expected=_tensor_expected(name)
+        )
+    if not _size_ok(height, width):
+        _check_size(height, width, f"{name!r} (shape {list(batch.shape)})")
+    if batch.dtype == np.uint8:
+        return batch
     low, high = batch.min(), batch.max()
-    if low < 0 or high > 255:
-        raise InputError(f"{name!r} has values outside 0–255 (min {low:g}, max {high:g})", expected=expected)
+    if not (low >= 0 and high <= 255):  # NaN fails both comparisons
+        if batch.dtype.kind == "f" and not np.isfinite(batch).all():
+            raise InputError(f"{name!r} contains NaN or infinite values", expected="finite numbers 0–255")
+        raise InputError(
+            f"{name!r} has values outside 0–255 (min {low:g}, max {high:g})", expected=_tensor_expected(name)
+        )
     return batch
+
+
+def _tensor_expected(name: str) -> str:
+    return f"{name!r}: a batch of 1–{MAX_BATCH} images, N×H×W×C with C in 1, 3 or 4, values 0–255"
 
 
 def may_hold_booleans(body: bytes) -> bool:
@@ -348,15 +362,20 @@ def _has_non_numbers(instance: Any) -> bool:
     return False
 
 
+def _size_ok(height: int, width: int) -> bool:
+    return height > 0 and width > 0 and max(height, width) <= MAX_IMAGE_SIDE and height * width <= MAX_IMAGE_PIXELS
+
+
 def _check_size(height: int, width: int, where: str) -> None:
+    if _size_ok(height, width):
+        return
     if height < 1 or width < 1:
         raise InputError(f"{where} is empty ({height}×{width})", expected="an image at least 1×1")
-    if max(height, width) > MAX_IMAGE_SIDE or height * width > MAX_IMAGE_PIXELS:
-        raise InputError(
-            f"{where} is {width}×{height} pixels, over the limit",
-            expected=f"images at most {MAX_IMAGE_SIDE} pixels on a side",
-            status=413,
-        )
+    raise InputError(
+        f"{where} is {width}×{height} pixels, over the limit",
+        expected=f"images at most {MAX_IMAGE_SIDE} pixels on a side",
+        status=413,
+    )
 
 
 class DecodeBudget:

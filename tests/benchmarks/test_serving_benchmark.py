@@ -88,6 +88,16 @@ def test_every_request_body_is_answered_by_the_real_service(server, grpc_port, t
 
 
 @needs_h2load
+def test_h2load_puts_a_one_channel_scenarios_calls_on_one_connection(server, grpc_port):
+    body = serving.request_bodies([], "classifier", count=1)["digit_calls"][0]
+    scenario = serving.SCENARIOS["classify-grpc-1ch"]
+    assert scenario.one_connection and not serving.SCENARIOS["classify-grpc"].one_connection
+    level = h2load.run(f"http://127.0.0.1:{grpc_port}", scenario.path, body, connections=1, streams=8, seconds=1)
+    assert level.connections == 8  # the calls in flight, the figure wrk's rows give as connections
+    assert level.errors == 0 and level.requests > 20
+
+
+@needs_h2load
 def test_h2load_sends_grpc_calls_and_the_server_counts_them(server, grpc_port):
     body = serving.request_bodies([], "classifier", count=1)["digit_calls"][0]
     path = serving.SCENARIOS["classify-grpc"].path

@@ -24,6 +24,8 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
+from serving.inputs import InputError
+
 pytestmark = pytest.mark.slow
 
 TIMEOUT = 30.0
@@ -379,3 +381,50 @@ def test_grpc_and_json_requests_for_one_signature_join_the_same_batcher(trained_
     np.testing.assert_array_equal(grpc_answer["labels"], json_answer["labels"])
     assert sum(runtime.batch_sizes()) == 4
     runtime.close()
+
+
+# --- the per-call conversions, without a server ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("pixels", "message"),
+    [
+        (np.full((1, 8, 8, 1), np.nan, np.float32), "'images' contains NaN or infinite values"),
+        (np.full((1, 8, 8, 1), np.inf, np.float32), "'images' contains NaN or infinite values"),
+        (np.full((1, 8, 8, 1), -1, np.float32), "'images' has values outside 0–255 (min -1, max -1)"),
+        (np.zeros((1, 8, 8, 2), np.float32), "'images' has 2 channels (shape [1, 8, 8, 2])"),
+        (np.zeros((0, 8, 8, 1), np.float32), "empty batch: 'images' has no images"),
+        (np.zeros((1, 5000, 1, 1), np.uint8), "'images' (shape [1, 5000, 1, 1]) is 1×5000 pixels, over the limit"),
+    ],
+)
+def test_a_pixel_tensor_that_fails_its_checks_says_why(pixels, message):
+    from serving.inputs import pixel_tensor
+
+    with pytest.raises(InputError) as error:
+        pixel_tensor(pixels, "images")
+    assert error.value.message == message
+
+
+def test_a_pixel_tensor_in_range_is_passed_through_unchanged():
+    from serving.inputs import pixel_tensor
+
+    for pixels in (np.arange(64, dtype=np.uint8).reshape(1, 8, 8, 1) * 4, np.full((2, 8, 8, 3), 255.0, np.float32)):
+        assert pixel_tensor(pixels, "images") is pixels
+
+
+def test_outputs_are_written_into_the_response_as_tf_make_tensor_proto_writes_them():
+    from serving.grpc_api import fill_tensor
+
+    outputs = {
+        "scores": np.array([[0.25, 0.5]], np.float32),
+        "class_ids": np.array([3, 1], np.int32),
+        "labels": np.array([[b"3", b"one"]], dtype=object),
+    }
+    response = predict_pb2.PredictResponse()
+    for key, array in outputs.items():
+        fill_tensor(response.outputs[key], array)
+    for key, array in outputs.items():
+        expected = tf.make_tensor_proto(array)
+        assert response.outputs[key].dtype == expected.dtype, key
+        assert response.outputs[key].tensor_shape == expected.tensor_shape, key
+        np.testing.assert_array_equal(tf.make_ndarray(response.outputs[key]), array)
