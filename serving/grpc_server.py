@@ -10,6 +10,10 @@ them), each taking calls on its own. At 64 clients in `benchmarks/serving.py`: a
 answered 8,800 calls/s (grpc-ceiling), against 2,500-2,800 from grpcio's thread-pool server, which handed each call
 from a pool thread to the loop and back; the service's Predict went from 1,000-1,200 to 3,600 calls/s; 64
 acceptors gave batches of 15 and 1,700-2,200 calls/s in a slower hour where 16 gave 12 and 1,700-1,900.
+The kernel spreads connections, not calls: the calls of one client channel (one connection) all reach one
+acceptor, which takes them one at a time, so 64 calls in flight on one channel got half of what 64 channels got
+(843 against 1,665 calls/s, 2026-12-04; `classify-grpc-1ch` in the benchmark). Clients that need the most calls
+per second open a few channels, as gRPC's performance guide advises for any server.
 It serves TF Serving's PredictionService and ModelService (`serving.grpc_api`) and
 the standard health service (`grpc.health.v1.Health`: SERVING once a model version is AVAILABLE, NOT_SERVING
 from the start of a drain), on MODELSERVICE_GRPC_PORT (TF Serving's 8500 by default; 0: off).
