@@ -126,10 +126,10 @@ class Services:
                 expected=f"inputs of at most {self.max_message_bytes} bytes (MODELSERVICE_GRPC_MAX_MESSAGE_MB)",
                 status=413,
             )
-        if tensor.tensor_content and check.numpy_dtype is not None:
-            # As clients' `tf.make_tensor_proto` sends arrays: a fifth of the time `tf.make_ndarray` takes.
-            return np.frombuffer(tensor.tensor_content, check.numpy_dtype).reshape(shape)
         try:
+            if tensor.tensor_content and check.numpy_dtype is not None:
+                # As clients' `tf.make_tensor_proto` sends arrays: a fifth of the time `tf.make_ndarray` takes.
+                return np.frombuffer(tensor.tensor_content, check.numpy_dtype).reshape(shape)
             return tf.make_ndarray(tensor)
         except (TypeError, ValueError) as error:
             problem = f"input {name!r} is not a valid TensorProto: {error}"

@@ -428,3 +428,19 @@ def test_outputs_are_written_into_the_response_as_tf_make_tensor_proto_writes_th
         assert response.outputs[key].dtype == expected.dtype, key
         assert response.outputs[key].tensor_shape == expected.tensor_shape, key
         np.testing.assert_array_equal(tf.make_ndarray(response.outputs[key]), array)
+
+
+@pytest.mark.parametrize("content", [b"\x00" * 3, b"\x00" * 4 * 63], ids=["not whole floats", "too few floats"])
+def test_tensor_content_that_does_not_fill_its_shape_is_the_clients_mistake(content):
+    from tensorflow.core.framework import tensor_pb2, types_pb2
+
+    from serving.grpc_api import Services, TensorCheck
+
+    tensor = tensor_pb2.TensorProto(dtype=types_pb2.DT_FLOAT, tensor_content=content)
+    for size in (1, 8, 8, 1):
+        tensor.tensor_shape.dim.add(size=size)
+    check = TensorCheck.of(tf.TensorSpec([None, None, None, None], tf.float32, name="images"))
+    with pytest.raises(InputError) as error:
+        Services(None, MAX_MESSAGE_BYTES).array(tensor, check, "images")
+    assert error.value.message.startswith("input 'images' is not a valid TensorProto")
+    assert error.value.status == 400
