@@ -426,8 +426,8 @@ def measure_server(server: str, names: list[str], context: dict[str, Any], args:
             if problem := first_answer(url, load, grpc_target):
                 print(f"[{name}] the first request failed, skipping: {problem}")
                 continue
+            one_connection = SCENARIOS[name].one_connection
             for connections in args.levels:
-                one_connection = SCENARIOS[name].one_connection
                 row = {"scenario": name, **measure_level(url, load, connections, args, grpc_target, one_connection)}
                 rows.append(row)
                 print(f"[{name}] {row_text(row)}")

@@ -276,8 +276,7 @@ def pixel_tensor(batch: np.ndarray, name: str) -> np.ndarray:
         raise InputError(
             f"{name!r} has {channels} channels (shape {list(batch.shape)})", expected=_tensor_expected(name)
         )
-    if not _size_ok(height, width):
-        _check_size(height, width, f"{name!r} (shape {list(batch.shape)})")
+    _check_size(height, width, f"{name!r} (shape {list(batch.shape)})")
     if batch.dtype == np.uint8:
         return batch
     low, high = batch.min(), batch.max()
@@ -362,20 +361,15 @@ def _has_non_numbers(instance: Any) -> bool:
     return False
 
 
-def _size_ok(height: int, width: int) -> bool:
-    return height > 0 and width > 0 and max(height, width) <= MAX_IMAGE_SIDE and height * width <= MAX_IMAGE_PIXELS
-
-
 def _check_size(height: int, width: int, where: str) -> None:
-    if _size_ok(height, width):
-        return
     if height < 1 or width < 1:
         raise InputError(f"{where} is empty ({height}×{width})", expected="an image at least 1×1")
-    raise InputError(
-        f"{where} is {width}×{height} pixels, over the limit",
-        expected=f"images at most {MAX_IMAGE_SIDE} pixels on a side",
-        status=413,
-    )
+    if max(height, width) > MAX_IMAGE_SIDE or height * width > MAX_IMAGE_PIXELS:
+        raise InputError(
+            f"{where} is {width}×{height} pixels, over the limit",
+            expected=f"images at most {MAX_IMAGE_SIDE} pixels on a side",
+            status=413,
+        )
 
 
 class DecodeBudget:
