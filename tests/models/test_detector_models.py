@@ -27,6 +27,21 @@ def test_grid_follows_the_downsampling(downsamplings, grid):
     assert model.output_shape == (None, grid, grid * 3 // 4, 2, 7)
 
 
+@pytest.mark.parametrize("head_convolutions", [0, 1, 2])
+def test_head_convolutions_sit_between_the_last_stage_and_the_predictions(head_convolutions):
+    model = build_yolo(
+        input_shape=(32, 32, 1), num_classes=2, num_anchors=1, base_filters=4, downsamplings=2,
+        head_convolutions=head_convolutions,
+    )  # fmt: skip
+    convolutions = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+    assert len(convolutions) == 1 + 2 * 3 + head_convolutions + 1  # stem, stages, head, predictions
+    head = [layer.name for layer in convolutions if layer.name.startswith("head")]
+    assert len(head) == head_convolutions and all(layer.kernel_size == (3, 3) for layer in convolutions[7:-1])
+    fed_by = "stage2_res0_add" if head_convolutions == 0 else "head_act" if head_convolutions == 1 else "head2_act"
+    assert model.get_layer("predictions").input is model.get_layer(fed_by).output
+    assert model.output_shape == (None, 8, 8, 1, 7)
+
+
 def test_indivisible_input_is_refused():
     with pytest.raises(ValueError, match="divisible by 16"):
         build_yolo(input_shape=(100, 128, 1))
