@@ -97,7 +97,7 @@ def build_yolo(
         x = conv_block(x, filters, strides=2, momentum=batch_norm_momentum, name=f"down{stage}")
         for block in range(residual_blocks):
             x = residual_block(x, filters, momentum=batch_norm_momentum, name=f"stage{stage}_res{block}")
-    for index in range(head_convolutions):
+    for index in range(head_convolutions):  # the first keeps the name the single head convolution always had
         x = conv_block(x, filters, momentum=batch_norm_momentum, name="head" if index == 0 else f"head{index + 1}")
     outputs = layers.Conv2D(
         num_anchors * (5 + num_classes),
