@@ -39,6 +39,7 @@ from serving.admission import AdaptiveLimit
 
 Endpoint = Callable[..., Awaitable[Any]]
 ROUTE_KEY = "modelservice.route"  # where `__call__` leaves the matched route for `respond`
+METRICS_PATH = "/metrics"  # BentoML's Prometheus endpoint
 
 
 class FastPath:
@@ -90,6 +91,14 @@ class FastPath:
                     scope[ROUTE_KEY] = (endpoint, template, match.groupdict())
                     await self.respond(scope, receive, send)
                     return
+            if scope["path"] == METRICS_PATH:  # a scrape sees every request answered before it
+                metrics.flush_requests()
+        elif scope["type"] == "lifespan":
+            try:
+                await self.app(scope, receive, send)
+            finally:  # the worker stops: the requests of its last moments are written too
+                metrics.flush_requests()
+            return
         await self.app(scope, receive, send)
 
     @property

@@ -14,13 +14,24 @@ Prometheus as `:tensorflow:serving:request_count`), so its dashboards work on th
 
 A request whose model was never resolved (an unknown name, a bad body) has empty model labels, so made-up
 names in URLs cannot multiply the series.
+
+Requests are tallied in the worker's memory and written to prometheus_client's shared memory files at most
+every `REQUEST_FLUSH_SECONDS`, before every scrape of /metrics, and when the worker stops. Each write takes a
+lock and a getpid(), and a request took three (the count, the latency's sum and its bucket): 4.1-4.6 µs a
+request against 0.5-0.6 µs tallied (50,000 in a loop), and /classify JSON at 64 connections answered a
+median 1.09x the requests of the same server writing each one (8 paired rounds, 2026-12-04, the 2-core
+AVX-512 machine).
 """
 
+import asyncio
+import bisect
 import functools
+import math
 from enum import StrEnum
 
 from prometheus_client import Counter, Gauge, Histogram
 
+LATENCY_BOUNDS = (*(250.0 * 2**power for power in range(16)), math.inf)  # 250 µs to about 8 s, then the rest
 REQUESTS = Counter(
     ":tensorflow:serving:request_count",
     "Inference requests, by model version, route and HTTP status",
@@ -30,7 +41,7 @@ LATENCY = Histogram(
     ":tensorflow:serving:request_latency",
     "Inference request latency in microseconds, from the request's arrival to its answer",
     ["model_name", "model_version", "route"],
-    buckets=[250 * 2**power for power in range(16)],  # 250 µs to about 8 s
+    buckets=LATENCY_BOUNDS[:-1],
 )
 LOADS = Counter(
     ":tensorflow:cc:saved_model:load_attempt_count",
@@ -60,16 +71,65 @@ CONCURRENCY_LIMITS = Gauge(
 )
 
 
-def observe_request(model: tuple[str, str] | None, route: str, status: int, seconds: float) -> None:
-    count, latency = _request_series(*(model or ("", "")), route, status)
-    count.inc()
-    latency.observe(seconds * 1e6)
+REQUEST_FLUSH_SECONDS = 0.05
+SeriesKey = tuple[str, str, str, str]  # model name, version, route, status
+
+
+class RequestTally:
+    """Request counts and latency histograms since the last write to the shared series."""
+
+    def __init__(self) -> None:
+        self.pending: dict[SeriesKey, list] = {}  # key → [count, latency sum µs, count per bucket]
+        self.flush_due = False
+
+    def observe(self, key: SeriesKey, microseconds: float) -> None:
+        tally = self.pending.get(key)
+        if tally is None:
+            tally = self.pending[key] = [0, 0.0, [0] * len(LATENCY_BOUNDS)]
+        tally[0] += 1
+        tally[1] += microseconds
+        tally[2][bisect.bisect_left(LATENCY_BOUNDS, microseconds)] += 1  # the first bound >= it, as observe()
+        if self.flush_due:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no event loop to come back: written at once
+            self.flush()
+            return
+        self.flush_due = True
+        loop.call_later(REQUEST_FLUSH_SECONDS, self.flush)
+
+    def flush(self) -> None:
+        self.flush_due = False
+        pending, self.pending = self.pending, {}
+        for key, (count, total, buckets) in pending.items():
+            requests, latency = _request_series(*key)
+            requests.inc(count)
+            # Histogram has no bulk observe: its sum and per-bucket values take the window's totals
+            # (test_request_metrics_match_prometheus_clients_own_observe keeps this in step with observe()).
+            latency._sum.inc(total)
+            for bucket, observed in zip(latency._buckets, buckets):
+                if observed:
+                    bucket.inc(observed)
+
+
+REQUESTS_SEEN = RequestTally()
+
+
+def observe_request(model: tuple[str, str] | None, route: str, status: int | str, seconds: float) -> None:
+    """One answered request, in the shared series within REQUEST_FLUSH_SECONDS."""
+    REQUESTS_SEEN.observe((*(model or ("", "")), route, str(status)), seconds * 1e6)
+
+
+def flush_requests() -> None:
+    """Write the requests tallied so far to the shared series now (a scrape, a stop)."""
+    REQUESTS_SEEN.flush()
 
 
 @functools.lru_cache(maxsize=4096)
-def _request_series(name: str, version: str, route: str, status: int) -> tuple[Counter, Histogram]:
-    # `labels()` looks the series up under a lock on every call: a tenth of an inference request's own CPU.
-    return REQUESTS.labels(name, version, route, str(status)), LATENCY.labels(name, version, route)
+def _request_series(name: str, version: str, route: str, status: str) -> tuple[Counter, Histogram]:
+    # `labels()` looks the series up under a lock on every call.
+    return REQUESTS.labels(name, version, route, status), LATENCY.labels(name, version, route)
 
 
 def set_state(name: str, version: int, state: StrEnum) -> None:
