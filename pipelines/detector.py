@@ -54,6 +54,8 @@ PROFILES: dict[str, dict[str, Any]] = {
     # Without the head's 3×3 convolution (a quarter of the FLOPs, at the widest filters), on the project's AVX2
     # machine: 16% less step time, and 0.952 and 0.947 in two runs whose first epochs already differed (with the
     # head: 0.951 in one); 12 epochs of it: 0.930. The quick profile sits at the 0.95 floor either way.
+    # Over seeds 0-2 (mean 0.953), none of these moved the mean (README): every anchor overlapping a box by IoU
+    # >= 0.5 made responsible, an EMA of the weights, 3,000 scenes for 10 epochs, the class loss weighted 5.
     "quick": {
         "train_size": 2000,
         "base_filters": 24,
