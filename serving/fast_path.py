@@ -36,6 +36,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from serving import metrics
 from serving.admission import AdaptiveLimit
+from serving.deadlines import Deadlines
 
 Endpoint = Callable[..., Awaitable[Any]]
 ROUTE_KEY = "modelservice.route"  # where `__call__` leaves the matched route for `respond`
@@ -66,6 +67,7 @@ class FastPath:
         self.app = app
         self.api = api
         self.timeout = timeout
+        self.deadlines = Deadlines(timeout)
         chosen = set(endpoints)
         self.routes = [
             (route.path_regex, route.methods, route.endpoint, route.path)
@@ -112,15 +114,18 @@ class FastPath:
         if not limit.admit():
             response = refusal(limit.limit, template)
         else:
+            deadline = self.deadlines.start()
             try:
-                async with asyncio.timeout(self.timeout):
-                    response = await self.answer(scope, receive, endpoint, parameters)
-            except TimeoutError:
+                response = await self.answer(scope, receive, endpoint, parameters)
+            except asyncio.CancelledError:
+                if not self.deadlines.expired(deadline):
+                    raise
                 # BentoML's TimeoutMiddleware answer, as the other routes get it.
                 response = JSONResponse(
                     {"error": f"Not able to process the request in {self.timeout} seconds"}, status_code=504
                 )
             finally:
+                self.deadlines.finish(deadline)
                 limit.done(time.perf_counter() - started)
         state = scope.get("state", {})
         metrics.observe_request(state.get("model"), template, response.status_code, time.perf_counter() - started)

@@ -38,6 +38,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from serving import metrics
 from serving.admission import AdaptiveLimit
+from serving.deadlines import Deadlines
 from serving.drain import Stopping
 from serving.inputs import InputError
 from serving.process import port_taken
@@ -107,6 +108,7 @@ class GrpcServer:
         self.max_message_bytes = max_message_mb * 2**20
         self.workers = workers
         self.timeout = timeout
+        self.deadlines = Deadlines(timeout)
         self.limit = AdaptiveLimit(PREDICT_ROUTE, latency_target, floor=min_concurrency, ceiling=max_concurrency)
         self.stopping = stopping
         self.stop_grace_seconds = stop_grace_seconds
@@ -209,21 +211,22 @@ class GrpcServer:
             )
         else:
             self.stopping.started()
+            deadline = self.deadlines.start()
             try:
-                async with asyncio.timeout(self.timeout):
-                    response = await method(request, call, *extra)
+                response = await method(request, call, *extra)
                 code, message = grpc.StatusCode.OK, ""
-            except asyncio.CancelledError:  # the client left: counted, then stopped
-                metrics.observe_request(call.model, route, "CANCELLED", time.perf_counter() - started)
-                raise
+            except asyncio.CancelledError:
+                if not self.deadlines.expired(deadline):  # the client left: counted, then stopped
+                    metrics.observe_request(call.model, route, "CANCELLED", time.perf_counter() - started)
+                    raise
+                code, message = grpc.StatusCode.DEADLINE_EXCEEDED, f"not able to answer in {self.timeout} seconds"
             except InputError as error:
                 code, message = status_code(error), status_message(error)
-            except TimeoutError:
-                code, message = grpc.StatusCode.DEADLINE_EXCEEDED, f"not able to answer in {self.timeout} seconds"
             except Exception as error:
                 logger.exception("unhandled error on %s", route)
                 code, message = grpc.StatusCode.INTERNAL, f"internal error: {type(error).__name__}"
             finally:
+                self.deadlines.finish(deadline)
                 if limited:
                     self.limit.done(time.perf_counter() - started)
                 self.stopping.finished()
