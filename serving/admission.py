@@ -18,7 +18,6 @@ default: `benchmarks/serving.py`'s 64 connections are never refused); `ceiling` 
 server had before (MODELSERVICE_MAX_CONCURRENCY). A target of 0 turns adaptation off: the limit is the ceiling.
 """
 
-import asyncio
 import math
 import time
 from dataclasses import dataclass, field
@@ -48,13 +47,14 @@ class AdaptiveLimit:
     _latencies: list[float] = field(default_factory=list, init=False, repr=False)
     _reached: bool = field(default=False, init=False, repr=False)
     _window_ends: float | None = field(default=None, init=False, repr=False)  # the first answer opens one
-    _gauge_due: bool = field(default=False, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.floor = min(self.floor, self.ceiling)
         self.limit = self.floor if self.target_seconds else self.ceiling
         metrics.CONCURRENCY_LIMITS.labels(self.route).set(self.limit)
-        self._in_flight_gauge = metrics.IN_FLIGHT.labels(self.route)
+        gauge = metrics.IN_FLIGHT.labels(self.route)
+        # The count at the time of writing, with every change since the last write.
+        self._in_flight_writes = metrics.PacedWrite(lambda: gauge.set(self.in_flight), IN_FLIGHT_REFRESH_SECONDS)
 
     def admit(self) -> bool:
         """Whether one more request may start now (then it is counted in flight until `done`)."""
@@ -62,14 +62,14 @@ class AdaptiveLimit:
             self._reached = True
             return False
         self.in_flight += 1
-        self._show_in_flight()
+        self._in_flight_writes.ask()
         self._reached |= self.in_flight == self.limit
         return True
 
     def done(self, seconds: float, now: float | None = None) -> None:
         """An admitted request was answered after `seconds` (at `now`, on the monotonic clock)."""
         self.in_flight -= 1
-        self._show_in_flight()
+        self._in_flight_writes.ask()
         if not self.target_seconds:
             return
         now = time.monotonic() if now is None else now
@@ -78,22 +78,6 @@ class AdaptiveLimit:
                 self._adapt()
             self._window_ends = now + self.window
         self._latencies.append(seconds)
-
-    def _show_in_flight(self) -> None:
-        """The gauge shows `in_flight` within IN_FLIGHT_REFRESH_SECONDS (at once where no event loop runs)."""
-        if self._gauge_due:
-            return
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            self._in_flight_gauge.set(self.in_flight)
-            return
-        self._gauge_due = True
-        loop.call_later(IN_FLIGHT_REFRESH_SECONDS, self._write_in_flight)
-
-    def _write_in_flight(self) -> None:
-        self._gauge_due = False
-        self._in_flight_gauge.set(self.in_flight)  # the count now, with every change since the last write
 
     def _adapt(self) -> None:
         before = self.limit

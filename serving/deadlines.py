@@ -28,9 +28,9 @@ class Deadline:
 
     __slots__ = ("answered", "cancelling", "due", "expired", "task")
 
-    def __init__(self, task: asyncio.Task | None, due: float):
+    def __init__(self, task: asyncio.Task, due: float):
         self.task = task
-        self.cancelling = task.cancelling() if task is not None else 0  # cancellations already asked for
+        self.cancelling = task.cancelling()  # cancellations already asked for
         self.due = due
         self.answered = False
         self.expired = False
@@ -53,7 +53,9 @@ class Deadlines:
         if loop is not self._loop:  # a new event loop (a test's): the old one's timer will never run
             self._loop, self._timer = loop, None
             self._queue.clear()
-        deadline = Deadline(asyncio.current_task(), loop.time() + self.seconds)
+        task = asyncio.current_task()
+        assert task is not None, "a deadline starts in the request's task"
+        deadline = Deadline(task, loop.time() + self.seconds)
         self._queue.append(deadline)
         if self._timer is None:
             self._timer = loop.call_at(min(deadline.due, loop.time() + PRUNE_SECONDS), self._check)
@@ -68,7 +70,7 @@ class Deadlines:
         unless the task was also cancelled from outside (as asyncio.timeout decides)."""
         if deadline is None or not deadline.expired:
             return False
-        return deadline.task is None or deadline.task.uncancel() <= deadline.cancelling
+        return deadline.task.uncancel() <= deadline.cancelling
 
     def _check(self) -> None:
         self._timer = None
@@ -80,7 +82,7 @@ class Deadlines:
             queue = self._queue = deque(deadline for deadline in queue if not deadline.answered)
         while queue and (queue[0].answered or queue[0].due <= now):
             deadline = queue.popleft()
-            if not deadline.answered and deadline.task is not None:
+            if not deadline.answered:
                 deadline.expired = True
                 deadline.task.cancel()
         if queue:

@@ -25,6 +25,7 @@ import asyncio
 import bisect
 import functools
 import math
+from collections.abc import Callable
 from enum import StrEnum
 
 from prometheus_client import Counter, Gauge, Histogram
@@ -69,6 +70,32 @@ CONCURRENCY_LIMITS = Gauge(
 )
 
 
+class PacedWrite:
+    """`write()` within `seconds` of being asked, once for every request in between: on the running event
+    loop, or at once where none runs. Writing prometheus_client's shared series takes a lock and a getpid() a
+    value, too much to do for every request."""
+
+    def __init__(self, write: Callable[[], None], seconds: float):
+        self.write = write
+        self.seconds = seconds
+        self._scheduled_on: asyncio.AbstractEventLoop | None = None  # the loop a write is due on, if any
+
+    def ask(self) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no event loop to come back: written at once
+            self.now()
+            return
+        if self._scheduled_on is loop:  # (a write due on a loop that has ended will never run: ask again)
+            return
+        self._scheduled_on = loop
+        loop.call_later(self.seconds, self.now)
+
+    def now(self) -> None:
+        self._scheduled_on = None
+        self.write()
+
+
 REQUEST_FLUSH_SECONDS = 0.05
 SeriesKey = tuple[str, str, str, str]  # model name, version, route, status
 
@@ -78,7 +105,7 @@ class RequestTally:
 
     def __init__(self) -> None:
         self.pending: dict[SeriesKey, list] = {}  # key → [count, latency sum µs, count per bucket]
-        self.flush_due = False
+        self.flushes = PacedWrite(self.flush, REQUEST_FLUSH_SECONDS)
 
     def observe(self, key: SeriesKey, microseconds: float) -> None:
         tally = self.pending.get(key)
@@ -87,18 +114,9 @@ class RequestTally:
         tally[0] += 1
         tally[1] += microseconds
         tally[2][bisect.bisect_left(LATENCY_BOUNDS, microseconds)] += 1  # the first bound >= it, as observe()
-        if self.flush_due:
-            return
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:  # no event loop to come back: written at once
-            self.flush()
-            return
-        self.flush_due = True
-        loop.call_later(REQUEST_FLUSH_SECONDS, self.flush)
+        self.flushes.ask()
 
     def flush(self) -> None:
-        self.flush_due = False
         pending, self.pending = self.pending, {}
         for key, (count, total, buckets) in pending.items():
             requests, latency = _request_series(*key)
@@ -121,7 +139,7 @@ def observe_request(model: tuple[str, str] | None, route: str, status: int | str
 
 def flush_requests() -> None:
     """Write the requests tallied so far to the shared series now (a scrape, a stop)."""
-    REQUESTS_SEEN.flush()
+    REQUESTS_SEEN.flushes.now()
 
 
 @functools.lru_cache(maxsize=4096)

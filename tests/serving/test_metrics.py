@@ -70,3 +70,18 @@ def test_outside_an_event_loop_a_request_is_written_at_once():
     route = f"{ROUTE}/at-once"
     metrics.observe_request(("classifier", "1"), route, "CANCELLED", 0.5)
     assert exported(route)[":tensorflow:serving:request_count_total", "CANCELLED"] == 1
+
+
+def test_a_write_asked_for_on_an_event_loop_that_ended_is_made_on_the_next_one():
+    writes = []
+    paced = metrics.PacedWrite(lambda: writes.append("written"), 0.02)
+
+    async def ask(then_wait: float) -> None:
+        paced.ask()
+        paced.ask()  # once for both
+        await asyncio.sleep(then_wait)
+
+    asyncio.run(ask(0))  # the loop ends before the write is due: it never runs there
+    assert writes == []
+    asyncio.run(ask(0.1))
+    assert writes == ["written"]
