@@ -49,17 +49,33 @@ def first_answer(target: str, path: str, body: bytes) -> str | None:
 
 
 def run(
-    target: str, path: str, body: bytes, *, connections: int, seconds: float, streams: int = 1, timeout_s: float = 30.0
+    target: str,
+    path: str,
+    body: bytes,
+    *,
+    connections: int,
+    seconds: float,
+    streams: int = 1,
+    timeout_s: float = 30.0,
+    rate: int | None = None,
+    json_over_http1: bool = False,
 ) -> Level:
-    """`connections` clients, each one connection with `streams` calls in flight at a time, for `seconds`."""
+    """`connections` clients, each one connection with `streams` calls in flight at a time, for `seconds`;
+    with `rate`, each client sends at most that many a second (else the next once one is answered).
+    `json_over_http1`: plain HTTP/1.1 POSTs of a JSON `body` instead of gRPC calls."""
     with tempfile.TemporaryDirectory(prefix="h2load-") as folder:
         data, log = Path(folder) / "body.bin", Path(folder) / "calls.log"
         data.write_bytes(body)
+        headers = (
+            ("content-type: application/json",) if json_over_http1 else (f"content-type: {GRPC_TYPE}", "te: trailers")
+        )
         command = [
             executable(),
             *("--threads", "1", "--clients", str(connections), "--max-concurrent-streams", str(streams)),
             *("--duration", f"{max(1, round(seconds))}", "--connection-inactivity-timeout", f"{timeout_s:g}"),
-            *("--header", f"content-type: {GRPC_TYPE}", "--header", "te: trailers"),
+            *(("--rps", str(rate)) if rate else ()),
+            *(("--h1",) if json_over_http1 else ()),
+            *(argument for header in headers for argument in ("--header", header)),
             *("--data", str(data), "--log-file", str(log)),
             target + path,
         ]

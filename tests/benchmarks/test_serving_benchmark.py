@@ -68,6 +68,16 @@ def test_the_grpc_ceiling_answers_predict_calls(ceiling, ceiling_grpc_port):
     assert level.errors == 0 and level.requests > 20
 
 
+@needs_h2load
+def test_h2load_holds_each_clients_rate_and_sends_json_over_http1(ceiling):
+    body = serving.request_bodies([], "classifier", count=1)["digits"][0]
+    level = h2load.run(ceiling, "/classify", body, json_over_http1=True, connections=2, seconds=2, rate=20)
+    assert level.errors == 0
+    assert 50 <= level.requests <= 90  # 2 clients x 20 a second x 2 s, not as many as answered
+    missing = h2load.run(ceiling, "/no-such-route", body, json_over_http1=True, connections=1, seconds=1, rate=10)
+    assert missing.requests > 0 and missing.errors == missing.requests
+
+
 def test_every_request_body_is_answered_by_the_real_service(server, grpc_port, trained_classifier):
     """The benchmark's requests are ones the service accepts: 200 on each scenario's route and content type, and
     OK for its gRPC calls."""
