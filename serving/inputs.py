@@ -428,7 +428,10 @@ def encoded_image(data: bytes, where: str = "the uploaded image", budget: Decode
                     status=413,
                 )
             (budget or DecodeBudget()).spend(decoded, where)
-            image.load()  # decodes fully: catches truncated and corrupt files
+            # Every chunk read and, where the format has them (PNG), its checksum checked: a truncated or
+            # damaged file stops here, without decoding pixels the model's graph decodes again. A file that
+            # still fails to decode there is answered 400 as well (serving.runtime: "could not be decoded").
+            image.verify()
     except InputError:
         raise
     except Image.DecompressionBombError as error:  # Pillow refuses huge headers itself, before our size check runs
