@@ -428,10 +428,14 @@ def encoded_image(data: bytes, where: str = "the uploaded image", budget: Decode
                     status=413,
                 )
             (budget or DecodeBudget()).spend(decoded, where)
-            # Every chunk read and, where the format has them (PNG), its checksum checked: a truncated or
-            # damaged file stops here, without decoding pixels the model's graph decodes again. A file that
-            # still fails to decode there is answered 400 as well (serving.runtime: "could not be decoded").
-            image.verify()
+            # A damaged file stops here, not in the graph, where it would fail its whole batch (whose requests
+            # are then retried one by one). A PNG's chunks carry checksums: checking them catches truncation
+            # and damage without decoding the pixels, which the graph decodes again. Other formats have none,
+            # so decoding them is the check.
+            if image.format == "PNG":
+                image.verify()
+            else:
+                image.load()
     except InputError:
         raise
     except Image.DecompressionBombError as error:  # Pillow refuses huge headers itself, before our size check runs

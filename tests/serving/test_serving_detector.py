@@ -408,6 +408,12 @@ def _png() -> bytes:
     return encode(np.tile(np.arange(64, dtype=np.uint8)[:, np.newaxis, np.newaxis] * 3, (1, 64, 1)))
 
 
+def _damaged(png: bytes) -> bytes:
+    """The PNG with a byte of its image data changed, as a bad transfer would: its length still right."""
+    at = png.index(b"IDAT") + 20
+    return png[:at] + bytes([png[at] ^ 0xFF]) + png[at + 1 :]
+
+
 def _jpeg() -> bytes:
     return encode(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8), "JPEG")
 
@@ -439,12 +445,13 @@ BAD_CASES = {
     "not-an-image": Bad(lambda: _file(b"hello, this is not an image" * 10), 400, "could not be decoded"),
     "empty-file": Bad(lambda: _file(b""), 400, "is empty"),
     "truncated-png": Bad(lambda: _file(_png()[:-60]), 400, "could not be decoded"),
-    # JPEG has no checksums to check before decoding: the graph's decoder finds it, and says so.
+    # Caught by the upload's check, before they could fail a batch in the graph's decoder:
     "truncated-jpeg": Bad(
         lambda: _file(_jpeg()[:-200], filename="s.jpg", content_type="image/jpeg"),
         400,
-        "the image could not be decoded by the model",
+        "the uploaded image could not be decoded",
     ),
+    "damaged-png": Bad(lambda: _file(_damaged(_png())), 400, "the uploaded image could not be decoded"),
     "huge-dimension-png": Bad(lambda: _file(huge_png(20000, 20000)), 413, "over the limit"),
     "too-wide-png": Bad(lambda: _file(huge_png(5000, 10)), 413, "over the limit"),
     "too-wide-instance": Bad(lambda: _json({"instances": [[[0] * 5000]]}), 413, "over the limit"),
