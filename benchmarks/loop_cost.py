@@ -33,7 +33,7 @@ from pathlib import Path
 
 from benchmarks import h2load
 from benchmarks.common import environment
-from serving.contract import latest_version
+from serving.contract import latest_version, read_metadata
 
 PREDICT_PATH = "/tensorflow.serving.PredictionService/Predict"
 CLIENTS = 64
@@ -122,7 +122,7 @@ def send(target: Target, address: tuple[str, str, int], bodies: dict[str, bytes]
     return h2load.run(url, "/classify", bodies["json"], json_over_http1=True, connections=CLIENTS, **load)
 
 
-def measure(target: Target, address: tuple[str, str, int], bodies: dict[str, bytes], args) -> dict:
+def measure(target: Target, address: tuple[str, str, int], bodies: dict[str, bytes], args: argparse.Namespace) -> dict:
     pid = address[2]
     started_cpu, started = loop_seconds(pid), time.perf_counter()
     level = send(target, address, bodies, seconds=args.duration, rate=max(1, round(args.rate / CLIENTS)))
@@ -175,12 +175,16 @@ def main(argv: list[str] | None = None) -> None:
         if classifier is None:
             print(f"no classifier in {args.model_dir}: training a small one")
             classifier = train_small_classifier(Path(workdir))
-        one_digit = request_bodies([], count=1)
+        one_digit = request_bodies([], read_metadata(classifier).name, count=1)  # gRPC calls name the model
         bodies = {"json": one_digit["digits"][0], "grpc": one_digit["digit_calls"][0]}
         rows: dict[str, list[dict]] = {target.name: [] for target in TARGETS}
         with servers(classifier.resolve(), args.out) as addresses:
             for target in TARGETS:  # warm-up: connections, batchers, caches
                 send(target, addresses[target.server], bodies, seconds=2)
+                # h2load counts HTTP statuses; a gRPC call's own status is in its trailers, so one is checked here.
+                grpc_target = addresses[target.server][1]
+                if target.grpc and (problem := h2load.first_answer(grpc_target, PREDICT_PATH, bodies["grpc"])):
+                    raise SystemExit(f"{target.name} does not answer: {problem}")
             for round_number in range(args.rounds):
                 for target in TARGETS:
                     rows[target.name].append(measure(target, addresses[target.server], bodies, args))
