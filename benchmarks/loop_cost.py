@@ -81,16 +81,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def loop_seconds(pid: int) -> float:
     """CPU seconds used so far by the process's main thread, which runs its event loop."""
-    with open(f"/proc/{pid}/task/{pid}/stat") as stat:
-        fields = stat.read().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+    import psutil
+
+    main_thread = next(thread for thread in psutil.Process(pid).threads() if thread.id == pid)
+    return main_thread.user_time + main_thread.system_time
 
 
 @contextlib.contextmanager
 def servers(classifier: Path, logs: Path) -> Iterator[dict[str, tuple[str, str, int]]]:
     """Both servers up: name -> (HTTP URL, gRPC target, pid of the process whose loop answers)."""
-    import psutil
-
     from pipelines.export.artifact import register_in_bentoml
     from serving.process import free_port, running_process, running_server, server_worker
 
@@ -102,16 +101,10 @@ def servers(classifier: Path, logs: Path) -> Iterator[dict[str, tuple[str, str, 
         running_server(env=env, log_path=logs / "service.log") as service_url,
         running_process(ceiling, port=ceiling_port, log_path=logs / "ceiling.log") as ceiling_url,
     ):
-        (ceiling_process,) = [
-            child for child in psutil.Process().children(recursive=True) if str(ceiling_port) in child.cmdline()
-        ]
+        service_port = int(service_url.rpartition(":")[2])
         yield {
-            "service": (
-                service_url,
-                f"http://127.0.0.1:{service_grpc}",
-                server_worker(int(service_url.rpartition(":")[2])).pid,
-            ),
-            "ceiling": (ceiling_url, f"http://127.0.0.1:{ceiling_grpc}", ceiling_process.pid),
+            "service": (service_url, f"http://127.0.0.1:{service_grpc}", server_worker(service_port).pid),
+            "ceiling": (ceiling_url, f"http://127.0.0.1:{ceiling_grpc}", server_worker(ceiling_port).pid),
         }
 
 
@@ -125,7 +118,7 @@ def send(target: Target, address: tuple[str, str, int], bodies: dict[str, bytes]
 def measure(target: Target, address: tuple[str, str, int], bodies: dict[str, bytes], args: argparse.Namespace) -> dict:
     pid = address[2]
     started_cpu, started = loop_seconds(pid), time.perf_counter()
-    level = send(target, address, bodies, seconds=args.duration, rate=max(1, round(args.rate / CLIENTS)))
+    level = send(target, address, bodies, seconds=args.duration, rate=round(args.rate / CLIENTS))
     cpu = loop_seconds(pid) - started_cpu
     return {
         "requests_per_second": level.rps,
@@ -182,9 +175,10 @@ def main(argv: list[str] | None = None) -> None:
             for target in TARGETS:  # warm-up: connections, batchers, caches
                 send(target, addresses[target.server], bodies, seconds=2)
                 # h2load counts HTTP statuses; a gRPC call's own status is in its trailers, so one is checked here.
-                grpc_target = addresses[target.server][1]
-                if target.grpc and (problem := h2load.first_answer(grpc_target, PREDICT_PATH, bodies["grpc"])):
-                    raise SystemExit(f"{target.name} does not answer: {problem}")
+                if target.grpc:
+                    problem = h2load.first_answer(addresses[target.server][1], PREDICT_PATH, bodies["grpc"])
+                    if problem:
+                        raise SystemExit(f"{target.name} does not answer: {problem}")
             for round_number in range(args.rounds):
                 for target in TARGETS:
                     rows[target.name].append(measure(target, addresses[target.server], bodies, args))
