@@ -87,18 +87,19 @@ def detector_predictions(outputs: dict[str, np.ndarray]) -> list[dict[str, Any]]
 
     Boxes are [x1, y1, x2, y2] in the image's own pixels.
     """
-    labels, boxes, classes, scores = (to_json(outputs[name]) for name in ("labels", "boxes", "classes", "scores"))
-    return [
-        {
-            "detections": [
-                {
-                    "box": boxes[row][index],
-                    "label": labels[row][index],
-                    "class_id": classes[row][index],
-                    "score": scores[row][index],
-                }
-                for index in range(count)
-            ]
-        }
-        for row, count in enumerate(to_json(outputs["count"]))
-    ]
+    predictions = []
+    for row, count in enumerate(outputs["count"].tolist()):
+        # Cut before converting: the graph pads to its maximum (100), and a scene has a few objects.
+        labels, boxes, classes, scores = (to_json(outputs[name][row, :count]) for name in DETECTION_OUTPUTS)
+        predictions.append(
+            {
+                "detections": [
+                    {"box": box, "label": label, "class_id": class_id, "score": score}
+                    for label, box, class_id, score in zip(labels, boxes, classes, scores)
+                ]
+            }
+        )
+    return predictions
+
+
+DETECTION_OUTPUTS = ("labels", "boxes", "classes", "scores")

@@ -169,11 +169,9 @@ def number_option(value: Any, name: str, *, low: float, high: float) -> float:
     return float(_within(value, name, low, high, expected))
 
 
-def form_number(text: Any, name: str, *, low: float, high: float) -> float:
+def form_number(text: str, name: str, *, low: float, high: float) -> float:
     """A multipart form field holding a number as text ("0.5"), checked as `number_option` checks a JSON number."""
     expected = _option_expected(name, "a number", low, high)
-    if not isinstance(text, str):
-        raise InputError(f"form field {name!r} is a file, not text", expected=expected)
     try:
         value = float(text)
     except ValueError:

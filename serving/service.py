@@ -26,10 +26,9 @@ from fastapi.exception_handlers import http_exception_handler
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
-from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException
 
-from serving import admin, api_schema, drawing, inputs, settings, tuning
+from serving import admin, api_schema, drawing, forms, inputs, settings, tuning
 from serving.answers import classifier_predictions, detector_predictions, seq2seq_predictions, to_json
 from serving.api_schema import INFERENCE_ERRORS, LOOKUP_ERRORS, errors, json_body, json_or_upload_body
 from serving.contract import Role, Task
@@ -306,10 +305,11 @@ async def image_request(request: Request) -> ImageRequest:
     body = await inputs.read_body(request)
     content_type = request.headers.get("content-type", "")
     if content_type.startswith("multipart/form-data"):
-        form = await read_form(request, body, "image")
-        image = inputs.encoded_image(await form_file(form, "image"))
-        fields = {name: value for name, value in form.items() if name != "image"}
-        return ImageRequest(Role.IMAGE_BYTES, np.array([image], dtype=object), fields, from_form=True)
+        form = forms.parse_form(body, content_type, file_field="image")
+        if "image" not in form.files:
+            raise InputError("missing file field 'image'", expected="a PNG or JPEG uploaded as multipart field 'image'")
+        image = inputs.encoded_image(form.files["image"])
+        return ImageRequest(Role.IMAGE_BYTES, np.array([image], dtype=object), form.fields, from_form=True)
     if content_type.startswith("application/json") or not content_type:
         document = inputs.parse_json(body)
         instances = inputs.field(document, "instances", f'{{"instances": [image, ...]}}, each {inputs.PIXEL_INSTANCE}')
@@ -325,29 +325,6 @@ def requested_format(request: Request, images: ImageRequest) -> str:
     return inputs.choice_option(
         images.fields.get("format", query_value(request, "format", "json")), "format", DETECT_FORMATS
     )
-
-
-async def read_form(request: Request, body: bytes, file_field: str) -> FormData:
-    async def replay() -> dict[str, Any]:
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    try:
-        return await Request(request.scope, replay).form(
-            max_files=1, max_fields=16, max_part_size=inputs.MAX_PAYLOAD_BYTES
-        )
-    except Exception as error:  # Starlette raises several kinds for malformed multipart bodies
-        raise InputError(
-            f"malformed multipart body: {error}", expected=f"a multipart/form-data file field {file_field!r}"
-        ) from None
-
-
-async def form_file(form: FormData, field: str) -> bytes:
-    item = form.get(field)
-    if not isinstance(item, UploadFile):
-        raise InputError(
-            f"missing file field {field!r}", expected=f"a PNG or JPEG uploaded as multipart field {field!r}"
-        )
-    return await item.read()
 
 
 def model_tag(runtime: "ModelRuntime") -> dict[str, str]:
