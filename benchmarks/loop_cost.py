@@ -10,6 +10,7 @@ fixed rate below saturation (h2load `--rps`, 64 clients), moves far less. Measur
 
   service /classify        this service's JSON route (HTTP/1.1)
   service gRPC Predict     the same digit as a float32 tensor, on the same server
+  gRPC Predict on zttp     the same call to a second server with MODELSERVICE_GRPC_SERVER=zttp (uvicorn's HTTP/2)
   no-op HTTP               `benchmarks.ceiling_app`: uvicorn + FastAPI parsing the JSON, answering a constant
   no-op gRPC               the same app's grpcio servers, as the service runs them, answering a constant
 
@@ -42,13 +43,14 @@ CLIENTS = 64
 @dataclass(frozen=True)
 class Target:
     name: str
-    server: str  # "service" or "ceiling"
+    server: str  # "service", "service-zttp" (MODELSERVICE_GRPC_SERVER=zttp) or "ceiling"
     grpc: bool
 
 
 TARGETS = (
     Target("service /classify", "service", grpc=False),
     Target("service gRPC Predict", "service", grpc=True),
+    Target("gRPC Predict on zttp", "service-zttp", grpc=True),
     Target("no-op HTTP", "ceiling", grpc=False),
     Target("no-op gRPC", "ceiling", grpc=True),
 )
@@ -93,18 +95,29 @@ def servers(classifier: Path, logs: Path) -> Iterator[dict[str, tuple[str, str, 
     from pipelines.export.artifact import register_in_bentoml
     from serving.process import free_port, running_process, running_server, server_worker
 
-    service_grpc, ceiling_port, ceiling_grpc = free_port(), free_port(), free_port()
-    env = {"MODELSERVICE_MODELS": register_in_bentoml(classifier), "MODELSERVICE_GRPC_PORT": str(service_grpc)}
+    service_grpc, zttp_grpc, ceiling_port, ceiling_grpc = free_port(), free_port(), free_port(), free_port()
+    models = register_in_bentoml(classifier)
+    env = {"MODELSERVICE_MODELS": models, "MODELSERVICE_GRPC_PORT": str(service_grpc)}
+    zttp_env = {
+        "MODELSERVICE_MODELS": models,
+        "MODELSERVICE_GRPC_PORT": str(zttp_grpc),
+        "MODELSERVICE_GRPC_SERVER": "zttp",
+    }
     ceiling = [sys.executable, "-m", "benchmarks.ceiling_app", "--grpc-port", str(ceiling_grpc)]
     ceiling += ["--host", "127.0.0.1", "--port", str(ceiling_port)]
     with (
         running_server(env=env, log_path=logs / "service.log") as service_url,
+        running_server(env=zttp_env, log_path=logs / "service-zttp.log") as zttp_url,
         running_process(ceiling, port=ceiling_port, log_path=logs / "ceiling.log") as ceiling_url,
     ):
-        service_port = int(service_url.rpartition(":")[2])
+
+        def address(url: str, grpc_port: int) -> tuple[str, str, int]:
+            return url, f"http://127.0.0.1:{grpc_port}", server_worker(int(url.rpartition(":")[2])).pid
+
         yield {
-            "service": (service_url, f"http://127.0.0.1:{service_grpc}", server_worker(service_port).pid),
-            "ceiling": (ceiling_url, f"http://127.0.0.1:{ceiling_grpc}", server_worker(ceiling_port).pid),
+            "service": address(service_url, service_grpc),
+            "service-zttp": address(zttp_url, zttp_grpc),
+            "ceiling": address(ceiling_url, ceiling_grpc),
         }
 
 
@@ -144,6 +157,7 @@ def report(rows: dict[str, list[dict]]) -> tuple[str, dict]:
     lines += [
         "",
         f"gRPC Predict / /classify, loop µs a request: {cost['service gRPC Predict'] / cost['service /classify']:.2f}",
+        f"zttp Predict / /classify, loop µs a request: {cost['gRPC Predict on zttp'] / cost['service /classify']:.2f}",
         f"no-op gRPC / no-op HTTP:                     {cost['no-op gRPC'] / cost['no-op HTTP']:.2f}",
         f"no-op gRPC / service /classify:              {cost['no-op gRPC'] / cost['service /classify']:.2f}"
         "   (what grpcio alone costs, against a whole JSON request)",

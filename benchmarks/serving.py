@@ -18,6 +18,8 @@ Every scenario is a closed loop of wrk keep-alive connections (1, 16 and 64 by d
                      over kept-open HTTP/2 connections (one per client, as a client reuses its channel)
   grpc-ceiling       grpcio's server as the service runs it, with a no-op Predict (`benchmarks.ceiling_app`): the
                      most a Python gRPC server reaches here, as `ceiling` is for HTTP
+  classify-grpc-zttp the same gRPC Predict on a second server with MODELSERVICE_GRPC_SERVER=zttp: gRPC on uvicorn's
+                     HTTP/2 protocol instead of grpcio's server (serving/grpc_http2.py)
   classify-json-64   this service: POST /classify, 64 digits per request as JSON pixels
   classify-grpc-64   this service: gRPC Predict, the same 64 digits per call as one 64x8x8x1 tensor
   classify-png       this service: POST /classify, the digit as a PNG upload (multipart)
@@ -71,7 +73,7 @@ GRPC_PREDICT = "/tensorflow.serving.PredictionService/Predict"
 
 @dataclass(frozen=True)
 class Scenario:
-    server: str  # which process answers: ceiling, bentoml-noop, bentoml-batchable, naive or service
+    server: str  # which process answers: ceiling, bentoml-noop, bentoml-batchable, naive, service or service-zttp
     path: str
     content_type: str  # h2load.GRPC_TYPE: gRPC calls on the server's gRPC port, sent by h2load; else wrk
     bodies: str  # a key of the bodies built by `request_bodies`
@@ -95,13 +97,15 @@ SCENARIOS: dict[str, Scenario] = {
         "service", GRPC_PREDICT, h2load.GRPC_TYPE, "digit_calls", "gRPC Predict, one channel", one_connection=True
     ),
     "grpc-ceiling": Scenario("ceiling", GRPC_PREDICT, h2load.GRPC_TYPE, "digit_calls", "grpcio, no model"),
+    "classify-grpc-zttp": Scenario("service-zttp", GRPC_PREDICT, h2load.GRPC_TYPE, "digit_calls", "gRPC Predict, zttp"),
     "classify-json-64": Scenario("service", "/classify", JSON_TYPE, "digit_batches", "POST /classify, 64 digits"),
     "classify-grpc-64": Scenario("service", GRPC_PREDICT, h2load.GRPC_TYPE, "digit_batch_calls", "gRPC, 64 digits"),
     "classify-png": Scenario("service", "/classify", MULTIPART_TYPE, "digit_pngs", "POST /classify, PNG upload"),
     "translate": Scenario("service", "/translate", JSON_TYPE, "texts", f"POST /translate, beam {BEAM_WIDTH}"),
     "detect": Scenario("service", "/detect", MULTIPART_TYPE, "scene_pngs", "POST /detect, 128x128 PNG"),
 }
-SERVICE_SCENARIOS = [name for name, scenario in SCENARIOS.items() if scenario.server == "service"]
+SERVICES = ("service", "service-zttp")  # this project's server, with either gRPC server
+SERVICE_SCENARIOS = [name for name, scenario in SCENARIOS.items() if scenario.server in SERVICES]
 
 # The goals of issue 14, at the highest number of connections.
 GOALS_AT = 64
@@ -287,9 +291,10 @@ def started(server: str, context: dict[str, Any], args: argparse.Namespace) -> I
     from serving.process import free_port, running_process, running_server
 
     log_path = args.out / "logs" / f"{server}.log"
-    if server == "service":
+    if server in SERVICES:
         env = {"MODELSERVICE_MODELS": ",".join(context["tags"].values())}
-        env["MODELSERVICE_GRPC_PORT"] = context["grpc_targets"]["service"].rpartition(":")[2]
+        env["MODELSERVICE_GRPC_PORT"] = context["grpc_targets"][server].rpartition(":")[2]
+        env["MODELSERVICE_GRPC_SERVER"] = "zttp" if server == "service-zttp" else "grpcio"
         with running_server(env=env, log_path=log_path, timeout=args.startup_timeout) as url:
             yield url
     elif server in ("bentoml-noop", "bentoml-batchable"):
@@ -546,6 +551,7 @@ PAIRED_GOALS = {
     "classify_vs_ceiling": ("classify-json", "ceiling"),
     "tfserving_vs_classify": ("tfserving-rest", "classify-json"),
     "grpc_vs_classify": ("classify-grpc", "classify-json"),
+    "grpc_zttp_vs_classify": ("classify-grpc-zttp", "classify-json"),
     "grpc_vs_json_64": ("classify-grpc-64", "classify-json-64"),
     "translate_vs_in_process": ("translate", "model:translate"),
     "detect_vs_in_process": ("detect", "model:detect"),
@@ -638,6 +644,7 @@ def summarize(
             rps_ratio(find(rows, "tfserving-rest", at), classify), GOAL_TFSERVING_VS_CLASSIFY
         ),
         "grpc_vs_classify": goal(rps_ratio(find(rows, "classify-grpc", at), classify), GOAL_GRPC_VS_JSON),
+        "grpc_zttp_vs_classify": goal(rps_ratio(find(rows, "classify-grpc-zttp", at), classify), GOAL_GRPC_VS_JSON),
         "grpc_vs_json_64": goal(
             rps_ratio(find(rows, "classify-grpc-64", at), find(rows, "classify-json-64", at)), GOAL_GRPC_VS_JSON
         ),
@@ -670,6 +677,7 @@ GOAL_LINES = {
     "classify_p99_ms": "/classify JSON p99 < {goal:g} ms",
     "tfserving_vs_classify": "TF Serving REST >= {goal:g}x /classify",
     "grpc_vs_classify": "gRPC Predict >= {goal:g}x /classify JSON, one digit",
+    "grpc_zttp_vs_classify": "gRPC Predict on zttp >= {goal:g}x /classify JSON, one digit",
     "grpc_vs_json_64": "gRPC Predict >= {goal:g}x /classify JSON, 64 digits",
     "translate_vs_in_process": "/translate >= {goal:g}x in process at its batch size",
     "translate_p99_ms": "/translate p99 < {goal:g} ms",
@@ -739,7 +747,7 @@ def plot(rows: list[dict], levels: list[int], path: Path) -> None:
         mine = sorted((row for row in rows if row["scenario"] == name), key=lambda row: row["connections"])
         if not mine:
             continue
-        style = "--" if SCENARIOS[name].server != "service" else "-"
+        style = "--" if SCENARIOS[name].server not in SERVICES else "-"
         connections = [row["connections"] for row in mine]
         left.plot(connections, [row["rps"] for row in mine], style, marker="o", label=name)
         right.plot(connections, [row["p99_ms"] for row in mine], style, marker="o", label=name)
@@ -794,7 +802,7 @@ def main(argv: list[str] | None = None) -> int:
             "labels": list(read_metadata(artifacts["classifier"]).labels),
             "keras_model": naive_keras_model(args, artifacts["classifier"]),
             "bodies": request_bodies(scenes, names["classifier"]),
-            "grpc_targets": {server: f"http://127.0.0.1:{free_port()}" for server in ("service", "ceiling")},
+            "grpc_targets": {server: f"http://127.0.0.1:{free_port()}" for server in (*SERVICES, "ceiling")},
         }
         if "naive" in args.scenario_list and context["keras_model"] is None:
             print("no .keras file of the classifier's run (pass --keras-model): the naive scenario is left out")
@@ -833,6 +841,8 @@ def main(argv: list[str] | None = None) -> int:
                     "uvicorn",
                     "uvloop",
                     "httptools",
+                    "grpcio",
+                    "zttp",
                 )
             )
             | {"wrk": subprocess_version()}

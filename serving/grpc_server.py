@@ -29,7 +29,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from fastapi import FastAPI
@@ -42,6 +42,9 @@ from serving.deadlines import Deadlines
 from serving.drain import Stopping
 from serving.inputs import InputError
 from serving.process import port_taken
+
+if TYPE_CHECKING:
+    from serving.grpc_http2 import Http2Server
 
 logger = logging.getLogger("modelservice")
 
@@ -94,6 +97,7 @@ class GrpcServer:
         port: int,
         max_message_mb: int,
         workers: int,
+        transport: str = "grpcio",
         timeout: float,
         max_concurrency: int,
         min_concurrency: int,
@@ -112,7 +116,9 @@ class GrpcServer:
         self.limit = AdaptiveLimit(PREDICT_ROUTE, latency_target, floor=min_concurrency, ceiling=max_concurrency)
         self.stopping = stopping
         self.stop_grace_seconds = stop_grace_seconds
+        self.transport = transport
         self.servers: list[grpc.aio.Server] = []
+        self.http2: Http2Server | None = None
         self.health: Health | None = None
         self._health_shutdown: asyncio.Task | None = None
 
@@ -154,6 +160,32 @@ class GrpcServer:
         services = Services(self.api.state.manager, self.max_message_bytes)
         predictions, models = PredictionServicer(self, services), ModelServicer(self, services)
         self.health = Health(lambda: bool(services.models.served.runtimes) and not self.stopping.draining)
+
+        def add_services(server: Any) -> None:
+            prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(predictions, server)
+            model_service_pb2_grpc.add_ModelServiceServicer_to_server(models, server)
+            health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+
+        if self.transport == "zttp":
+            await self.start_http2(add_services)
+        else:
+            await self.start_grpcio(add_services)
+        self.stopping.on_drain(self._on_drain)
+        logger.info("TF Serving's gRPC API on %s (%s)", self.address, self.transport)
+
+    async def start_http2(self, add_services: Callable[[Any], None]) -> None:
+        from serving.grpc_http2 import GrpcApp, Handlers, Http2Server
+
+        handlers = Handlers()
+        add_services(handlers)
+        self.http2 = Http2Server(GrpcApp(handlers, self.max_message_bytes), self.host, self.port)
+        try:
+            await self.http2.start()
+        except OSError:
+            self.http2 = None
+            raise self.unbindable() from None
+
+    async def start_grpcio(self, add_services: Callable[[Any], None]) -> None:
         options = [
             ("grpc.max_receive_message_length", self.max_message_bytes),
             ("grpc.max_send_message_length", self.max_message_bytes),
@@ -161,21 +193,19 @@ class GrpcServer:
         ]
         for _ in range(ACCEPTORS):
             server = grpc.aio.server(options=options)
-            prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(predictions, server)
-            model_service_pb2_grpc.add_ModelServiceServicer_to_server(models, server)
-            health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+            add_services(server)
             try:
                 server.add_insecure_port(self.address)
             except RuntimeError:
                 await self.stop()
-                raise RuntimeError(
-                    f"the gRPC port {self.address} cannot be bound: set MODELSERVICE_GRPC_PORT to a free port, "
-                    "or 0 for no gRPC"
-                ) from None
+                raise self.unbindable() from None
             await server.start()
             self.servers.append(server)
-        self.stopping.on_drain(self._on_drain)
-        logger.info("TF Serving's gRPC API on %s", self.address)
+
+    def unbindable(self) -> RuntimeError:
+        return RuntimeError(
+            f"the gRPC port {self.address} cannot be bound: set MODELSERVICE_GRPC_PORT to a free port, or 0 for no gRPC"
+        )
 
     def _on_drain(self) -> None:
         if self.health is not None and self._health_shutdown is None:
@@ -187,6 +217,9 @@ class GrpcServer:
             await self.health.enter_graceful_shutdown()
         servers, self.servers = self.servers, []
         await asyncio.gather(*(server.stop(self.stop_grace_seconds) for server in servers))
+        if self.http2 is not None:
+            await self.http2.stop(self.stop_grace_seconds)
+            self.http2 = None
 
     async def answer(self, route: str, method: Method, request: Any, context: grpc.aio.ServicerContext, *extra) -> Any:
         """One call: a status other than OK aborts it with its message. A client that leaves cancels the call's

@@ -480,6 +480,7 @@ ModelService.add_outer_asgi_middleware(
     api=api,
     host=SETTINGS.host,
     port=SETTINGS.grpc_port,
+    transport=SETTINGS.grpc_server,
     max_message_mb=SETTINGS.grpc_max_message_mb,
     workers=SETTINGS.workers,
     stopping=STOPPING,

@@ -13,6 +13,7 @@ from typing import Any
 
 PREFIX = "MODELSERVICE_"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+GRPC_SERVERS = ("grpcio", "zttp")
 
 
 class SettingsError(ValueError):
@@ -82,6 +83,12 @@ def allocator(text: str) -> str:
     return text.lower()
 
 
+def grpc_server(text: str) -> str:
+    if text.lower() not in GRPC_SERVERS:
+        raise ValueError(f"must be one of {', '.join(GRPC_SERVERS)}")
+    return text.lower()
+
+
 def log_level(text: str) -> str:
     if text.upper() not in LOG_LEVELS:
         raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}")
@@ -116,6 +123,11 @@ class Settings:
     host: str = setting("127.0.0.1", str, "bind address")
     port: int = setting(3000, port_number, "HTTP port")
     grpc_port: int = setting(8500, port_or_off, "TF Serving's gRPC API (PredictionService, ModelService); 0: off")
+    grpc_server: str = setting(
+        "grpcio",
+        grpc_server,
+        "what answers gRPC: grpcio's server, or zttp (uvicorn's HTTP/2; fewer features, far less CPU a call)",
+    )
     grpc_max_message_mb: int = setting(
         64, positive, "largest gRPC message in or out (MiB; gRPC's own default is 4); larger is RESOURCE_EXHAUSTED"
     )

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from serving import memory
 from serving.process import port_taken
-from serving.settings import PREFIX, Settings, SettingsError
+from serving.settings import GRPC_SERVERS, PREFIX, Settings, SettingsError
 
 if TYPE_CHECKING:
     from serving.model_manager import ModelManager
@@ -52,6 +52,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, help="port (default: 3000) [MODELSERVICE_PORT]")
     parser.add_argument(
         "--grpc-port", type=int, help="TF Serving's gRPC API (default: 8500; 0: off) [MODELSERVICE_GRPC_PORT]"
+    )
+    parser.add_argument(
+        "--grpc-server",
+        choices=GRPC_SERVERS,
+        help="what answers gRPC: grpcio's server (default), or zttp: uvicorn's HTTP/2, far less CPU a call, "
+        "without compressed messages [MODELSERVICE_GRPC_SERVER]",
     )
     parser.add_argument(
         "--workers", type=int, help="server processes, each holding every model (default: 1) [MODELSERVICE_WORKERS]"

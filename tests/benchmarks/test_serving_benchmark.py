@@ -177,6 +177,7 @@ def test_the_goals_compare_each_route_with_its_own_anchor():
         row("classify-json", 850.0, p99=40.0),
         row("tfserving-rest", 700.0),
         row("classify-grpc", 900.0),
+        row("classify-grpc-zttp", 800.0, errors=1),
         row("classify-json-64", 100.0),
         row("classify-grpc-64", 99.0),
         row("translate", 300.0, p99=120.0, batch=15.6),
@@ -191,11 +192,12 @@ def test_the_goals_compare_each_route_with_its_own_anchor():
     assert not goals["tfserving_vs_classify"]["met"]
     assert goals["grpc_vs_classify"]["value"] == pytest.approx(900 / 850) and goals["grpc_vs_classify"]["met"]
     assert goals["grpc_vs_json_64"] == {"value": pytest.approx(0.99), "goal": 1.0, "met": False}
+    assert goals["grpc_zttp_vs_classify"] == {"value": pytest.approx(800 / 850), "goal": 1.0, "met": False}
     assert summary["translate_batch"] == 16
     assert goals["translate_vs_in_process"]["value"] == pytest.approx(0.75)  # against batch 16, not the best
     assert not goals["translate_p99_ms"]["met"]
     assert goals["detect_vs_in_process"]["value"] == pytest.approx(0.95)  # against the best batch size
-    assert goals["service_errors"] == {"value": 2, "goal": 0, "met": False}
+    assert goals["service_errors"] == {"value": 3, "goal": 0, "met": False}  # the zttp server's count too
     assert summary["ratios"]["ceiling"]["classify-json"][64] == pytest.approx(0.85)
 
 

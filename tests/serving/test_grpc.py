@@ -1,12 +1,14 @@
 """TF Serving's gRPC API, called with the real stubs of `tensorflow-serving-api` against the session's four-model
-server (tests/conftest.py): every answer is checked against what the REST API answers for the same inputs on the
-same server, and every client mistake against the status and message a gRPC client expects."""
+server (tests/conftest.py), and against a second server of the same models whose gRPC runs on uvicorn's HTTP/2
+(MODELSERVICE_GRPC_SERVER=zttp): every answer is checked against what the REST API answers for the same inputs on
+the same server, and every client mistake against the status and message a gRPC client expects."""
 
 import asyncio
 import base64
 import io
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from pathlib import Path
+from typing import Any, NamedTuple
 
 import grpc
 import httpx
@@ -32,10 +34,34 @@ TIMEOUT = 30.0
 MAX_MESSAGE_BYTES = 64 * 2**20  # what a client of large batches sets on its side too
 
 
+class Served(NamedTuple):
+    url: str  # the REST API of the server whose gRPC port this is
+    grpc_port: int
+    grpc_server: str  # MODELSERVICE_GRPC_SERVER
+
+
+@pytest.fixture(scope="module", params=["grpcio", "zttp"])
+def served(request, server, grpc_port, tmp_path_factory):
+    """The session server (grpcio), or one beside it with the same models whose gRPC is the zttp one."""
+    if request.param == "grpcio":
+        yield Served(server, grpc_port, "grpcio")
+        return
+    from serving.process import free_port, running_server
+
+    port = free_port()
+    env = {
+        "MODELSERVICE_MODELS": "classifier,seq2seq,detector",
+        "MODELSERVICE_GRPC_PORT": str(port),
+        "MODELSERVICE_GRPC_SERVER": "zttp",
+    }
+    with running_server(env=env, log_path=Path(tmp_path_factory.mktemp("zttp-server")) / "server.log") as url:
+        yield Served(url, port, "zttp")
+
+
 @pytest.fixture(scope="module")
-def channel(server, grpc_port):
+def channel(served):
     options = [("grpc.max_send_message_length", MAX_MESSAGE_BYTES), ("grpc.max_receive_message_length", -1)]
-    with grpc.insecure_channel(f"127.0.0.1:{grpc_port}", options=options) as opened:
+    with grpc.insecure_channel(f"127.0.0.1:{served.grpc_port}", options=options) as opened:
         yield opened
 
 
@@ -100,12 +126,14 @@ def rpc_error(call, *args, **kwargs) -> grpc.RpcError:
 # --- each task, as the REST API answers it -----------------------------------------------------------
 
 
-def test_classifier_pixels_and_image_bytes_answer_as_rest(server, predictions, digits):
+def test_classifier_pixels_and_image_bytes_answer_as_rest(served, predictions, digits):
     pixels = digits.test.images[:3].astype(np.float32)
     response = predictions.Predict(predict_request("classifier", {"images": pixels}), timeout=TIMEOUT)
     assert response.model_spec.name == "classifier" and response.model_spec.signature_name == "serving_default"
     assert response.model_spec.version.value >= 1
-    assert_same_outputs(outputs_of(response), rest_outputs(server, "classifier", "serving_default", pixels.tolist()))
+    assert_same_outputs(
+        outputs_of(response), rest_outputs(served.url, "classifier", "serving_default", pixels.tolist())
+    )
 
     files = [png_bytes(image) for image in digits.test.images[:3]]
     by_bytes = outputs_of(
@@ -114,11 +142,11 @@ def test_classifier_pixels_and_image_bytes_answer_as_rest(server, predictions, d
         )
     )
     encoded = [{"b64": base64.b64encode(file).decode()} for file in files]
-    assert_same_outputs(by_bytes, rest_outputs(server, "classifier", "classify_image_bytes", encoded))
+    assert_same_outputs(by_bytes, rest_outputs(served.url, "classifier", "classify_image_bytes", encoded))
     assert list(by_bytes["labels"]) == list(outputs_of(response)["labels"])  # the same digits, as PNG files
 
 
-def test_texts_with_a_beam_width_answer_as_rest(server, predictions, date_answers):
+def test_texts_with_a_beam_width_answer_as_rest(served, predictions, date_answers):
     texts = ["20.01.2023", "March 4, 1999", "not a date at all"]
     for beam_width in (1, 3):
         inputs = {"texts": texts, "beam_width": np.int32(beam_width)}
@@ -126,14 +154,14 @@ def test_texts_with_a_beam_width_answer_as_rest(server, predictions, date_answer
             predictions.Predict(predict_request("seq2seq", inputs, signature="translate"), timeout=TIMEOUT)
         )
         assert_same_outputs(
-            answer, rest_outputs(server, "seq2seq", "translate", {"texts": texts, "beam_width": beam_width})
+            answer, rest_outputs(served.url, "seq2seq", "translate", {"texts": texts, "beam_width": beam_width})
         )
         assert answer["beam_texts"].shape == (3, beam_width)
     answered = [text.decode() if is_date else None for text, is_date in zip(answer["texts"], answer["is_date"])]
     assert answered == date_answers(*texts, beam_width=3)
 
 
-def test_detection_thresholds_answer_as_rest(server, predictions, scenes):
+def test_detection_thresholds_answer_as_rest(served, predictions, scenes):
     files = [png_bytes(scene.image) for scene in scenes.test[:2]]
     for score_threshold in (0.2, 0.9):
         inputs = {
@@ -149,7 +177,7 @@ def test_detection_thresholds_answer_as_rest(server, predictions, scenes):
             "score_threshold": score_threshold,
             "iou_threshold": 0.5,
         }
-        assert_same_outputs(answer, rest_outputs(server, "detector", "detect_image_bytes", rest_inputs))
+        assert_same_outputs(answer, rest_outputs(served.url, "detector", "detect_image_bytes", rest_inputs))
         assert ((answer["scores"] >= score_threshold) | (answer["scores"] == 0)).all()
 
 
@@ -159,7 +187,7 @@ def test_output_filter_answers_only_the_named_outputs(predictions, digits):
     assert sorted(predictions.Predict(request, timeout=TIMEOUT).outputs) == ["labels", "scores"]
 
 
-def test_a_batch_of_64_images_is_past_grpcs_4_mib_default_and_answered(server, predictions, scenes):
+def test_a_batch_of_64_images_is_past_grpcs_4_mib_default_and_answered(served, predictions, scenes):
     gray = np.stack([scene.image for scene in scenes.test[:64]]).astype(np.float32)
     images = np.repeat(gray, 3, axis=-1)  # 64 RGB images of 128×128: 12 MiB
     assert images.nbytes > 4 * 2**20
@@ -184,13 +212,13 @@ def test_concurrent_calls_each_get_their_own_answer(predictions, digits):
 # --- metadata, status, health ----------------------------------------------------------------------------
 
 
-def test_metadata_lists_the_signatures_the_rest_api_lists(server, predictions):
+def test_metadata_lists_the_signatures_the_rest_api_lists(served, predictions):
     request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
     request.model_spec.name = "detector"
     response = predictions.GetModelMetadata(request, timeout=TIMEOUT)
     definitions = get_model_metadata_pb2.SignatureDefMap()
     assert response.metadata["signature_def"].Unpack(definitions)
-    rest = httpx.get(f"{server}/v1/models/detector/metadata", timeout=TIMEOUT).json()
+    rest = httpx.get(f"{served.url}/v1/models/detector/metadata", timeout=TIMEOUT).json()
     expected = rest["metadata"]["signature_def"]["signature_def"]
     assert set(definitions.signature_def) == set(expected) == {"serving_default", "detect_images", "detect_image_bytes"}
     threshold = definitions.signature_def["detect_images"].inputs["score_threshold"]
@@ -199,11 +227,11 @@ def test_metadata_lists_the_signatures_the_rest_api_lists(server, predictions):
     assert response.model_spec.name == "detector" and response.model_spec.version.value >= 1
 
 
-def test_status_lists_each_version_and_its_state(server, model_service):
+def test_status_lists_each_version_and_its_state(served, model_service):
     request = get_model_status_pb2.GetModelStatusRequest()
     request.model_spec.name = "seq2seq"
     response = model_service.GetModelStatus(request, timeout=TIMEOUT)
-    rest = httpx.get(f"{server}/v1/models/seq2seq", timeout=TIMEOUT).json()["model_version_status"]
+    rest = httpx.get(f"{served.url}/v1/models/seq2seq", timeout=TIMEOUT).json()["model_version_status"]
     assert [(status.version, status.state) for status in response.model_version_status] == [
         (int(status["version"]), get_model_status_pb2.ModelVersionStatus.State.Value(status["state"]))
         for status in rest
@@ -220,6 +248,31 @@ def test_health_says_serving_for_the_server_and_both_services(channel):
         answer = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=TIMEOUT)
         assert answer.status == health_pb2.HealthCheckResponse.SERVING, service
     assert rpc_error(stub.Check, health_pb2.HealthCheckRequest(service="other")).code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_health_watch_streams_the_status_until_the_client_leaves(channel):
+    answers = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(service=""), timeout=TIMEOUT)
+    assert next(answers).status == health_pb2.HealthCheckResponse.SERVING
+    answers.cancel()
+    with pytest.raises(grpc.RpcError) as left:
+        next(answers)
+    assert left.value.code() == grpc.StatusCode.CANCELLED
+    assert health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=TIMEOUT).status
+
+
+def test_an_unknown_method_is_unimplemented(channel):
+    call = channel.unary_unary("/tensorflow.serving.PredictionService/Explain")
+    assert rpc_error(call, b"").code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+def test_a_compressed_call_is_answered_by_grpcio_and_refused_by_zttp_with_what_to_send(served, predictions, digits):
+    request = predict_request("classifier", {"images": digits.test.images[:1].astype(np.float32)})
+    if served.grpc_server == "grpcio":
+        assert predictions.Predict(request, timeout=TIMEOUT, compression=grpc.Compression.Gzip).outputs["labels"]
+        return
+    error = rpc_error(predictions.Predict, request, compression=grpc.Compression.Gzip)
+    assert error.code() == grpc.StatusCode.UNIMPLEMENTED
+    assert "send them uncompressed" in error.details()
 
 
 # --- a client's mistakes: the status it expects, and a message that says what was wrong ------------------
@@ -344,13 +397,13 @@ def test_classify_and_regress_say_predict_is_the_way(predictions):
     assert rpc_error(predictions.Classify, request).code() == grpc.StatusCode.NOT_FOUND
 
 
-def test_the_server_keeps_serving_after_mistakes_and_counts_them(server, predictions, digits):
+def test_the_server_keeps_serving_after_mistakes_and_counts_them(served, predictions, digits):
     for build, _, _ in MISTAKES.values():
         with pytest.raises(grpc.RpcError):
             predictions.Predict(build(), timeout=TIMEOUT)
     images = digits.test.images[:1].astype(np.float32)
     assert predictions.Predict(predict_request("classifier", {"images": images}), timeout=TIMEOUT).outputs["labels"]
-    exposed = httpx.get(f"{server}/metrics", timeout=TIMEOUT).text
+    exposed = httpx.get(f"{served.url}/metrics", timeout=TIMEOUT).text
     route = 'route="/tensorflow.serving.PredictionService/Predict"'
     for status in ("OK", "INVALID_ARGUMENT", "NOT_FOUND", "RESOURCE_EXHAUSTED"):
         assert any(route in line and f'status="{status}"' in line for line in exposed.splitlines()), status

@@ -67,6 +67,7 @@ def test_settings_read_every_variable_and_round_trip():
         "MODELSERVICE_ACCESS_LOG": "yes",
         "MODELSERVICE_GRPC_PORT": "0",
         "MODELSERVICE_GRPC_MAX_MESSAGE_MB": "128",
+        "MODELSERVICE_GRPC_SERVER": "ZTTP",
     }
     settings = Settings.from_env(environ)
     assert settings == Settings(
@@ -81,6 +82,7 @@ def test_settings_read_every_variable_and_round_trip():
         port=8080,
         grpc_port=0,
         grpc_max_message_mb=128,
+        grpc_server="zttp",
         workers=2,
         batching=False,
         max_batch=32,
@@ -109,6 +111,7 @@ def test_settings_read_every_variable_and_round_trip():
         ("MODELSERVICE_PORT", "70000", "must be from 1 to 65535"),
         ("MODELSERVICE_GRPC_PORT", "-1", "must be from 1 to 65535, or 0 for off"),
         ("MODELSERVICE_GRPC_MAX_MESSAGE_MB", "0", "must be at least 1"),
+        ("MODELSERVICE_GRPC_SERVER", "grpclib", "must be one of grpcio, zttp"),
         ("MODELSERVICE_WORKERS", "0", "must be at least 1"),
         ("MODELSERVICE_MAX_INSTANCES", "-3", "must be at least 1"),
         ("MODELSERVICE_MAX_DECODED_REQUEST_MB", "0", "must be at least 1"),
