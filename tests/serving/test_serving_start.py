@@ -376,10 +376,11 @@ def test_the_server_serves_a_folder_with_limits_from_the_environment(model_dir, 
 
 
 @pytest.mark.e2e
-def test_sigterm_drains_then_stops_the_server_within_seconds(model_dir, digits, tmp_path):
+@pytest.mark.parametrize("grpc_server", ["grpcio", "zttp"])
+def test_sigterm_drains_then_stops_the_server_within_seconds(model_dir, digits, tmp_path, grpc_server):
     """SIGTERM under load: the server keeps answering while a load balancer would notice (/readyz 503, every
     answer with Connection: close; gRPC health NOT_SERVING), stops once its clients have gone, and no request it
-    answered fails, over HTTP or gRPC."""
+    answered fails, over HTTP or gRPC (with either gRPC server)."""
     import signal
     import time
     from concurrent.futures import ThreadPoolExecutor
@@ -387,7 +388,7 @@ def test_sigterm_drains_then_stops_the_server_within_seconds(model_dir, digits, 
     port, grpc_port = free_port(), free_port()
     command = [
         *(sys.executable, "-m", "serving", "--model-dir", str(model_dir)),
-        *("--port", str(port), "--grpc-port", str(grpc_port)),
+        *("--port", str(port), "--grpc-port", str(grpc_port), "--grpc-server", grpc_server),
     ]
     log = tmp_path / "server.log"
     env = {**os.environ, "MODELSERVICE_DRAIN_SECONDS": "8"}
