@@ -135,7 +135,7 @@ class GrpcApp:
                 return
             if handler is None or handler.request_streaming:
                 raise Abort(grpc.StatusCode.UNIMPLEMENTED, f"unknown method {scope['path']}")
-            request = handler.request_deserializer(await self.message(scope, receive))
+            request = handler.request_deserializer(await self.message(receive))
             if handler.response_streaming:
                 await _until_the_client_leaves(self.stream(handler, request, context), receive)
                 body = b""
@@ -166,7 +166,7 @@ class GrpcApp:
         async for message in answers:
             await context.write(message)
 
-    async def message(self, scope: Scope, receive: Receive) -> bytes:
+    async def message(self, receive: Receive) -> bytes:
         """The one request message, checked against its prefix and the size limit."""
         chunks, size, more = [], 0, True
         while more:
