@@ -93,7 +93,7 @@ def loop_seconds(pid: int) -> float:
 def servers(classifier: Path, logs: Path) -> Iterator[dict[str, tuple[str, str, int]]]:
     """Both servers up: name -> (HTTP URL, gRPC target, pid of the process whose loop answers)."""
     from pipelines.export.artifact import register_in_bentoml
-    from serving.process import free_port, running_process, running_server, server_worker
+    from serving.process import free_port, home_beside, running_process, running_server, server_worker
 
     service_grpc, zttp_grpc, ceiling_port, ceiling_grpc = free_port(), free_port(), free_port(), free_port()
     models = register_in_bentoml(classifier)
@@ -102,7 +102,7 @@ def servers(classifier: Path, logs: Path) -> Iterator[dict[str, tuple[str, str, 
         "MODELSERVICE_MODELS": models,
         "MODELSERVICE_GRPC_PORT": str(zttp_grpc),
         "MODELSERVICE_GRPC_SERVER": "zttp",
-    }
+    } | home_beside(logs / "bentoml-service-zttp")  # BentoML's metrics folder is per home
     ceiling = [sys.executable, "-m", "benchmarks.ceiling_app", "--grpc-port", str(ceiling_grpc)]
     ceiling += ["--host", "127.0.0.1", "--port", str(ceiling_port)]
     with (

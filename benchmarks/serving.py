@@ -288,13 +288,15 @@ def predict_request(model: str, images: Any) -> bytes:
 
 @contextlib.contextmanager
 def started(server: str, context: dict[str, Any], args: argparse.Namespace) -> Iterator[str]:
-    from serving.process import free_port, running_process, running_server
+    from serving.process import free_port, home_beside, running_process, running_server
 
     log_path = args.out / "logs" / f"{server}.log"
     if server in SERVICES:
         env = {"MODELSERVICE_MODELS": ",".join(context["tags"].values())}
         env["MODELSERVICE_GRPC_PORT"] = context["grpc_targets"][server].rpartition(":")[2]
         env["MODELSERVICE_GRPC_SERVER"] = "zttp" if server == "service-zttp" else "grpcio"
+        if server == "service-zttp":  # up beside "service" in the paired rounds: metrics of its own
+            env |= home_beside(args.out / "logs" / "bentoml-service-zttp")
         with running_server(env=env, log_path=log_path, timeout=args.startup_timeout) as url:
             yield url
     elif server in ("bentoml-noop", "bentoml-batchable"):

@@ -33,6 +33,17 @@ def port_taken(host: str, port: int) -> str | None:
     return None
 
 
+def home_beside(folder: Path) -> dict[str, str]:
+    """The environment for a BentoML server started beside another one of this process's: a BentoML home of its
+    own in `folder`, whose model store is the current home's. BentoML empties its home's Prometheus folder when a
+    server starts, so two servers sharing a home would hide part of each other's metrics and mix the rest."""
+    current = Path(os.environ.get("BENTOML_HOME", Path.home() / "bentoml"))
+    folder.mkdir(parents=True, exist_ok=True)
+    if not (folder / "models").exists():
+        (folder / "models").symlink_to(current / "models", target_is_directory=True)
+    return {"BENTOML_HOME": str(folder)}
+
+
 @contextmanager
 def running_process(
     command: list[str],

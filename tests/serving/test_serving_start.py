@@ -468,3 +468,16 @@ def _ready(url: str) -> bool:
         return httpx.get(url + "/readyz", timeout=2).status_code == 200
     except httpx.TransportError:
         return False
+
+
+def test_a_server_beside_another_gets_a_home_of_its_own_that_shares_the_model_store(tmp_path, monkeypatch):
+    # BentoML empties its home's Prometheus folder when a server starts: a shared home hides the other's metrics.
+    from serving.process import home_beside
+
+    monkeypatch.setenv("BENTOML_HOME", str(tmp_path / "first"))
+    (tmp_path / "first" / "models" / "classifier").mkdir(parents=True)
+    env = home_beside(tmp_path / "second")
+    assert env == {"BENTOML_HOME": str(tmp_path / "second")}
+    assert (tmp_path / "second" / "models" / "classifier").is_dir()
+    assert (tmp_path / "second" / "models").resolve() == (tmp_path / "first" / "models").resolve()
+    assert home_beside(tmp_path / "second") == env  # again: the link is kept
