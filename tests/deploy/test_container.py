@@ -221,7 +221,8 @@ def test_normalises_a_date(served, date_answers):
     assert [prediction["text"] for prediction in response.json()["predictions"]] == expected
 
 
-def test_answers_tf_servings_grpc_api(served, date_answers):
+def assert_grpc_translates(container: Container, date_answers) -> None:
+    """Health says SERVING and Predict normalises two dates, through TF Serving's gRPC API."""
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
     from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
@@ -230,13 +231,17 @@ def test_answers_tf_servings_grpc_api(served, date_answers):
     request.model_spec.name, request.model_spec.signature_name = "seq2seq", "translate"
     request.inputs["texts"].CopyFrom(tf.make_tensor_proto(["20.01.2023", "March 4, 1999"]))
     request.inputs["beam_width"].CopyFrom(tf.make_tensor_proto(3))
-    with grpc.insecure_channel(served.grpc_target) as channel:
+    with grpc.insecure_channel(container.grpc_target) as channel:
         health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=TIMEOUT)
         answer = prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(request, timeout=TIMEOUT)
     assert health.status == health_pb2.HealthCheckResponse.SERVING
     texts = [text.decode() for text in tf.make_ndarray(answer.outputs["texts"])]
     is_date = tf.make_ndarray(answer.outputs["is_date"])
     assert [text if date else None for text, date in zip(texts, is_date)] == date_answers("20.01.2023", "March 4, 1999")
+
+
+def test_answers_tf_servings_grpc_api(served, date_answers):
+    assert_grpc_translates(served, date_answers)
 
 
 def test_detects_digits_in_a_scene_as_the_savedmodel_does(served, trained_detector, scenes):
@@ -341,6 +346,17 @@ def test_mounted_models_selected_by_environment_on_a_read_only_root(image, artif
         assert httpx.post(container.url + "/classify", json={"instances": [[[0]]]}, timeout=TIMEOUT).status_code == 404
         answer = httpx.post(container.url + "/translate", json={"texts": ["20.01.2023"]}, timeout=TIMEOUT)
         assert answer.status_code == 200 and answer.json()["predictions"][0]["text"] == date_answers("20.01.2023")[0]
+    finally:
+        engine("rm", "-f", container.name, check=False)
+
+
+def test_answers_grpc_with_the_zttp_server_on_a_read_only_root(image, artifacts, date_answers):
+    container = start_container(
+        image, *read_only_root(), "-v", f"{artifacts}:/models:ro", "-e", "MODELSERVICE_GRPC_SERVER=zttp"
+    )
+    try:
+        assert_grpc_translates(container, date_answers)
+        assert "TF Serving's gRPC API on 0.0.0.0:" in container.logs() and "(zttp)" in container.logs()
     finally:
         engine("rm", "-f", container.name, check=False)
 
