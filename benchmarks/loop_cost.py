@@ -91,7 +91,7 @@ def loop_seconds(pid: int) -> float:
 
 @contextlib.contextmanager
 def servers(classifier: Path, logs: Path) -> Iterator[dict[str, tuple[str, str, int]]]:
-    """Both servers up: name -> (HTTP URL, gRPC target, pid of the process whose loop answers)."""
+    """The servers up: name -> (HTTP URL, gRPC target, pid of the process whose loop answers)."""
     from pipelines.export.artifact import register_in_bentoml
     from serving.process import free_port, home_beside, running_process, running_server, server_worker
 

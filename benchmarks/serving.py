@@ -104,7 +104,7 @@ SCENARIOS: dict[str, Scenario] = {
     "translate": Scenario("service", "/translate", JSON_TYPE, "texts", f"POST /translate, beam {BEAM_WIDTH}"),
     "detect": Scenario("service", "/detect", MULTIPART_TYPE, "scene_pngs", "POST /detect, 128x128 PNG"),
 }
-SERVICES = ("service", "service-zttp")  # this project's server, with either gRPC server
+SERVICES = {"service": "grpcio", "service-zttp": "zttp"}  # this project's server, and its MODELSERVICE_GRPC_SERVER
 SERVICE_SCENARIOS = [name for name, scenario in SCENARIOS.items() if scenario.server in SERVICES]
 
 # The goals of issue 14, at the highest number of connections.
@@ -294,9 +294,9 @@ def started(server: str, context: dict[str, Any], args: argparse.Namespace) -> I
     if server in SERVICES:
         env = {"MODELSERVICE_MODELS": ",".join(context["tags"].values())}
         env["MODELSERVICE_GRPC_PORT"] = context["grpc_targets"][server].rpartition(":")[2]
-        env["MODELSERVICE_GRPC_SERVER"] = "zttp" if server == "service-zttp" else "grpcio"
-        if server == "service-zttp":  # up beside "service" in the paired rounds: metrics of its own
-            env |= home_beside(args.out / "logs" / "bentoml-service-zttp")
+        env["MODELSERVICE_GRPC_SERVER"] = SERVICES[server]
+        if server != "service":  # up beside "service" in the paired rounds: metrics of its own
+            env |= home_beside(args.out / "logs" / f"bentoml-{server}")
         with running_server(env=env, log_path=log_path, timeout=args.startup_timeout) as url:
             yield url
     elif server in ("bentoml-noop", "bentoml-batchable"):

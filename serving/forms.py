@@ -41,7 +41,7 @@ def parse_form(body: bytes, content_type: str, *, file_field: str, max_files: in
     files: dict[str, bytes] = {}
     fields: dict[str, str] = {}
     parts: list[_Part] = []
-    counts = {"files": 0, "fields": 0}
+    counts = {"file": 0, "text field": 0}
     header_name = bytearray()
     header_value = bytearray()
 
@@ -56,12 +56,13 @@ def parse_form(body: bytes, content_type: str, *, file_field: str, max_files: in
         if b"name" not in disposition:
             raise _malformed('a part\'s Content-Disposition has no "name"', expected)
         name = disposition[b"name"].decode(charset, "replace")
-        kind = "files" if b"filename" in disposition else "fields"
+        is_file = b"filename" in disposition
+        kind, limit = ("file", max_files) if is_file else ("text field", max_fields)
         counts[kind] += 1
-        if counts[kind] > (limit := max_files if kind == "files" else max_fields):
-            raise _malformed(f"more than {limit} {'file' if kind == 'files' else 'text field'}(s)", expected)
+        if counts[kind] > limit:
+            raise _malformed(f"more than {limit} {kind}(s)", expected)
         data = b"".join(part.chunks)
-        if kind == "files":
+        if is_file:
             files[name] = data
         else:
             fields[name] = data.decode(charset, "replace")

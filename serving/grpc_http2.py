@@ -29,9 +29,12 @@ from urllib.parse import quote
 import grpc
 import uvicorn
 from google.protobuf.message import DecodeError
+from starlette.requests import ClientDisconnect
 from starlette.types import Receive, Scope, Send
 from uvicorn.protocols.http.zttp_h2_impl import ZttpH2Protocol
 from uvicorn.server import ServerState
+
+from serving.inputs import receive_body
 
 logger = logging.getLogger("modelservice")
 
@@ -156,6 +159,12 @@ class GrpcApp:
             trailers.append((b"grpc-message", quote(details, safe=" !\"#$&'()*+,-./:;<=>?@[\\]^_`{|}~").encode()))
         await send({"type": "http.response.trailers", "headers": trailers, "more_trailers": False})
 
+    def too_large(self, size: int) -> Abort:
+        return Abort(
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            f"received message larger than max ({size - PREFIX_BYTES} vs. {self.max_message_bytes})",
+        )
+
     @staticmethod
     async def stream(handler: grpc.RpcMethodHandler, request: Any, context: Context) -> None:
         """A streaming method is an async generator, or (as Health's Watch) a coroutine that calls `write`."""
@@ -168,20 +177,10 @@ class GrpcApp:
 
     async def message(self, receive: Receive) -> bytes:
         """The one request message, checked against its prefix and the size limit."""
-        chunks, size, more = [], 0, True
-        while more:
-            event = await receive()
-            if event["type"] == "http.disconnect":
-                raise Abort(grpc.StatusCode.CANCELLED, "the client left")
-            chunk, more = event.get("body", b""), event.get("more_body", False)
-            size += len(chunk)
-            if size > self.max_message_bytes + PREFIX_BYTES:
-                raise Abort(
-                    grpc.StatusCode.RESOURCE_EXHAUSTED,
-                    f"received message larger than max ({size - PREFIX_BYTES} vs. {self.max_message_bytes})",
-                )
-            chunks.append(chunk)
-        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        try:
+            body = await receive_body(receive, self.max_message_bytes + PREFIX_BYTES, self.too_large)
+        except ClientDisconnect:
+            raise Abort(grpc.StatusCode.CANCELLED, "the client left") from None
         if len(body) < PREFIX_BYTES or int.from_bytes(body[1:PREFIX_BYTES], "big") != len(body) - PREFIX_BYTES:
             raise Abort(grpc.StatusCode.INVALID_ARGUMENT, "the body is not one length-prefixed gRPC message")
         if body[0] != 0:

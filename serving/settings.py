@@ -11,6 +11,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from serving.memory import ALLOCATORS
+
 PREFIX = "MODELSERVICE_"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 GRPC_SERVERS = ("grpcio", "zttp")
@@ -75,24 +77,15 @@ def flag(text: str) -> bool:
     raise ValueError("must be 1/true/yes/on or 0/false/no/off")
 
 
-def allocator(text: str) -> str:
-    from serving.memory import ALLOCATORS
+def one_of(choices: tuple[str, ...], case: Callable[[str], str] = str.lower) -> Callable[[str], str]:
+    """A parser of one of `choices`, in any case: `case` writes a value as the choices are written."""
 
-    if text.lower() not in ALLOCATORS:
-        raise ValueError(f"must be one of {', '.join(ALLOCATORS)}")
-    return text.lower()
+    def parse(text: str) -> str:
+        if case(text) not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)}")
+        return case(text)
 
-
-def grpc_server(text: str) -> str:
-    if text.lower() not in GRPC_SERVERS:
-        raise ValueError(f"must be one of {', '.join(GRPC_SERVERS)}")
-    return text.lower()
-
-
-def log_level(text: str) -> str:
-    if text.upper() not in LOG_LEVELS:
-        raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}")
-    return text.upper()
+    return parse
 
 
 def setting(default: Any, parse: Callable[[str], Any], meaning: str, *, secret: bool = False) -> Any:
@@ -125,7 +118,7 @@ class Settings:
     grpc_port: int = setting(8500, port_or_off, "TF Serving's gRPC API (PredictionService, ModelService); 0: off")
     grpc_server: str = setting(
         "grpcio",
-        grpc_server,
+        one_of(GRPC_SERVERS),
         "what answers gRPC: grpcio's server, or zttp (uvicorn's HTTP/2; fewer features, far less CPU a call)",
     )
     grpc_max_message_mb: int = setting(
@@ -160,9 +153,11 @@ class Settings:
         secret=True,
     )
     allocator: str = setting(
-        "jemalloc", allocator, "jemalloc (when installed: memory returns after spikes) or system (the C library's)"
+        "jemalloc",
+        one_of(ALLOCATORS),
+        "jemalloc (when installed: memory returns after spikes) or system (the C library's)",
     )
-    log_level: str = setting("INFO", log_level, " | ".join(LOG_LEVELS))
+    log_level: str = setting("INFO", one_of(LOG_LEVELS, str.upper), " | ".join(LOG_LEVELS))
     access_log: bool = setting(False, flag, "one log line per request (costs more than a model call under load)")
 
     @classmethod
