@@ -13,14 +13,15 @@ length-prefixed messages (1 byte compressed flag, 4 bytes big-endian length), an
 message the same way and the status in the trailers (`grpc-status`, `grpc-message` percent-encoded). The
 servicers' `context.abort` and `context.write` (Health's Watch streams its answers) are all they use.
 
-Not done here, where grpcio does it: compressed messages (UNIMPLEMENTED: send uncompressed, gRPC's default);
-a client that leaves does not cancel its call (it finishes, its answer is dropped); the client's deadline
-(`grpc-timeout`) is not enforced on the server (the server's own timeout is, and clients enforce theirs).
+As grpcio's server does: gzip and deflate messages are accepted (answers go uncompressed); a call whose client
+resets its stream or leaves is cancelled, and one whose deadline (`grpc-timeout`) passes is cancelled and answered
+DEADLINE_EXCEEDED; a stop sends GOAWAY first, and calls sent past it are refused so that clients retry them.
 """
 
 import asyncio
 import logging
 import socket
+import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +29,7 @@ from urllib.parse import quote
 
 import grpc
 import uvicorn
+import zttp
 from google.protobuf.message import DecodeError
 from starlette.requests import ClientDisconnect
 from starlette.types import Receive, Scope, Send
@@ -41,6 +43,13 @@ logger = logging.getLogger("modelservice")
 GRPC_CONTENT_TYPE = b"application/grpc"
 PREFIX_BYTES = 5  # compressed flag + 4-byte length
 IDLE_CONNECTION_SECONDS = 3600.0  # gRPC channels stay open between calls; uvicorn's default closes them after 5 s
+STREAMS_PER_CONNECTION = 4000
+NO_ERROR, REFUSED_STREAM = 0x0, 0x7  # HTTP/2 error codes (RFC 9113 section 7)
+TASK = "modelservice.grpc_task"  # the scope key under which a call's task is found to cancel it
+WINDOW_BITS = {b"gzip": 16 + zlib.MAX_WBITS, b"deflate": zlib.MAX_WBITS}  # zlib's names for gRPC's encodings
+ACCEPTED_ENCODINGS = b"identity,deflate,gzip"
+TIMEOUT_UNITS = {b"H": 3600.0, b"M": 60.0, b"S": 1.0, b"m": 1e-3, b"u": 1e-6, b"n": 1e-9}
+MESSAGE_SAFE = " !\"#$&'()*+,-./:;<=>?@[\\]^_`{|}~"  # grpc-message is percent-encoded except printable ASCII
 
 
 class Abort(Exception):
@@ -110,7 +119,7 @@ class Context:
                 {
                     "type": "http.response.start",
                     "status": 200,
-                    "headers": [(b"content-type", GRPC_CONTENT_TYPE)],
+                    "headers": [(b"content-type", GRPC_CONTENT_TYPE), (b"grpc-accept-encoding", ACCEPTED_ENCODINGS)],
                     "trailers": True,
                 }
             )
@@ -121,7 +130,8 @@ def framed(message: bytes) -> bytes:
 
 
 class GrpcApp:
-    """ASGI app: the unary and server-streaming methods of `handlers`, messages of at most `max_message_bytes`."""
+    """ASGI app: the unary and server-streaming methods of `handlers`, messages of at most `max_message_bytes`
+    (after decompression)."""
 
     def __init__(self, handlers: Handlers, max_message_bytes: int):
         self.handlers = handlers
@@ -130,21 +140,30 @@ class GrpcApp:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
+        task = scope[TASK] = asyncio.current_task()  # GrpcH2Protocol cancels it if the client resets the stream
         handler = self.handlers.handler(scope["path"])
         context = Context(scope, send, handler)
+        deadline = None
         try:
-            if scope["method"] != "POST" or not _content_type(scope).startswith(GRPC_CONTENT_TYPE):
+            headers = CallHeaders.of(scope)
+            if scope["method"] != "POST" or not headers.content_type.startswith(GRPC_CONTENT_TYPE):
                 await _plain(send, 415, b"a gRPC call: POST with content-type application/grpc")
                 return
             if handler is None or handler.request_streaming:
                 raise Abort(grpc.StatusCode.UNIMPLEMENTED, f"unknown method {scope['path']}")
-            request = handler.request_deserializer(await self.message(receive))
+            if headers.timeout is not None:
+                deadline = ClientDeadline(task, headers.timeout)
+            request = handler.request_deserializer(await self.message(receive, headers.encoding))
             if handler.response_streaming:
-                await _until_the_client_leaves(self.stream(handler, request, context), receive)
+                await self.stream(handler, request, context)
                 body = b""
             else:
                 body = framed(handler.response_serializer(await handler.unary_unary(request, context)))
             code, details = grpc.StatusCode.OK, ""
+        except asyncio.CancelledError:
+            if deadline is None or not deadline.passed:
+                return  # the client reset the stream or left: there is no one to answer
+            body, code, details = b"", grpc.StatusCode.DEADLINE_EXCEEDED, "the client's deadline (grpc-timeout) passed"
         except Abort as abort:
             body, code, details = b"", abort.code, abort.details
         except DecodeError as error:
@@ -152,11 +171,14 @@ class GrpcApp:
         except Exception as error:  # the servicers map their own errors; this is a fault of this module's
             logger.exception("unhandled error on %s", scope["path"])
             body, code, details = b"", grpc.StatusCode.INTERNAL, f"internal error: {type(error).__name__}"
+        finally:
+            if deadline is not None:
+                deadline.cancel()
         await context.start()
         await send({"type": "http.response.body", "body": body, "more_body": False})
         trailers = [(b"grpc-status", str(code.value[0]).encode())]
         if details:
-            trailers.append((b"grpc-message", quote(details, safe=" !\"#$&'()*+,-./:;<=>?@[\\]^_`{|}~").encode()))
+            trailers.append((b"grpc-message", quote(details, safe=MESSAGE_SAFE).encode()))
         await send({"type": "http.response.trailers", "headers": trailers, "more_trailers": False})
 
     def too_large(self, size: int) -> Abort:
@@ -175,41 +197,89 @@ class GrpcApp:
         async for message in answers:
             await context.write(message)
 
-    async def message(self, receive: Receive) -> bytes:
-        """The one request message, checked against its prefix and the size limit."""
+    async def message(self, receive: Receive, encoding: bytes) -> bytes:
+        """The one request message, checked against its prefix and the size limit, and decompressed if it was
+        sent compressed."""
         try:
             body = await receive_body(receive, self.max_message_bytes + PREFIX_BYTES, self.too_large)
         except ClientDisconnect:
-            raise Abort(grpc.StatusCode.CANCELLED, "the client left") from None
+            raise asyncio.CancelledError from None
         if len(body) < PREFIX_BYTES or int.from_bytes(body[1:PREFIX_BYTES], "big") != len(body) - PREFIX_BYTES:
             raise Abort(grpc.StatusCode.INVALID_ARGUMENT, "the body is not one length-prefixed gRPC message")
-        if body[0] != 0:
+        if body[0] == 0:
+            return body[PREFIX_BYTES:]
+        return self.decompressed(body[PREFIX_BYTES:], encoding)
+
+    def decompressed(self, message: bytes, encoding: bytes) -> bytes:
+        window_bits = WINDOW_BITS.get(encoding)
+        if window_bits is None:
             raise Abort(
                 grpc.StatusCode.UNIMPLEMENTED,
-                "compressed messages are not accepted: send them uncompressed (gRPC's default)",
+                f"a compressed message with grpc-encoding {encoding.decode('latin-1') or '(none)'}: "
+                f"expected one of {ACCEPTED_ENCODINGS.decode()}",
             )
-        return body[PREFIX_BYTES:]
+        inflate = zlib.decompressobj(window_bits)
+        try:
+            plain = inflate.decompress(message, self.max_message_bytes + 1)  # a small bomb stays small
+        except zlib.error as error:
+            raise Abort(grpc.StatusCode.INVALID_ARGUMENT, f"the message does not decompress ({error})") from None
+        if len(plain) > self.max_message_bytes:
+            raise Abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"received message larger than max once decompressed (over {self.max_message_bytes} bytes)",
+            )
+        if not inflate.eof:
+            raise Abort(grpc.StatusCode.INVALID_ARGUMENT, "the compressed message is cut short")
+        return plain
 
 
-async def _until_the_client_leaves(streaming: Any, receive: Receive) -> None:
-    """Run a streamed answer (Health's Watch never ends by itself) until it ends or the client leaves. Unary calls
-    are not watched: a task per call is what makes grpcio's server cost the loop so much."""
-    answer, left = asyncio.ensure_future(streaming), asyncio.ensure_future(receive())
-    try:
-        await asyncio.wait((answer, left), return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        left.cancel()
-        if not answer.done():
-            answer.cancel()
-            raise Abort(grpc.StatusCode.CANCELLED, "the client left")
-    answer.result()
+@dataclass(frozen=True)
+class CallHeaders:
+    """What a call's request headers say about it, read in one pass."""
+
+    content_type: bytes
+    encoding: bytes
+    timeout: float | None
+
+    @classmethod
+    def of(cls, scope: Scope) -> "CallHeaders":
+        content_type, encoding, timeout = b"", b"", None
+        for name, value in scope["headers"]:
+            if name == b"content-type":
+                content_type = value
+            elif name == b"grpc-encoding":
+                encoding = value
+            elif name == b"grpc-timeout":
+                timeout = parse_timeout(value)
+        return cls(content_type, encoding, timeout)
 
 
-def _content_type(scope: Scope) -> bytes:
-    for name, value in scope["headers"]:
-        if name == b"content-type":
-            return value
-    return b""
+def parse_timeout(value: bytes) -> float:
+    """gRPC's `grpc-timeout` header: 1 to 8 digits and a unit, as "250m" (250 ms)."""
+    seconds_per_unit = TIMEOUT_UNITS.get(value[-1:])
+    if seconds_per_unit is None or not 1 <= len(value) - 1 <= 8 or not value[:-1].isdigit():
+        raise Abort(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"grpc-timeout {value.decode('latin-1')!r}: expected 1 to 8 digits and a unit (H, M, S, m, u or n)",
+        )
+    return int(value[:-1]) * seconds_per_unit
+
+
+class ClientDeadline:
+    """Cancels the call's task when the client's deadline passes: the client has stopped waiting, so the
+    call's place in a batch goes to one whose client still is."""
+
+    def __init__(self, task: asyncio.Task, seconds: float):
+        self.passed = False
+        self._task = task
+        self._timer = asyncio.get_running_loop().call_later(seconds, self._pass)
+
+    def _pass(self) -> None:
+        self.passed = True
+        self._task.cancel()
+
+    def cancel(self) -> None:
+        self._timer.cancel()
 
 
 async def _plain(send: Send, status: int, text: bytes) -> None:
@@ -259,9 +329,68 @@ class CorkedTransport:
         return getattr(self._transport, name)
 
 
-class CorkedH2Protocol(ZttpH2Protocol):
+class GrpcH2Protocol(ZttpH2Protocol):
+    """uvicorn's HTTP/2 protocol, corked (`CorkedTransport`), with what a gRPC server does beside it:
+    - a stream the client resets (a cancelled call, a passed deadline) or a lost connection cancels its call;
+    - a connection is retired with GOAWAY (NO_ERROR) after `STREAMS_PER_CONNECTION` calls, before zttp's flood
+      guard ends it with ENHANCE_YOUR_CALM at 4,096 (zttp 0.0.35) and logs a warning each time;
+    - a stop sends GOAWAY at once, so clients send their next calls elsewhere; calls already sent past it are
+      refused with REFUSED_STREAM, which gRPC clients retry by themselves, where uvicorn answers them 503.
+    """
+
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(CorkedTransport(transport, self.loop))  # type: ignore[arg-type]
+        self.streams, self.newest_stream = 0, 0
+        self.last_stream_id: int | None = None  # the last stream this connection answers, once GOAWAY is sent
+
+    def handle_request(self, event: zttp.Request) -> None:
+        if self.last_stream_id is not None and event.stream_id > self.last_stream_id:
+            self.conn.stream(event.stream_id).reset(REFUSED_STREAM)
+            return
+        super().handle_request(event)
+        self.streams, self.newest_stream = self.streams + 1, event.stream_id
+        if self.streams >= STREAMS_PER_CONNECTION:
+            self.go_away(event.stream_id)
+
+    def handle_rst_stream(self, event: zttp.RstStream) -> None:
+        cycle = self.cycles.get(event.stream_id)
+        if cycle is not None and not cycle.response_complete:
+            _cancel(cycle)
+        super().handle_rst_stream(event)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        for cycle in self.cycles.values():
+            if not cycle.response_complete:
+                _cancel(cycle)
+        super().connection_lost(exc)
+
+    def shutdown(self) -> None:
+        self.go_away(self.newest_stream)
+
+    def go_away(self, last_stream_id: int) -> None:
+        """Tell the client to open a new connection for calls after `last_stream_id`; this one closes once the
+        calls up to it are answered."""
+        if self.last_stream_id is None:
+            self.last_stream_id = last_stream_id
+            self.conn.close(NO_ERROR, last_stream_id)
+            self.flush()
+        self.shutdown_requested = True
+        if not self.cycles:
+            self._close_connection()
+
+    def _close_connection(self) -> None:
+        if self.transport.is_closing():
+            return
+        if self.last_stream_id is None:  # a second GOAWAY may not name a later stream than the first
+            self.conn.close()
+        self.flush()
+        self.transport.close()
+
+
+def _cancel(cycle: Any) -> None:
+    task = cycle.scope.get(TASK)
+    if task is not None:
+        task.cancel()
 
 
 class Http2Server:
@@ -295,7 +424,7 @@ class Http2Server:
             raise
         loop = asyncio.get_running_loop()
         self.server = await loop.create_server(
-            lambda: CorkedH2Protocol(config=self.config, server_state=self.state, app_state={}, _loop=loop),
+            lambda: GrpcH2Protocol(config=self.config, server_state=self.state, app_state={}, _loop=loop),
             sock=listener,
             backlog=self.config.backlog,
         )

@@ -2,6 +2,7 @@
 
 import contextlib
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -16,9 +17,26 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
 def free_port() -> int:
-    with socket.socket() as probe:
+    """A port that no one listens on, for a server about to start, from below the kernel's ephemeral range: a port
+    from that range, once released, may be handed to the next socket bound to port 0 or to the next outgoing
+    connection (BentoML's processes take such ports while they start), and the server meant for it then cannot
+    listen on it."""
+    ephemeral_low = _ephemeral_ports()[0]
+    for _ in range(64):
+        port = random.randrange(max(1024, ephemeral_low - 12_000), ephemeral_low)
+        if port_taken("127.0.0.1", port) is None:
+            return port
+    with socket.socket() as probe:  # a crowded machine: the kernel's choice, as a last resort
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def _ephemeral_ports() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
 
 
 def port_taken(host: str, port: int) -> str | None:

@@ -5,7 +5,6 @@ import csv
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -21,6 +20,7 @@ from pipelines.data.image_data import ImageDataset, Split
 from pipelines.family import NAMES, Trained, family
 from pipelines.training.flags import apply_config_file
 from pipelines.training.search_space import with_values
+from serving.process import free_port
 
 PROJECT = Path(__file__).resolve().parents[2]
 SEARCH_SCRIPT = Path(__file__).with_name("search_script.py")
@@ -124,12 +124,6 @@ def finished(process: subprocess.Popen, timeout: float = 240) -> str:
     output, _ = process.communicate(timeout=timeout)
     assert process.returncode == 0, output[-3000:]
     return output
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.mark.distributed  # make test-distributed: three processes, then a fourth
