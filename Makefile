@@ -25,7 +25,7 @@ help:
 	@echo "make test-benchmarks  run each benchmark script end to end on small settings (.ci/run runs it after make test)"
 	@echo "make test-distributed  training across devices and processes: mirrored, two workers (one killed), the distributed search (.ci/run runs it)"
 	@echo "make image  build the image modelservice:latest from artifacts/ (train first: make train)"
-	@echo "make bench  load-test the service with wrk (apt-get install wrk; h2load from nghttp2-client for gRPC) against the HTTP and gRPC ceilings, BentoML's anchors and a naive server; the event loop's CPU per JSON request and gRPC call; training speed vs the matmul peak; graph vs Python-loop beam search; graph vs NumPy NMS; transfer vs scratch over 5 seeds"
+	@echo "make bench  load-test the service with wrk (apt-get install wrk; h2load from nghttp2-client for gRPC) against the HTTP and gRPC ceilings, BentoML's anchors and a naive server; the event loop's CPU per JSON request and gRPC call; a 16 MiB gRPC upload over delayed links, grpcio vs zttp; training speed vs the matmul peak; graph vs Python-loop beam search; graph vs NumPy NMS; transfer vs scratch over 5 seeds"
 	@echo "make clean  remove .venv, runs/, artifacts/ and the project's BentoML store"
 
 $(BIN)/.installed: pyproject.toml
@@ -81,6 +81,7 @@ image:
 bench: install
 	$(BIN)/python -m benchmarks.serving
 	$(BIN)/python -m benchmarks.loop_cost
+	$(BIN)/python -m benchmarks.grpc_upload
 	$(BIN)/python -m benchmarks.training
 	$(BIN)/python -m benchmarks.decoding --train-if-missing
 	$(BIN)/python -m benchmarks.detection --train-if-missing

@@ -10,7 +10,6 @@ from pathlib import Path
 
 # BentoML reads its home folder when first imported, so the tests' private model store is set first.
 os.environ["BENTOML_HOME"] = tempfile.mkdtemp(prefix="bentoml-tests-")
-atexit.register(shutil.rmtree, os.environ["BENTOML_HOME"], ignore_errors=True)  # ~20 MB a run otherwise
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")  # oneDNN kernels: 25–40% faster training on this CPU
 os.environ.setdefault("CI", "1")  # one line per epoch instead of progress bars in test logs
@@ -20,6 +19,8 @@ if workers := int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0")):
     os.environ.setdefault("TF_NUM_INTRAOP_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))
 
 import pytest
+
+atexit.register(shutil.rmtree, os.environ["BENTOML_HOME"], ignore_errors=True)  # ~20 MB a run otherwise
 
 
 @contextlib.contextmanager
