@@ -6,6 +6,8 @@ MODELSERVICE_GRPC_SERVER=zttp)."""
 import asyncio
 import gzip
 import logging
+import random
+import socket
 import threading
 import zlib
 from collections.abc import Iterator
@@ -174,7 +176,7 @@ def test_a_call_past_its_grpc_timeout_is_cancelled_and_answered_deadline_exceede
 
 
 @pytest.fixture
-def live() -> Iterator[tuple[Slow, grpc.Channel]]:
+def live() -> Iterator[tuple[Slow, grpc.Channel, int]]:
     """The HTTP/2 server with the Slow servicer on its own loop and thread, and a grpcio channel to it."""
     servicer, port, loop = Slow(), free_port(), asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
@@ -182,14 +184,14 @@ def live() -> Iterator[tuple[Slow, grpc.Channel]]:
     server = Http2Server(app_for(servicer), "127.0.0.1", port)
     asyncio.run_coroutine_threadsafe(server.start(), loop).result(10)
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-        yield servicer, channel
+        yield servicer, channel, port
     asyncio.run_coroutine_threadsafe(server.stop(1.0), loop).result(10)
     loop.call_soon_threadsafe(loop.stop)
     thread.join(10)
 
 
 def test_a_call_the_client_cancels_is_cancelled_on_the_server(live):
-    servicer, channel = live
+    servicer, channel, _ = live
     pending = health_pb2_grpc.HealthStub(channel).Check.future(health_pb2.HealthCheckRequest(service="slow"))
     assert servicer.started.wait(10)
     pending.cancel()
@@ -198,7 +200,7 @@ def test_a_call_the_client_cancels_is_cancelled_on_the_server(live):
 
 
 def test_a_client_deadline_cancels_the_call_on_the_server(live):
-    servicer, channel = live
+    servicer, channel, _ = live
     with pytest.raises(grpc.RpcError) as raised:
         health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service="slow"), timeout=0.2)
     assert raised.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
@@ -209,7 +211,7 @@ def test_a_connection_is_retired_before_zttps_flood_guard_and_no_call_fails(live
     """zttp 0.0.35 ends a connection at its 4,097th stream (GOAWAY ENHANCE_YOUR_CALM, a warning); the server
     retires it first with GOAWAY NO_ERROR. 16 calls in flight at the switch: the ones sent past the last stream
     it answers are refused (REFUSED_STREAM), and grpcio's client retries them on a new connection."""
-    _, channel = live
+    _, channel, _ = live
     check_call = health_pb2_grpc.HealthStub(channel).Check
     request = health_pb2.HealthCheckRequest()
     calls = 2 * grpc_http2.STREAMS_PER_CONNECTION + 200
@@ -217,6 +219,45 @@ def test_a_connection_is_retired_before_zttps_flood_guard_and_no_call_fails(live
         answers = list(pool.map(lambda _: check_call(request, timeout=30).status, range(calls)))
     assert answers == [health_pb2.HealthCheckResponse.SERVING] * calls
     assert not [record for record in caplog.records if "flood" in record.getMessage()]
+
+
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+
+def frame(kind: int, flags: int, stream: int, payload: bytes) -> bytes:
+    return len(payload).to_bytes(3, "big") + bytes([kind, flags]) + stream.to_bytes(4, "big") + payload
+
+
+def garbage(rng: random.Random) -> bytes:
+    """Bytes no client should send: noise, a preface and noise, or a preface and frames of every type (DATA to
+    CONTINUATION and unknown ones) with random flags, streams, lengths and payloads."""
+    noise = rng.randbytes(rng.randrange(1, 2048))
+    shape = rng.randrange(3)
+    if shape == 0:
+        return noise
+    if shape == 1:
+        return PREFACE + noise
+    frames = [frame(4, 0, 0, b"")]  # an empty SETTINGS, as clients start
+    for _ in range(rng.randrange(1, 8)):
+        payload = rng.randbytes(rng.randrange(0, 256))
+        frames.append(
+            frame(rng.randrange(12), rng.randrange(256), rng.choice([0, 1, 3, rng.randrange(2**31)]), payload)
+        )
+        if rng.random() < 0.1:  # a length that lies
+            frames[-1] = rng.randbytes(3) + frames[-1][3:]
+    return PREFACE + b"".join(frames)
+
+
+def test_garbage_on_the_grpc_port_never_takes_the_server_down(live):
+    """zttp parses HTTP/2 in Zig, in the serving process: 3,000 connections of garbage (seeded), each sent and closed,
+    then a real call is answered."""
+    _, channel, port = live
+    rng = random.Random(20)
+    for _ in range(3000):
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as connection:
+            connection.sendall(garbage(rng))
+    check_call = health_pb2_grpc.HealthStub(channel).Check
+    assert check_call(health_pb2.HealthCheckRequest(), timeout=10).status == health_pb2.HealthCheckResponse.SERVING
 
 
 def test_an_abort_keeps_its_message_percent_encoded_and_a_bug_is_internal_not_a_crash():
