@@ -53,9 +53,9 @@ MESSAGE_SAFE = " !\"#$&'()*+,-./:;<=>?@[\\]^_`{|}~"  # grpc-message is percent-e
 
 
 class Abort(Exception):
-    def __init__(self, code: grpc.StatusCode, details: str):
+    def __init__(self, code: grpc.StatusCode, details: str, trailers: tuple[tuple[bytes, bytes], ...] = ()):
         super().__init__(details)
-        self.code, self.details = code, details
+        self.code, self.details, self.trailers = code, details, trailers
 
 
 @dataclass(frozen=True)
@@ -70,6 +70,7 @@ class Handlers:
 
     def __init__(self) -> None:
         self._generic: list[grpc.GenericRpcHandler] = []
+        self._found: dict[str, grpc.RpcMethodHandler] = {}  # only paths that name a method: they are few
 
     def add_generic_rpc_handlers(self, handlers: Iterable[grpc.GenericRpcHandler]) -> None:
         self._generic.extend(handlers)
@@ -78,8 +79,11 @@ class Handlers:
         """The generated code registers each method twice, the second time for grpcio's faster lookup."""
 
     def handler(self, path: str) -> grpc.RpcMethodHandler | None:
+        if found := self._found.get(path):
+            return found
         for generic in self._generic:
             if found := generic.service(_CallDetails(path)):
+                self._found[path] = found
                 return found
         return None
 
@@ -119,7 +123,7 @@ class Context:
                 {
                     "type": "http.response.start",
                     "status": 200,
-                    "headers": [(b"content-type", GRPC_CONTENT_TYPE), (b"grpc-accept-encoding", ACCEPTED_ENCODINGS)],
+                    "headers": [(b"content-type", GRPC_CONTENT_TYPE)],
                     "trailers": True,
                 }
             )
@@ -143,17 +147,17 @@ class GrpcApp:
         task = scope[TASK] = asyncio.current_task()  # GrpcH2Protocol cancels it if the client resets the stream
         handler = self.handlers.handler(scope["path"])
         context = Context(scope, send, handler)
-        deadline = None
+        deadline, extra = None, ()
         try:
-            headers = CallHeaders.of(scope)
-            if scope["method"] != "POST" or not headers.content_type.startswith(GRPC_CONTENT_TYPE):
+            content_type, encoding, timeout = call_headers(scope)
+            if scope["method"] != "POST" or not content_type.startswith(GRPC_CONTENT_TYPE):
                 await _plain(send, 415, b"a gRPC call: POST with content-type application/grpc")
                 return
             if handler is None or handler.request_streaming:
                 raise Abort(grpc.StatusCode.UNIMPLEMENTED, f"unknown method {scope['path']}")
-            if headers.timeout is not None:
-                deadline = ClientDeadline(task, headers.timeout)
-            request = handler.request_deserializer(await self.message(receive, headers.encoding))
+            if timeout is not None:
+                deadline = ClientDeadline(task, timeout)
+            request = handler.request_deserializer(await self.message(receive, encoding))
             if handler.response_streaming:
                 await self.stream(handler, request, context)
                 body = b""
@@ -165,7 +169,7 @@ class GrpcApp:
                 return  # the client reset the stream or left: there is no one to answer
             body, code, details = b"", grpc.StatusCode.DEADLINE_EXCEEDED, "the client's deadline (grpc-timeout) passed"
         except Abort as abort:
-            body, code, details = b"", abort.code, abort.details
+            body, code, details, extra = b"", abort.code, abort.details, abort.trailers
         except DecodeError as error:
             body, code, details = b"", grpc.StatusCode.INVALID_ARGUMENT, f"the request message does not parse: {error}"
         except Exception as error:  # the servicers map their own errors; this is a fault of this module's
@@ -176,7 +180,7 @@ class GrpcApp:
                 deadline.cancel()
         await context.start()
         await send({"type": "http.response.body", "body": body, "more_body": False})
-        trailers = [(b"grpc-status", str(code.value[0]).encode())]
+        trailers = [(b"grpc-status", str(code.value[0]).encode()), *extra]
         if details:
             trailers.append((b"grpc-message", quote(details, safe=MESSAGE_SAFE).encode()))
         await send({"type": "http.response.trailers", "headers": trailers, "more_trailers": False})
@@ -217,6 +221,7 @@ class GrpcApp:
                 grpc.StatusCode.UNIMPLEMENTED,
                 f"a compressed message with grpc-encoding {encoding.decode('latin-1') or '(none)'}: "
                 f"expected one of {ACCEPTED_ENCODINGS.decode()}",
+                trailers=((b"grpc-accept-encoding", ACCEPTED_ENCODINGS),),  # as gRPC's protocol asks
             )
         inflate = zlib.decompressobj(window_bits)
         try:
@@ -233,25 +238,17 @@ class GrpcApp:
         return plain
 
 
-@dataclass(frozen=True)
-class CallHeaders:
-    """What a call's request headers say about it, read in one pass."""
-
-    content_type: bytes
-    encoding: bytes
-    timeout: float | None
-
-    @classmethod
-    def of(cls, scope: Scope) -> "CallHeaders":
-        content_type, encoding, timeout = b"", b"", None
-        for name, value in scope["headers"]:
-            if name == b"content-type":
-                content_type = value
-            elif name == b"grpc-encoding":
-                encoding = value
-            elif name == b"grpc-timeout":
-                timeout = parse_timeout(value)
-        return cls(content_type, encoding, timeout)
+def call_headers(scope: Scope) -> tuple[bytes, bytes, float | None]:
+    """A call's content type, message encoding and timeout in seconds (None: none), read in one pass."""
+    content_type, encoding, timeout = b"", b"", None
+    for name, value in scope["headers"]:
+        if name == b"content-type":
+            content_type = value
+        elif name == b"grpc-encoding":
+            encoding = value
+        elif name == b"grpc-timeout":
+            timeout = parse_timeout(value)
+    return content_type, encoding, timeout
 
 
 def parse_timeout(value: bytes) -> float:

@@ -57,6 +57,7 @@ def call(app: GrpcApp, path: str, body: bytes, headers=GRPC_HEADERS, method: str
         "body": b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body"),
         "code": int(trailers[b"grpc-status"]) if b"grpc-status" in trailers else None,
         "message": unquote(trailers.get(b"grpc-message", b"").decode()),
+        "trailers": trailers,
     }
 
 
@@ -133,6 +134,8 @@ def test_a_compressed_message_that_cannot_be_read_gets_a_status_that_says_why(bo
     answer = call(app_for(health.aio.HealthServicer()), CHECK, body, with_headers((b"grpc-encoding", encoding)))
     assert answer["code"] == code.value[0]
     assert message in answer["message"]
+    if code == grpc.StatusCode.UNIMPLEMENTED:  # what the client may send instead, as gRPC's protocol asks
+        assert answer["trailers"][b"grpc-accept-encoding"] == b"identity,deflate,gzip"
 
 
 @pytest.mark.parametrize(
