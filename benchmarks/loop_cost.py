@@ -20,6 +20,7 @@ round, in turn) and writes loop_cost.json under --out. Needs h2load (apt-get ins
 """
 
 import argparse
+import atexit
 import contextlib
 import json
 import os
@@ -172,6 +173,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     if "bentoml" not in sys.modules:  # a private model store; else the one BentoML was imported with (tests')
         os.environ["BENTOML_HOME"] = tempfile.mkdtemp(prefix="loop-cost-bentoml-")
+        atexit.register(shutil.rmtree, os.environ["BENTOML_HOME"], ignore_errors=True)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("CI", "1")
     from benchmarks.serving import request_bodies, train_small_classifier
