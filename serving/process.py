@@ -21,7 +21,7 @@ def free_port() -> int:
     from that range, once released, may be handed to the next socket bound to port 0 or to the next outgoing
     connection (BentoML's processes take such ports while they start), and the server meant for it then cannot
     listen on it."""
-    ephemeral_low = _ephemeral_ports()[0]
+    ephemeral_low = _lowest_ephemeral_port()
     for _ in range(64):
         port = random.randrange(max(1024, ephemeral_low - 12_000), ephemeral_low)
         if port_taken("127.0.0.1", port) is None:
@@ -31,12 +31,11 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def _ephemeral_ports() -> tuple[int, int]:
+def _lowest_ephemeral_port() -> int:
     try:
-        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
-        return int(low), int(high)
-    except (OSError, ValueError):
-        return 32768, 60999  # Linux's default
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
 
 
 def port_taken(host: str, port: int) -> str | None:
