@@ -45,6 +45,8 @@ PREFIX_BYTES = 5  # compressed flag + 4-byte length
 IDLE_CONNECTION_SECONDS = 3600.0  # gRPC channels stay open between calls; uvicorn's default closes them after 5 s
 STREAMS_PER_CONNECTION = 4000
 NO_ERROR, REFUSED_STREAM = 0x0, 0x7  # HTTP/2 error codes (RFC 9113 section 7)
+RECEIVE_WINDOW_BYTES = 16 * 2**20  # what grpc-go's window estimate grows to at most: 1.6 GB/s at a 10 ms round trip
+DEFAULT_WINDOW_BYTES = 65_535  # HTTP/2's initial window, which zttp 0.0.35 keeps
 TASK = "modelservice.grpc_task"  # the scope key under which a call's task is found to cancel it
 WINDOW_BITS = {b"gzip": 16 + zlib.MAX_WBITS, b"deflate": zlib.MAX_WBITS}  # zlib's names for gRPC's encodings
 ACCEPTED_ENCODINGS = b"identity,deflate,gzip"
@@ -328,6 +330,11 @@ class CorkedTransport:
 
 class GrpcH2Protocol(ZttpH2Protocol):
     """uvicorn's HTTP/2 protocol, corked (`CorkedTransport`), with what a gRPC server does beside it:
+    - receive windows of `RECEIVE_WINDOW_BYTES` for each stream and the connection: zttp keeps HTTP/2's initial
+      64 KiB, so a request crossed a network at 64 KiB a round trip (`benchmarks/grpc_upload.py`). zttp has no
+      setting for them; it credits each 32 KiB back as it parses them, whatever its own window, so the larger
+      windows granted in frames of our own (a SETTINGS, whose second ACK zttp ignores, and a connection
+      WINDOW_UPDATE) only let the client send sooner (tested in `tests/serving/test_grpc_http2.py`);
     - a stream the client resets (a cancelled call, a passed deadline) or a lost connection cancels its call;
     - a connection is retired with GOAWAY (NO_ERROR) after `STREAMS_PER_CONNECTION` calls, before zttp's flood
       guard ends it with ENHANCE_YOUR_CALM at 4,096 (zttp 0.0.35) and logs a warning each time;
@@ -337,6 +344,7 @@ class GrpcH2Protocol(ZttpH2Protocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(CorkedTransport(transport, self.loop))  # type: ignore[arg-type]
+        self.transport.write(GROWN_WINDOWS)  # corked: it leaves with zttp's own SETTINGS
         self.streams, self.newest_stream = 0, 0
         self.last_stream_id: int | None = None  # the last stream this connection answers, once GOAWAY is sent
 
@@ -384,6 +392,17 @@ class GrpcH2Protocol(ZttpH2Protocol):
         self.transport.close()
 
 
+def frame(frame_type: int, payload: bytes) -> bytes:
+    """An HTTP/2 frame on the connection's stream 0 with no flags (RFC 9113 section 4.1)."""
+    return len(payload).to_bytes(3, "big") + bytes([frame_type, 0]) + bytes(4) + payload
+
+
+SETTINGS, WINDOW_UPDATE, INITIAL_WINDOW_SIZE = 0x4, 0x8, 0x4
+GROWN_WINDOWS = frame(
+    SETTINGS, INITIAL_WINDOW_SIZE.to_bytes(2, "big") + RECEIVE_WINDOW_BYTES.to_bytes(4, "big")
+) + frame(WINDOW_UPDATE, (RECEIVE_WINDOW_BYTES - DEFAULT_WINDOW_BYTES).to_bytes(4, "big"))
+
+
 def _cancel(cycle: Any) -> None:
     task = cycle.scope.get(TASK)
     if task is not None:
@@ -411,7 +430,10 @@ class Http2Server:
         self.server: asyncio.Server | None = None
 
     async def start(self) -> None:
-        listener = socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET, socket.SOCK_STREAM)
+        # IPPROTO_TCP named, not left 0: asyncio turns Nagle's algorithm off (TCP_NODELAY) only on sockets that
+        # say so, and with it on, an answer written after a WINDOW_UPDATE waited for the client's delayed ACK
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        listener = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         try:

@@ -119,7 +119,7 @@ class Settings:
     grpc_server: str = setting(
         "grpcio",
         one_of(GRPC_SERVERS),
-        "what answers gRPC: grpcio's server, or zttp (uvicorn's HTTP/2; far less CPU a call, slow large uploads)",
+        "what answers gRPC: grpcio's server, or zttp (uvicorn's HTTP/2, an alpha library; far less CPU a call)",
     )
     grpc_max_message_mb: int = setting(
         64, positive, "largest gRPC message in or out (MiB; gRPC's own default is 4); larger is RESOURCE_EXHAUSTED"

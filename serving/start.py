@@ -57,7 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--grpc-server",
         choices=GRPC_SERVERS,
         help="what answers gRPC: grpcio's server (default), or zttp: uvicorn's HTTP/2, far less CPU a call, "
-        "for small calls from nearby clients (its 64 KiB windows slow large uploads) [MODELSERVICE_GRPC_SERVER]",
+        "for many small calls (an alpha HTTP/2 library) [MODELSERVICE_GRPC_SERVER]",
     )
     parser.add_argument(
         "--workers", type=int, help="server processes, each holding every model (default: 1) [MODELSERVICE_WORKERS]"

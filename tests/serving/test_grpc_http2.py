@@ -16,6 +16,7 @@ from urllib.parse import unquote
 
 import grpc
 import pytest
+import zttp
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from serving import grpc_http2
@@ -23,6 +24,7 @@ from serving.grpc_http2 import CorkedTransport, GrpcApp, Handlers, Http2Server, 
 from serving.process import free_port
 
 CHECK = "/grpc.health.v1.Health/Check"
+MIB = 2**20
 GRPC_HEADERS = [(b"content-type", b"application/grpc"), (b"te", b"trailers")]
 
 
@@ -179,22 +181,22 @@ def test_a_call_past_its_grpc_timeout_is_cancelled_and_answered_deadline_exceede
 
 
 @pytest.fixture
-def live() -> Iterator[tuple[Slow, grpc.Channel, int]]:
+def live() -> Iterator[tuple[Slow, grpc.Channel, int, Http2Server]]:
     """The HTTP/2 server with the Slow servicer on its own loop and thread, and a grpcio channel to it."""
     servicer, port, loop = Slow(), free_port(), asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
-    server = Http2Server(app_for(servicer), "127.0.0.1", port)
+    server = Http2Server(app_for(servicer, max_message_bytes=2 * MIB), "127.0.0.1", port)
     asyncio.run_coroutine_threadsafe(server.start(), loop).result(10)
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-        yield servicer, channel, port
+        yield servicer, channel, port, server
     asyncio.run_coroutine_threadsafe(server.stop(1.0), loop).result(10)
     loop.call_soon_threadsafe(loop.stop)
     thread.join(10)
 
 
 def test_a_call_the_client_cancels_is_cancelled_on_the_server(live):
-    servicer, channel, _ = live
+    servicer, channel, _, _ = live
     pending = health_pb2_grpc.HealthStub(channel).Check.future(health_pb2.HealthCheckRequest(service="slow"))
     assert servicer.started.wait(10)
     pending.cancel()
@@ -203,7 +205,7 @@ def test_a_call_the_client_cancels_is_cancelled_on_the_server(live):
 
 
 def test_a_client_deadline_cancels_the_call_on_the_server(live):
-    servicer, channel, _ = live
+    servicer, channel, _, _ = live
     with pytest.raises(grpc.RpcError) as raised:
         health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service="slow"), timeout=0.2)
     assert raised.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
@@ -214,7 +216,7 @@ def test_a_connection_is_retired_before_zttps_flood_guard_and_no_call_fails(live
     """zttp 0.0.35 ends a connection at its 4,097th stream (GOAWAY ENHANCE_YOUR_CALM, a warning); the server
     retires it first with GOAWAY NO_ERROR. 16 calls in flight at the switch: the ones sent past the last stream
     it answers are refused (REFUSED_STREAM), and grpcio's client retries them on a new connection."""
-    _, channel, _ = live
+    _, channel, _, _ = live
     check_call = health_pb2_grpc.HealthStub(channel).Check
     request = health_pb2.HealthCheckRequest()
     calls = 2 * grpc_http2.STREAMS_PER_CONNECTION + 200
@@ -222,6 +224,40 @@ def test_a_connection_is_retired_before_zttps_flood_guard_and_no_call_fails(live
         answers = list(pool.map(lambda _: check_call(request, timeout=30).status, range(calls)))
     assert answers == [health_pb2.HealthCheckResponse.SERVING] * calls
     assert not [record for record in caplog.records if "flood" in record.getMessage()]
+
+
+def test_a_client_sends_a_mebibyte_in_one_flight_through_the_grown_receive_windows(live):
+    """zttp alone keeps HTTP/2's 64 KiB windows, so a client that honours flow control had to wait a round trip
+    for each 64 KiB. Here a client that does (zttp's own client role) reads the server's first frames, then its
+    1 MiB message leaves at once with nothing parked, and the server reads all of it (NOT_FOUND for the service
+    name it carries; a cut message would be INVALID_ARGUMENT). The server's socket has Nagle's algorithm off."""
+    _, _, port, server = live
+    client = zttp.Connection(zttp.CLIENT, zttp.HTTP2)
+    client.initiate_connection()
+    events: list = []
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
+
+        def read_until(done) -> None:
+            while not done():
+                connection.sendall(client.data_to_send())  # SETTINGS ACKs among them
+                client.receive_data(connection.recv(2**16))
+                while (event := client.next_event()) is not zttp.NEED_DATA:
+                    events.append(event)
+
+        read_until(lambda: any(isinstance(event, zttp.Settings) for event in events))
+        # with Nagle on, an answer written after a WINDOW_UPDATE waited for the client's delayed ACK (40 ms)
+        (accepted,) = server.state.connections
+        assert accepted.transport.get_extra_info("socket").getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        assert client.send_window == grpc_http2.RECEIVE_WINDOW_BYTES
+        headers = [(b"host", b"127.0.0.1"), *GRPC_HEADERS]
+        stream = client.send_request(b"POST", CHECK.encode(), b"HTTP/2", headers)
+        stream.send_data(check("x" * MIB))
+        assert stream.pending_bytes == 0
+        stream.end_message()
+        connection.sendall(client.data_to_send())
+        read_until(lambda: any(isinstance(event, zttp.EndOfMessage) for event in events))
+    trailers = dict(next(event.trailers for event in events if isinstance(event, zttp.EndOfMessage)))
+    assert trailers[b"grpc-status"] == str(grpc.StatusCode.NOT_FOUND.value[0]).encode()
 
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
@@ -254,7 +290,7 @@ def garbage(rng: random.Random) -> bytes:
 def test_garbage_on_the_grpc_port_never_takes_the_server_down(live):
     """zttp parses HTTP/2 in Zig, in the serving process: 3,000 connections of garbage (seeded), each sent and closed,
     then a real call is answered."""
-    _, channel, port = live
+    _, channel, port, _ = live
     rng = random.Random(20)
     for _ in range(3000):
         with socket.create_connection(("127.0.0.1", port), timeout=5) as connection:
