@@ -259,6 +259,20 @@ def test_help_names_the_profiles_and_datasets(capsys):
         assert text in usage
 
 
+@pytest.mark.parametrize(
+    ("argv", "grid", "no_object_weight"),
+    [
+        ([], (16, 16), 0.125),  # quick: four times the empty cells of 8x8, a quarter of the weight each
+        (["--no-object-weight", "0.3"], (16, 16), 0.3),
+        (["--profile", "default"], (8, 8), 0.5),
+        (["--downsamplings", "3", "--no-object-weight", "0.5"], (8, 8), 0.5),
+    ],
+)
+def test_the_profiles_grid_and_empty_cell_weight_and_their_flags(argv, grid, no_object_weight):
+    config = detector.FAMILY.config_from_args(detector.FAMILY.argument_parser().parse_args(argv))
+    assert config.grid == grid and config.no_object_weight == no_object_weight
+
+
 def test_a_threshold_outside_0_1_is_a_usage_error(capsys):
     with pytest.raises(SystemExit) as exit_info:
         detector.FAMILY.main(["--score-threshold", "1.2"])

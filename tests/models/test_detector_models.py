@@ -150,3 +150,11 @@ def test_the_class_weight_scales_only_the_class_term():
         plain["objectness"][0]
     )
     assert YoloLoss.from_config(YoloLoss(class_weight=3.0).get_config()).class_weight == 3.0
+
+
+def test_the_no_object_weight_scales_only_the_empty_predictions_objectness():
+    target = targets([[24, 40, 40, 56]], [7])[None]
+    components = YoloLoss(no_object_weight=0.125).components(tf.constant(target), tf.zeros((1, 8, 8, 3, 15)))
+    assert float(components["objectness"][0]) == pytest.approx(math.log(2) * (1 + 0.125 * (8 * 8 * 3 - 1)), rel=1e-5)
+    assert float(components["class"][0]) == pytest.approx(math.log(10), rel=1e-5)
+    assert YoloLoss.from_config(YoloLoss(no_object_weight=0.125).get_config()).no_object_weight == 0.125
