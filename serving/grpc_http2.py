@@ -47,11 +47,25 @@ STREAMS_PER_CONNECTION = 4000
 NO_ERROR, REFUSED_STREAM = 0x0, 0x7  # HTTP/2 error codes (RFC 9113 section 7)
 RECEIVE_WINDOW_BYTES = 16 * 2**20  # what grpc-go's window estimate grows to at most: 1.6 GB/s at a 10 ms round trip
 DEFAULT_WINDOW_BYTES = 65_535  # HTTP/2's initial window, which zttp 0.0.35 keeps
+SETTINGS_FRAME, WINDOW_UPDATE_FRAME = 0x4, 0x8  # HTTP/2 frame types (RFC 9113 section 6)
 TASK = "modelservice.grpc_task"  # the scope key under which a call's task is found to cancel it
 WINDOW_BITS = {b"gzip": 16 + zlib.MAX_WBITS, b"deflate": zlib.MAX_WBITS}  # zlib's names for gRPC's encodings
 ACCEPTED_ENCODINGS = b"identity,deflate,gzip"
 TIMEOUT_UNITS = {b"H": 3600.0, b"M": 60.0, b"S": 1.0, b"m": 1e-3, b"u": 1e-6, b"n": 1e-9}
 MESSAGE_SAFE = " !\"#$&'()*+,-./:;<=>?@[\\]^_`{|}~"  # grpc-message is percent-encoded except printable ASCII
+
+
+def connection_frame(frame_type: int, payload: bytes) -> bytes:
+    """An HTTP/2 frame on stream 0 (the connection) with no flags (RFC 9113 section 4.1)."""
+    return len(payload).to_bytes(3, "big") + bytes([frame_type, 0]) + bytes(4) + payload
+
+
+# Sent with zttp's own SETTINGS on every connection: the stream windows, then the connection's, grown to
+# RECEIVE_WINDOW_BYTES (see GrpcH2Protocol)
+GROWN_WINDOWS = connection_frame(
+    SETTINGS_FRAME,
+    zttp.H2Settings.INITIAL_WINDOW_SIZE.to_bytes(2, "big") + RECEIVE_WINDOW_BYTES.to_bytes(4, "big"),
+) + connection_frame(WINDOW_UPDATE_FRAME, (RECEIVE_WINDOW_BYTES - DEFAULT_WINDOW_BYTES).to_bytes(4, "big"))
 
 
 class Abort(Exception):
@@ -390,17 +404,6 @@ class GrpcH2Protocol(ZttpH2Protocol):
             self.conn.close()
         self.flush()
         self.transport.close()
-
-
-def frame(frame_type: int, payload: bytes) -> bytes:
-    """An HTTP/2 frame on the connection's stream 0 with no flags (RFC 9113 section 4.1)."""
-    return len(payload).to_bytes(3, "big") + bytes([frame_type, 0]) + bytes(4) + payload
-
-
-SETTINGS, WINDOW_UPDATE, INITIAL_WINDOW_SIZE = 0x4, 0x8, 0x4
-GROWN_WINDOWS = frame(
-    SETTINGS, INITIAL_WINDOW_SIZE.to_bytes(2, "big") + RECEIVE_WINDOW_BYTES.to_bytes(4, "big")
-) + frame(WINDOW_UPDATE, (RECEIVE_WINDOW_BYTES - DEFAULT_WINDOW_BYTES).to_bytes(4, "big"))
 
 
 def _cancel(cycle: Any) -> None:
