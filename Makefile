@@ -13,12 +13,12 @@ TF_EXTRA := $(shell nvidia-smi -L >/dev/null 2>&1 && echo gpu || echo cpu)
 # tensorflow-cpu already is under another name, so it is installed without its dependencies (it needs protobuf).
 TFSERVING_API := tensorflow-serving-api>=2.20,<2.22
 
-.PHONY: help install train serve run test lint test-e2e test-container test-benchmarks test-distributed image bench clean
+.PHONY: help install node-client train serve run test lint test-e2e test-container test-benchmarks test-distributed image bench clean
 
 help:
 	@echo "make run    create .venv, train the four model families on bundled/generated data (once), serve on http://$(HOST):$(PORT)"
 	@echo "make train  create .venv and train the four model families into artifacts/ (once), without serving"
-	@echo "make test   ruff (lint and format check), then the test suite (the end-to-end tests: make test-e2e)"
+	@echo "make test   ruff (lint and format check), then the test suite (the end-to-end tests: make test-e2e); installs Node's gRPC client for its tests where npm is"
 	@echo "make test-e2e  the end-to-end tests: servers with their own settings, the scripts, bare TensorFlow processes, bentoml build, the browser (.ci/run runs it)"
 	@echo "make lint   ruff check and ruff format --check only"
 	@echo "make test-container  build the Docker image with the session's small models and run it (needs podman or docker)"
@@ -52,7 +52,15 @@ run: install
 
 # Test processes (pytest-xdist): "auto" is one per CPU core; TEST_WORKERS=0 runs the suite in this process.
 TEST_WORKERS ?= auto
-test: install lint
+# Node's gRPC (@grpc/grpc-js), a second client of the gRPC API in tests/serving/test_grpc.py: installed where npm
+# is (from the npm registry, pinned by its package-lock.json); without it those tests skip and say why.
+NODE_CLIENT := tests/serving/node_grpc
+$(NODE_CLIENT)/node_modules/.package-lock.json: $(NODE_CLIENT)/package-lock.json
+	npm ci --prefix $(NODE_CLIENT) --no-audit --no-fund --loglevel=error
+
+node-client: $(if $(shell command -v npm),$(NODE_CLIENT)/node_modules/.package-lock.json)
+
+test: install lint node-client
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup
 
 lint: install
@@ -89,4 +97,4 @@ bench: install
 	$(BIN)/python -m benchmarks.model_swaps
 
 clean:
-	rm -rf $(VENV) runs artifacts .bentoml
+	rm -rf $(VENV) runs artifacts .bentoml $(NODE_CLIENT)/node_modules

@@ -6,7 +6,11 @@ the same server, and every client mistake against the status and message a gRPC 
 import asyncio
 import base64
 import io
+import json
+import shutil
+import subprocess
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import grpc
@@ -31,6 +35,8 @@ pytestmark = pytest.mark.slow
 
 TIMEOUT = 30.0
 MAX_MESSAGE_BYTES = 64 * 2**20  # what a client of large batches sets on its side too
+NODE_CLIENT = Path(__file__).parent / "node_grpc"  # @grpc/grpc-js, installed by `make install` where npm is
+PREDICT = "/tensorflow.serving.PredictionService/Predict"
 
 
 class Served(NamedTuple):
@@ -289,6 +295,60 @@ def test_a_compressed_call_gets_the_answer_of_an_uncompressed_one(predictions, d
 
 
 # --- a client's mistakes: the status it expects, and a message that says what was wrong ------------------
+
+
+# --- a client in another language: Node's @grpc/grpc-js ------------------------------------------------
+
+
+class NodeAnswer(NamedTuple):
+    code: grpc.StatusCode
+    details: str
+    response: bytes
+
+
+@pytest.fixture(scope="module")
+def node_call(served):
+    """One unary call through tests/serving/node_grpc/call.js: Node's own gRPC and HTTP/2 (nghttp2), not grpcio."""
+    if shutil.which("node") is None or not (NODE_CLIENT / "node_modules" / "@grpc" / "grpc-js").is_dir():
+        pytest.skip("needs node and `npm ci --prefix tests/serving/node_grpc` (make install runs it where npm is)")
+    codes = {code.value[0]: code for code in grpc.StatusCode}
+
+    def call(method: str, request: bytes) -> NodeAnswer:
+        target = f"127.0.0.1:{served.grpc_port}"
+        done = subprocess.run(
+            ["node", str(NODE_CLIENT / "call.js"), target, method], input=request, capture_output=True, timeout=120
+        )
+        assert done.returncode == 0, done.stderr.decode()
+        answer = json.loads(done.stdout)
+        return NodeAnswer(codes[answer["code"]], answer["details"], base64.b64decode(answer.get("response", "")))
+
+    return call
+
+
+def test_nodes_grpc_client_gets_the_answer_pythons_gets(predictions, node_call, digits):
+    request = predict_request("classifier", {"images": digits.test.images[:5].astype(np.float32)})
+    answer = node_call(PREDICT, request.SerializeToString())
+    assert answer.code == grpc.StatusCode.OK
+    from_node = outputs_of(predict_pb2.PredictResponse.FromString(answer.response))
+    from_python = outputs_of(predictions.Predict(request, timeout=TIMEOUT))
+    assert set(from_node) == set(from_python) and "top_k_labels" in from_node
+    for name, value in from_node.items():
+        if value.dtype.kind in "SO":
+            assert value.tolist() == from_python[name].tolist(), name
+        else:
+            np.testing.assert_allclose(value, from_python[name], rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+def test_nodes_grpc_client_sends_a_12_mib_batch_within_flow_control(node_call, scenes):
+    images = np.repeat(np.stack([scene.image for scene in scenes.test[:64]]).astype(np.float32), 3, axis=-1)
+    answer = node_call(PREDICT, predict_request("detector", {"images": images}).SerializeToString())
+    assert answer.code == grpc.StatusCode.OK
+    assert outputs_of(predict_pb2.PredictResponse.FromString(answer.response))["count"].shape == (64,)
+
+
+def test_nodes_grpc_client_reads_a_mistakes_status_and_message(node_call):
+    answer = node_call(PREDICT, predict_request("nope", {"images": digit_images()}).SerializeToString())
+    assert answer.code == grpc.StatusCode.NOT_FOUND and "no model named 'nope' is served" in answer.details
 
 
 def digit_images(count: int = 1, dtype=np.float32) -> np.ndarray:
