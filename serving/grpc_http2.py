@@ -44,6 +44,7 @@ GRPC_CONTENT_TYPE = b"application/grpc"
 PREFIX_BYTES = 5  # compressed flag + 4-byte length
 IDLE_CONNECTION_SECONDS = 3600.0  # gRPC channels stay open between calls; uvicorn's default closes them after 5 s
 STREAMS_PER_CONNECTION = 4000
+CLOSE_AFTER_GOAWAY_SECONDS = 1.0  # Go's HTTP/2 server waits as long: the client's frames already sent still arrive
 NO_ERROR, REFUSED_STREAM = 0x0, 0x7  # HTTP/2 error codes (RFC 9113 section 7)
 RECEIVE_WINDOW_BYTES = 16 * 2**20  # what grpc-go's window estimate grows to at most: 1.6 GB/s at a 10 ms round trip
 DEFAULT_WINDOW_BYTES = 65_535  # HTTP/2's initial window, which zttp 0.0.35 keeps
@@ -361,6 +362,7 @@ class GrpcH2Protocol(ZttpH2Protocol):
         self.transport.write(GROWN_WINDOWS)  # corked: it leaves with zttp's own SETTINGS
         self.streams, self.newest_stream = 0, 0
         self.last_stream_id: int | None = None  # the last stream this connection answers, once GOAWAY is sent
+        self.closing: asyncio.TimerHandle | None = None
 
     def handle_request(self, event: zttp.Request) -> None:
         if self.last_stream_id is not None and event.stream_id > self.last_stream_id:
@@ -381,6 +383,8 @@ class GrpcH2Protocol(ZttpH2Protocol):
         for cycle in self.cycles.values():
             if not cycle.response_complete:
                 _cancel(cycle)
+        if self.closing is not None:
+            self.closing.cancel()
         super().connection_lost(exc)
 
     def shutdown(self) -> None:
@@ -398,12 +402,19 @@ class GrpcH2Protocol(ZttpH2Protocol):
             self._close_connection()
 
     def _close_connection(self) -> None:
+        """Closed at once, or, after this server's own GOAWAY, a second after the last call was answered (or when
+        the client closes it first): frames the client sent before it read the GOAWAY may still be on their way,
+        and a socket closed with unread data resets the connection, which could lose the REFUSED_STREAMs and
+        answers not yet read, so that the client saw its calls fail UNAVAILABLE instead of retrying them."""
         if self.transport.is_closing():
             return
         if self.last_stream_id is None:  # a second GOAWAY may not name a later stream than the first
             self.conn.close()
-        self.flush()
-        self.transport.close()
+            self.flush()
+            self.transport.close()
+        elif self.closing is None:
+            self.flush()
+            self.closing = self.loop.call_later(CLOSE_AFTER_GOAWAY_SECONDS, self.transport.close)
 
 
 def _cancel(cycle: Any) -> None:
