@@ -7,6 +7,7 @@ import asyncio
 import base64
 import io
 import json
+import os
 import shutil
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
@@ -35,7 +36,9 @@ pytestmark = pytest.mark.slow
 
 TIMEOUT = 30.0
 MAX_MESSAGE_BYTES = 64 * 2**20  # what a client of large batches sets on its side too
-NODE_CLIENT = Path(__file__).parent / "node_grpc"  # @grpc/grpc-js, installed by `make install` where npm is
+NODE_CLIENT = Path(__file__).parent / "node_grpc"  # @grpc/grpc-js, installed by `make test` where npm is
+GO_CLIENT = Path(__file__).parent / "go_grpc"  # grpc-go, built by the test against Debian's packaged sources
+GO_SOURCES = Path("/usr/share/gocode/src")
 PREDICT = "/tensorflow.serving.PredictionService/Predict"
 
 
@@ -297,58 +300,83 @@ def test_a_compressed_call_gets_the_answer_of_an_uncompressed_one(predictions, d
 # --- a client's mistakes: the status it expects, and a message that says what was wrong ------------------
 
 
-# --- a client in another language: Node's @grpc/grpc-js ------------------------------------------------
+# --- clients in other languages: Node's @grpc/grpc-js and Go's grpc-go -----------------------------------
 
 
-class NodeAnswer(NamedTuple):
+class ForeignAnswer(NamedTuple):
     code: grpc.StatusCode
     details: str
     response: bytes
 
 
-@pytest.fixture(scope="module")
-def node_call(served):
-    """One unary call through tests/serving/node_grpc/call.js: Node's own gRPC and HTTP/2 (nghttp2), not grpcio."""
-    if shutil.which("node") is None or not (NODE_CLIENT / "node_modules" / "@grpc" / "grpc-js").is_dir():
-        pytest.skip("needs node and `npm ci --prefix tests/serving/node_grpc` (make install runs it where npm is)")
+@pytest.fixture(scope="session")
+def go_client(tmp_path_factory) -> Path:
+    """tests/serving/go_grpc/main.go built in GOPATH mode against Debian's golang-google-grpc-dev."""
+    if shutil.which("go") is None or not (GO_SOURCES / "google.golang.org" / "grpc").is_dir():
+        pytest.skip("needs go and grpc-go's sources (apt-get install golang-go golang-google-grpc-dev)")
+    gopath = tmp_path_factory.mktemp("gopath")
+    (gopath / "src" / "call").mkdir(parents=True)
+    shutil.copy(GO_CLIENT / "main.go", gopath / "src" / "call" / "main.go")
+    env = {**os.environ, "GOPATH": f"{gopath}:{GO_SOURCES.parent}", "GO111MODULE": "off", "GOFLAGS": ""}
+    built = subprocess.run(
+        ["go", "build", "-o", str(gopath / "call"), "call"], cwd=gopath, env=env, capture_output=True
+    )
+    assert built.returncode == 0, built.stderr.decode()
+    return gopath / "call"
+
+
+@pytest.fixture(scope="module", params=["node", "go"])
+def foreign_call(request, served):
+    """One unary call from Node's gRPC (tests/serving/node_grpc/call.js: HTTP/2 from Node's nghttp2) or Go's
+    (tests/serving/go_grpc/main.go: grpc-go's own HTTP/2), not grpcio."""
+    if request.param == "node":
+        if shutil.which("node") is None or not (NODE_CLIENT / "node_modules" / "@grpc" / "grpc-js").is_dir():
+            pytest.skip("needs node and `npm ci --prefix tests/serving/node_grpc` (make test runs it where npm is)")
+        command = ["node", str(NODE_CLIENT / "call.js")]
+    else:
+        command = [str(request.getfixturevalue("go_client"))]
     codes = {code.value[0]: code for code in grpc.StatusCode}
 
-    def call(method: str, request: bytes) -> NodeAnswer:
+    def call(method: str, message: bytes) -> ForeignAnswer:
         target = f"127.0.0.1:{served.grpc_port}"
-        done = subprocess.run(
-            ["node", str(NODE_CLIENT / "call.js"), target, method], input=request, capture_output=True, timeout=120
-        )
+        done = subprocess.run([*command, target, method], input=message, capture_output=True, timeout=120)
         assert done.returncode == 0, done.stderr.decode()
         answer = json.loads(done.stdout)
-        return NodeAnswer(codes[answer["code"]], answer["details"], base64.b64decode(answer.get("response", "")))
+        return ForeignAnswer(codes[answer["code"]], answer["details"], base64.b64decode(answer.get("response", "")))
 
     return call
 
 
-def test_nodes_grpc_client_gets_the_answer_pythons_gets(predictions, node_call, digits):
+def test_a_client_in_another_language_gets_the_answer_pythons_gets(predictions, foreign_call, digits):
     request = predict_request("classifier", {"images": digits.test.images[:5].astype(np.float32)})
-    answer = node_call(PREDICT, request.SerializeToString())
+    answer = foreign_call(PREDICT, request.SerializeToString())
     assert answer.code == grpc.StatusCode.OK
-    from_node = outputs_of(predict_pb2.PredictResponse.FromString(answer.response))
+    from_there = outputs_of(predict_pb2.PredictResponse.FromString(answer.response))
     from_python = outputs_of(predictions.Predict(request, timeout=TIMEOUT))
-    assert set(from_node) == set(from_python) and "top_k_labels" in from_node
-    for name, value in from_node.items():
+    assert set(from_there) == set(from_python) and "top_k_labels" in from_there
+    for name, value in from_there.items():
         if value.dtype.kind in "SO":
             assert value.tolist() == from_python[name].tolist(), name
         else:
             np.testing.assert_allclose(value, from_python[name], rtol=1e-5, atol=1e-6, err_msg=name)
 
 
-def test_nodes_grpc_client_sends_a_12_mib_batch_within_flow_control(node_call, scenes):
+def test_a_client_in_another_language_sends_a_12_mib_batch_within_flow_control(foreign_call, scenes):
     images = np.repeat(np.stack([scene.image for scene in scenes.test[:64]]).astype(np.float32), 3, axis=-1)
-    answer = node_call(PREDICT, predict_request("detector", {"images": images}).SerializeToString())
+    answer = foreign_call(PREDICT, predict_request("detector", {"images": images}).SerializeToString())
     assert answer.code == grpc.StatusCode.OK
     assert outputs_of(predict_pb2.PredictResponse.FromString(answer.response))["count"].shape == (64,)
 
 
-def test_nodes_grpc_client_reads_a_mistakes_status_and_message(node_call):
-    answer = node_call(PREDICT, predict_request("nope", {"images": digit_images()}).SerializeToString())
+def test_a_client_in_another_language_reads_a_mistakes_status_and_message(foreign_call):
+    answer = foreign_call(PREDICT, predict_request("nope", {"images": digit_images()}).SerializeToString())
     assert answer.code == grpc.StatusCode.NOT_FOUND and "no model named 'nope' is served" in answer.details
+
+
+def test_a_client_in_another_language_reads_the_health_of_the_server(foreign_call):
+    answer = foreign_call("/grpc.health.v1.Health/Check", health_pb2.HealthCheckRequest().SerializeToString())
+    assert answer.code == grpc.StatusCode.OK
+    assert health_pb2.HealthCheckResponse.FromString(answer.response).status == health_pb2.HealthCheckResponse.SERVING
 
 
 def digit_images(count: int = 1, dtype=np.float32) -> np.ndarray:
